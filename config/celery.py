@@ -1,0 +1,48 @@
+"""The Celery app: `celery -A config worker` and `celery -A config beat`.
+
+All settings live in config.settings under CELERY_*; see the comments there.
+"""
+
+import os
+
+from celery import Celery, signals
+from django.conf import settings
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("berth")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+# Celery's Django fixup closes the DB connection around every task unless
+# told how many tasks may share one; a reconnect costs about 10 ms. The fixup
+# reads only this old-style key.
+app.conf["CELERY_DB_REUSE_MAX"] = settings.BERTH_CELERY_DB_REUSE_MAX
+
+# Periodic tasks installed by `manage.py install_periodic_tasks`, by name.
+# One entry per job, never one per lease event: beat reloads every entry on
+# each change and stalls at 10^4 entries, so events are rows swept by one task.
+PERIODIC_TASKS = {
+    "berth: purge expired tokens": {"task": "identity.purge_expired_tokens", "every": 3600},
+}
+
+
+@signals.task_prerun.connect
+def _drop_broken_connections(**kwargs):
+    # With connections reused across tasks, one the database has dropped
+    # (restart, idle timeout) must be replaced before the task touches it.
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        connection.close_if_unusable_or_obsolete()
+
+
+def _connect_request_id_signals():
+    from config import request_id
+
+    signals.before_task_publish.connect(request_id.stamp_outgoing_task, weak=False)
+    signals.task_prerun.connect(request_id.restore_for_task, weak=False)
+    signals.task_postrun.connect(request_id.clear_after_task, weak=False)
+
+
+_connect_request_id_signals()

@@ -1,0 +1,182 @@
+"""One error type for the domain, and one place that renders it in the shape
+of the API that was called (NeutronError, Nova fault, Blazar error).
+
+Services raise ``BerthError`` subclasses; they know nothing of HTTP beyond a
+status a caller may use. Views never build error bodies themselves.
+"""
+
+import logging
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions as drf
+from rest_framework.response import Response
+
+log = logging.getLogger(__name__)
+
+
+class BerthError(Exception):
+    status = 400
+    type = "BadRequest"
+
+    def __init__(self, message: str, *, type: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if type:
+            self.type = type
+
+
+class Invalid(BerthError):
+    status = 400
+    type = "InvalidInput"
+
+
+class Forbidden(BerthError):
+    status = 403
+    type = "PolicyNotAuthorized"
+
+
+class NotFound(BerthError):
+    status = 404
+    type = "NotFound"
+
+
+class Conflict(BerthError):
+    status = 409
+    type = "Conflict"
+
+
+class OverQuota(Conflict):
+    # Neutron answers 409 OverQuota; Nova answers 403 forbidden.
+    type = "OverQuota"
+
+
+class Unavailable(BerthError):
+    status = 503
+    type = "ServiceUnavailable"
+
+
+# --- rendering ----------------------------------------------------------------
+
+NOVA_FAULTS = {
+    400: "badRequest",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "itemNotFound",
+    405: "HTTPMethodNotAllowed",
+    406: "HTTPNotAcceptable",
+    409: "conflictingRequest",
+    413: "overLimit",
+    415: "HTTPUnsupportedMediaType",
+    503: "serviceUnavailable",
+}
+
+
+def api_of_path(path: str) -> str | None:
+    """Which OpenStack API a URL path belongs to, by its mount prefix."""
+    first = path.lstrip("/").split("/", 1)[0]
+    return {
+        settings.BERTH_NETWORKING_PREFIX: "networking",
+        settings.BERTH_COMPUTE_PREFIX: "compute",
+        settings.BERTH_RESERVATION_PREFIX: "reservation",
+    }.get(first)
+
+
+def error_body(api: str | None, status: int, type_: str, message: str) -> dict:
+    if status == 401:
+        # What keystonemiddleware answers in front of every OpenStack API.
+        return {"error": {"code": 401, "title": "Unauthorized", "message": message}}
+    if api == "networking":
+        return {"NeutronError": {"type": type_, "message": message, "detail": ""}}
+    if api == "compute":
+        return {NOVA_FAULTS.get(status, "computeFault"): {"code": status, "message": message}}
+    if api == "reservation":
+        return {"error_code": status, "error_message": message, "error_name": status}
+    return {"error": {"code": status, "title": type_, "message": message}}
+
+
+def _flatten(detail) -> str:
+    """One readable sentence from DRF's nested validation detail."""
+    if isinstance(detail, dict):
+        parts = []
+        for field, value in detail.items():
+            text = _flatten(value)
+            parts.append(text if field == "non_field_errors" else f"{field}: {text}")
+        return "; ".join(parts)
+    if isinstance(detail, list):
+        return " ".join(_flatten(item) for item in detail)
+    return str(detail)
+
+
+DRF_TYPES = {
+    drf.ValidationError: (400, "InvalidInput"),
+    drf.ParseError: (400, "MalformedRequestBody"),
+    drf.NotAuthenticated: (401, "Unauthorized"),
+    drf.AuthenticationFailed: (401, "Unauthorized"),
+    drf.PermissionDenied: (403, "PolicyNotAuthorized"),
+    drf.NotFound: (404, "NotFound"),
+    drf.MethodNotAllowed: (405, "HTTPMethodNotAllowed"),
+    drf.NotAcceptable: (406, "HTTPNotAcceptable"),
+    drf.UnsupportedMediaType: (415, "HTTPUnsupportedMediaType"),
+    drf.Throttled: (429, "OverLimit"),
+}
+
+
+def classify(exc: Exception, api: str | None) -> tuple[int, str, str] | None:
+    """(status, type, message) for an exception, or None if it is a bug."""
+    if isinstance(exc, BerthError):
+        status = exc.status
+        if api == "compute" and isinstance(exc, OverQuota):
+            status = 403
+        return status, exc.type, exc.message
+    if isinstance(exc, Http404):
+        return 404, "NotFound", "The resource could not be found."
+    if isinstance(exc, PermissionDenied):
+        return 403, "PolicyNotAuthorized", "Policy does not allow this operation."
+    if isinstance(exc, drf.APIException):
+        for cls, (status, type_) in DRF_TYPES.items():
+            if isinstance(exc, cls):
+                message = _flatten(exc.detail)
+                if isinstance(exc, drf.PermissionDenied):
+                    message = "Policy does not allow this operation."
+                return status, type_, message
+        return exc.status_code, "BadRequest", _flatten(exc.detail)
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database is down or dropped the connection: nothing was
+        # committed, so the caller may simply retry.
+        return 503, "ServiceUnavailable", "The service is temporarily unavailable; retry later."
+    return None
+
+
+def api_exception_handler(exc, context):
+    request = context.get("request")
+    api = api_of_path(request.path if request else "")
+    classified = classify(exc, api)
+    if classified is None:
+        log.exception("unexpected error", exc_info=exc)
+        if isinstance(exc, DatabaseError):
+            classified = 500, "InternalError", "The database refused the operation."
+        else:
+            classified = 500, "InternalError", "An unexpected error occurred; see the service log."
+    status, type_, message = classified
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Token"
+    return Response(error_body(api, status, type_, message), status=status, headers=headers)
+
+
+def json_error(request, status: int, type_: str, message: str) -> JsonResponse:
+    return JsonResponse(
+        error_body(api_of_path(request.path), status, type_, message), status=status
+    )
+
+
+def not_found_view(request, *args, **kwargs):
+    """Unknown URLs outside the APIs (Django's handler404)."""
+    return json_error(request, 404, "NotFound", "The resource could not be found.")
+
+
+def server_error_view(request, *args, **kwargs):
+    return json_error(request, 500, "InternalError", "An unexpected error occurred.")

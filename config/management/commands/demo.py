@@ -1,0 +1,146 @@
+"""Set up a demo cloud and run berth's processes on 127.0.0.1.
+
+Runs on whatever the settings say: with nothing set, SQLite and the
+filesystem broker (the embedded default), so a newcomer needs nothing
+installed. API, worker and beat are separate processes, exactly as in
+production.
+"""
+
+import io
+import json
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from config.services import membership_ensure, token_create
+
+ROOT = Path(settings.BASE_DIR)
+
+
+class Command(BaseCommand):
+    help = "Set up a demo cloud and serve the API, admin, worker and beat on 127.0.0.1."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=8000)
+
+    def handle(self, *args, port, **options):
+        self.step("migrating the database")
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("install_periodic_tasks", stdout=io.StringIO())
+        password = self.ensure_admin_user()
+        _, token = token_create(
+            project_name=settings.BERTH_DEMO_PROJECT, username="demo", role="admin"
+        )
+
+        base = f"http://127.0.0.1:{port}"
+        # Stop the children on SIGTERM too, not only on Ctrl-C.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        processes = self.start_processes(port)
+        try:
+            self.wait_for_api(base, processes)
+            self.step("checking a worker round trip")
+            call_command("healthcheck", "--timeout", "60", stdout=self.stdout)
+            self.stdout.write("Press Ctrl-C to stop.")
+            self.summary(base, token, password)
+            while all(p.poll() is None for p in processes.values()):
+                time.sleep(1)
+            dead = [name for name, p in processes.items() if p.poll() is not None]
+            raise CommandError(f"{', '.join(dead)} stopped; see the output above")
+        except KeyboardInterrupt:
+            self.stdout.write("stopping")
+        finally:
+            self.stop(processes)
+
+    def step(self, text: str) -> None:
+        self.stdout.write(self.style.MIGRATE_HEADING(f"==> {text}"))
+
+    def ensure_admin_user(self) -> str:
+        """An admin console login, with a fresh password each run."""
+        password = secrets.token_urlsafe(12)
+        user, _ = get_user_model().objects.get_or_create(username="admin")
+        user.is_staff = user.is_superuser = True
+        user.set_password(password)
+        user.save()
+        membership_ensure(project_name=settings.BERTH_DEMO_PROJECT, username="admin", role="admin")
+        return password
+
+    def start_processes(self, port: int) -> dict[str, subprocess.Popen]:
+        self.step("starting API, worker and beat")
+        python = sys.executable
+        commands = {
+            "api": [python, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+            "worker": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-l",
+                "warning",
+                "-c",
+                "2",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            "beat": [python, "-m", "celery", "-A", "config", "beat", "-l", "warning"],
+        }
+        return {name: subprocess.Popen(cmd, cwd=ROOT) for name, cmd in commands.items()}
+
+    def wait_for_api(self, base: str, processes, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if processes["api"].poll() is not None:
+                raise CommandError("the API process exited; see the output above")
+            try:
+                with urllib.request.urlopen(f"{base}/networking", timeout=2) as response:
+                    json.load(response)
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise CommandError(f"the API did not answer on {base} within {timeout:.0f}s")
+
+    def stop(self, processes) -> None:
+        for process in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def summary(self, base: str, token: str, password: str) -> None:
+        auth = settings.BERTH_AUTH_MODE
+        networking = f"{base}/{settings.BERTH_NETWORKING_PREFIX}"
+        compute = f"{base}/{settings.BERTH_COMPUTE_PREFIX}/v2.1"
+        reservation = f"{base}/{settings.BERTH_RESERVATION_PREFIX}/v1"
+        lines = [
+            "",
+            "berth is running.",
+            f"  admin console    {base}/admin/   (user admin, password {password})",
+            f"  API docs         {base}/api/docs",
+            f"  networking       {networking}",
+            f"  compute          {compute}",
+            f"  reservation      {reservation}",
+            f"  auth mode        {auth}",
+            "",
+            "openstack CLI / openstacksdk:",
+            "  export OS_AUTH_TYPE=admin_token OS_ENDPOINT=" + base + " OS_TOKEN=" + token,
+            f"  export OS_NETWORK_ENDPOINT_OVERRIDE={networking}",
+            f"  export OS_COMPUTE_ENDPOINT_OVERRIDE={compute}",
+            f"  export OS_RESERVATION_ENDPOINT_OVERRIDE={reservation}",
+            "",
+            f"token (admin of project {settings.BERTH_DEMO_PROJECT}):",
+            token,
+        ]
+        self.stdout.write("\n".join(lines))

@@ -1,0 +1,92 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Project(models.Model):
+    """A tenant. Every user-visible resource belongs to exactly one project."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=64, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Role(models.TextChoices):
+    # Cloud-wide administrator, as OpenStack's legacy "admin" role: sees and
+    # manages every project's resources and the admin-only fields.
+    ADMIN = "admin"
+    MEMBER = "member"
+    READER = "reader"
+
+
+class Membership(models.Model):
+    """A user's role in a project (Keystone's role assignment)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "project"], name="membership_one_role_per_project"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project} as {self.role}"
+
+
+class Token(models.Model):
+    """An API token. Only its SHA-256 digest is stored; the token itself is
+    shown once, when it is created."""
+
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    # The first characters, so an operator can tell tokens apart in the admin.
+    prefix = models.CharField(max_length=8, editable=False)
+    membership = models.ForeignKey(Membership, on_delete=models.CASCADE, related_name="tokens")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}... ({self.membership})"
+
+
+class Quota(models.Model):
+    """A per-project override of a default limit from BERTH_QUOTA_DEFAULTS."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="quotas")
+    resource = models.CharField(max_length=32)
+    limit = models.IntegerField(help_text="-1 means unlimited")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "resource"], name="quota_one_per_resource"),
+            models.CheckConstraint(
+                condition=models.Q(limit__gte=-1), name="quota_limit_min_minus_one"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project}: {self.resource} <= {self.limit}"
+
+
+class HealthProbe(models.Model):
+    """One round trip API -> broker -> worker -> database, for `healthcheck`."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=255, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+
+    def __str__(self) -> str:
+        return f"probe {self.id}"

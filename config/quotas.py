@@ -1,0 +1,66 @@
+"""Per-project quotas, shared by every app.
+
+Limits come from BERTH_QUOTA_DEFAULTS, overridden per project by Quota rows.
+Usage is always counted from the database (never a cached counter that can
+drift): each app registers a counter per resource in its AppConfig.ready().
+
+``quota_check`` is the early, lock-free check at the API. ``quota_enforce``
+is the authoritative one, called inside the transaction that consumes the
+resource: it locks the project row so two concurrent consumers in one
+project are counted one after the other.
+"""
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import transaction
+
+from config.errors import OverQuota
+from config.models import Project, Quota
+
+UsageCounter = Callable[[Project], int]
+_counters: dict[str, UsageCounter] = {}
+
+
+def register_usage(resource: str, counter: UsageCounter) -> None:
+    _counters[resource] = counter
+
+
+def quota_limits(*, project: Project) -> dict[str, int]:
+    limits = dict(settings.BERTH_QUOTA_DEFAULTS)
+    limits.update(Quota.objects.filter(project=project).values_list("resource", "limit"))
+    return limits
+
+
+def quota_usage(*, project: Project) -> dict[str, int]:
+    return {resource: counter(project) for resource, counter in _counters.items()}
+
+
+def quota_check(*, project: Project, requested: dict[str, int]) -> None:
+    limits = quota_limits(project=project)
+    for resource, amount in requested.items():
+        limit = limits.get(resource, -1)
+        if limit < 0 or amount <= 0:
+            continue
+        used = _counters[resource](project)
+        if used + amount > limit:
+            raise OverQuota(
+                f"Quota exceeded for {resource}: requested {amount}, "
+                f"but already used {used} of {limit} {resource}."
+            )
+
+
+def quota_enforce(*, project: Project, requested: dict[str, int]) -> None:
+    """quota_check under the project's row lock. Call it inside the
+    transaction that consumes the resource: the lock is held until that
+    commits (SQLite's IMMEDIATE transactions serialize writers anyway)."""
+    with transaction.atomic():
+        list(Project.objects.select_for_update().filter(pk=project.pk).values_list("pk"))
+        quota_check(project=project, requested=requested)
+
+
+def quota_set(*, project: Project, resource: str, limit: int) -> Quota:
+    quota, _ = Quota.objects.update_or_create(
+        project=project, resource=resource, defaults={"limit": limit}
+    )
+    return quota

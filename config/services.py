@@ -1,0 +1,62 @@
+"""Writes for projects, memberships, tokens and health probes."""
+
+import hashlib
+import secrets
+from datetime import datetime
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from config.models import HealthProbe, Membership, Project, Role, Token
+
+
+def token_digest(raw: str) -> str:
+    # Tokens are 256 random bits, so a plain SHA-256 is enough: there is no
+    # dictionary to attack, and lookups stay a single indexed equality.
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def project_get_or_create(*, name: str) -> Project:
+    project, _ = Project.objects.get_or_create(name=name)
+    return project
+
+
+@transaction.atomic
+def membership_ensure(*, project_name: str, username: str, role: str) -> Membership:
+    """The user's membership in the project with this role; creates the
+    project, the user and the membership if missing, updates the role."""
+    if role not in Role.values:
+        raise ValueError(f"role must be one of {', '.join(Role.values)}, not {role!r}")
+    project = project_get_or_create(name=project_name)
+    user, _ = get_user_model().objects.get_or_create(username=username)
+    membership, _ = Membership.objects.update_or_create(
+        user=user, project=project, defaults={"role": role}
+    )
+    return membership
+
+
+def token_create(
+    *, project_name: str, username: str, role: str, expires_at: datetime | None = None
+) -> tuple[Token, str]:
+    """A new token for the user's role in the project. Returns the row and
+    the raw token, which is not stored and cannot be shown again."""
+    with transaction.atomic():
+        membership = membership_ensure(project_name=project_name, username=username, role=role)
+        raw = secrets.token_urlsafe(32)
+        token = Token.objects.create(
+            digest=token_digest(raw), prefix=raw[:8], membership=membership, expires_at=expires_at
+        )
+    return token, raw
+
+
+def token_purge_expired(*, now: datetime | None = None) -> int:
+    deleted, _ = Token.objects.filter(expires_at__lte=now or timezone.now()).delete()
+    return deleted
+
+
+def health_probe_answer(*, probe_id, worker: str, request_id: str) -> None:
+    # Idempotent: a redelivered probe keeps the first answer.
+    HealthProbe.objects.filter(pk=probe_id, answered_at__isnull=True).update(
+        answered_at=timezone.now(), worker=worker, request_id=request_id
+    )

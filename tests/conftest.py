@@ -1,0 +1,145 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from config.services import token_create
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config, items):
+    on_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+    skip = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL (see README)")
+    for item in items:
+        if "postgres" in item.keywords and not on_postgres:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _release_test_database(django_db_setup, django_db_blocker):
+    """Close what other threads and processes left connected to the test
+    database (live-server threads keep theirs), so it can be dropped."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
+class Caller:
+    """An API client holding a token for one role in one project."""
+
+    def __init__(self, project_name: str, role: str, username: str | None = None):
+        token, raw = token_create(
+            project_name=project_name, username=username or f"{role}-{project_name}", role=role
+        )
+        self.project = token.membership.project
+        self.token = raw
+        self.client = APIClient()
+        self.client.credentials(HTTP_X_AUTH_TOKEN=raw)
+
+    def get(self, url, **params):
+        return self.client.get(url, params)
+
+    def post(self, url, body):
+        return self.client.post(url, body, format="json")
+
+    def put(self, url, body):
+        return self.client.put(url, body, format="json")
+
+    def delete(self, url):
+        return self.client.delete(url)
+
+
+@pytest.fixture
+def caller(db):
+    """caller(project, role) -> Caller"""
+    return lambda project="alpha", role="member": Caller(project, role)
+
+
+@pytest.fixture
+def admin(caller):
+    return caller("admin-project", "admin")
+
+
+@pytest.fixture
+def noauth(settings):
+    settings.BERTH_AUTH_MODE = "noauth"
+
+
+def db_url_for_processes() -> str:
+    """A URL for the test database that pytest-django created."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def process_env(**extra) -> dict:
+    env = dict(os.environ)
+    env["DATABASE_URL"] = db_url_for_processes()
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real Celery worker process (prefork, 2 children) on the test
+    database and the configured broker."""
+    from config.celery import app
+
+    with django_db_blocker.unblock():
+        app.control.purge()
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    name = f"test-{uuid.uuid4().hex[:8]}@%h"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-c",
+                "2",
+                "-l",
+                "info",
+                "-n",
+                name,
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            cwd=ROOT,
+            env=process_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while b" ready." not in log.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"worker did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    proc.log = log
+    yield proc
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -1,0 +1,98 @@
+"""The README's demo command, on the embedded default (SQLite + filesystem
+broker, nothing installed), with real API, worker and beat processes."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import openstack
+import pytest
+from blazarclient import client as blazar_client
+from blazarclient import exception as blazar_exception
+from keystoneauth1 import session, token_endpoint
+
+from tests.conftest import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo running on the embedded default; yields (base URL, token)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE")
+    }
+    data = tmp_path_factory.mktemp("demo") / "data"
+    env.update(BERTH_DATA_DIR=str(data), PYTHONUNBUFFERED="1")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "demo", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output, deadline = [], time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        output.append(line)
+        if line.startswith("token (admin of project"):
+            token = proc.stdout.readline().strip()
+            break
+    else:
+        token = None
+    if not output or not output[-1].startswith("token"):
+        proc.kill()
+        pytest.fail("demo did not come up:\n" + "".join(output))
+    yield f"http://127.0.0.1:{port}", token, "".join(output)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    assert (data / "berth.sqlite3").exists()
+
+
+def test_demo_serves_the_apis_to_the_real_clients(demo):
+    base, token, output = demo
+    assert "worker: ok" in output
+    assert f"{base}/admin/" in output
+    conn = openstack.connect(
+        auth_type="admin_token",
+        auth={"endpoint": base, "token": token},
+        network_endpoint_override=base + "/networking",
+        compute_endpoint_override=base + "/compute/v2.1",
+        load_yaml_config=False,
+        load_envvars=False,
+        api_timeout=30,
+    )
+    net = conn.network.create_network(name="from-sdk")
+    assert conn.network.get_network(net.id).name == "from-sdk"
+    assert conn.compute.get_endpoint_data().max_microversion == (2, 1)
+
+    bz = blazar_client.Client(
+        version="1",
+        session=session.Session(auth=token_endpoint.Token(base, token)),
+        endpoint_override=base + "/reservation/v1",
+    )
+    with pytest.raises(blazar_exception.BlazarClientException) as raised:
+        bz.lease.get("00000000-0000-0000-0000-000000000000")
+    assert raised.value.kwargs["code"] == 404
+
+
+def test_demo_admin_console_login_page(demo):
+    import urllib.request
+
+    base, _, _ = demo
+    with urllib.request.urlopen(base + "/admin/login/") as response:
+        assert response.status == 200
+        assert b"Django administration" in response.read()

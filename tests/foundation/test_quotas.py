@@ -1,0 +1,70 @@
+"""Quotas: limits, usage counted from the database, enforced under a lock."""
+
+import subprocess
+import sys
+
+import pytest
+
+from config.models import Project
+from config.quotas import quota_limits, quota_set, quota_usage
+from networking.models import Network
+from tests.conftest import ROOT, process_env
+from tests.factories import NetworkFactory, ProjectFactory
+
+
+def test_limits_default_and_override(db, settings):
+    project = ProjectFactory()
+    assert quota_limits(project=project)["network"] == settings.BERTH_QUOTA_DEFAULTS["network"]
+    quota_set(project=project, resource="network", limit=3)
+    assert quota_limits(project=project)["network"] == 3
+
+
+def test_usage_is_counted_from_the_database(db):
+    project = ProjectFactory()
+    NetworkFactory.create_batch(2, project=project)
+    NetworkFactory()  # another project's
+    assert quota_usage(project=project)["network"] == 2
+
+
+def test_unlimited(caller):
+    alice = caller("alpha", "member")
+    quota_set(project=alice.project, resource="network", limit=-1)
+    for _ in range(3):
+        assert alice.post("/networking/v2.0/networks", {"network": {}}).status_code == 201
+
+
+CREATE_ONE = """
+import django; django.setup()
+from config.auth import RequestContext
+from config.errors import OverQuota
+from config.models import Project
+from networking.services import network_create
+project = Project.objects.get(name="contended")
+context = RequestContext(user_id="u", project=project, role="member")
+try:
+    network_create(context=context, project=project, name="n")
+    print("created")
+except OverQuota:
+    print("over quota")
+"""
+
+
+@pytest.mark.postgres
+def test_concurrent_creators_never_exceed_the_quota(transactional_db):
+    project = Project.objects.create(name="contended")
+    quota_set(project=project, resource="network", limit=3)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CREATE_ONE],
+            cwd=ROOT,
+            env=process_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    outcomes = [p.communicate(timeout=60) for p in procs]
+    results = sorted(out.strip() for out, _ in outcomes)
+    assert results == ["created"] * 3 + ["over quota"] * 5, outcomes
+    assert Network.objects.filter(project=project).count() == 3
