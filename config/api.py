@@ -100,7 +100,8 @@ class OpenStackViewSet(viewsets.GenericViewSet):
         """The object, if the caller may change it: resources another
         project shares are visible but read-only to everyone but admins."""
         obj = self.get_object()
-        if not self.context.is_admin and obj.project_id != self.context.project_id:
+        owner = getattr(obj, "project_id", None)
+        if not self.context.is_admin and owner != self.context.project_id:
             label = self.resource.replace("_", " ").capitalize()
             raise Forbidden(f"{label} {obj.pk} belongs to another project.")
         return obj

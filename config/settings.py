@@ -142,6 +142,19 @@ BERTH_QUOTA_DEFAULTS = {
     "leases": env.int("BERTH_QUOTA_LEASES", default=50),
 }
 
+# --- networking -------------------------------------------------------------
+
+# Generated MACs start with this prefix (Neutron's default base_mac).
+BERTH_MAC_BASE = env.str("BERTH_MAC_BASE", default="fa:16:3e")
+# VLAN ids handed out when a vlan segment is created without one:
+# "physnet1:100:199,physnet2:200:299".
+BERTH_VLAN_RANGES = env.list("BERTH_VLAN_RANGES", default=[])
+# VXLAN VNIs for networks created without provider attributes.
+BERTH_VNI_RANGE = env.str("BERTH_VNI_RANGE", default="1000:1999999")
+# A host that has not reported for this long is down: not scheduled, its
+# agent shown dead (Neutron's agent_down_time).
+BERTH_HOST_DOWN_AFTER = env.int("BERTH_HOST_DOWN_AFTER", default=75)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["config.auth.KeystoneTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["config.auth.ProjectRolePermission"],

@@ -7,6 +7,9 @@ class NetworkingConfig(AppConfig):
 
     def ready(self):
         from config.quotas import register_usage
-        from networking.models import Network
+        from networking.models import Network, Port, Subnet
 
-        register_usage("network", lambda project: Network.objects.filter(project=project).count())
+        for resource, model in (("network", Network), ("subnet", Subnet), ("port", Port)):
+            register_usage(
+                resource, lambda project, m=model: m.objects.filter(project=project).count()
+            )

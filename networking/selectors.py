@@ -1,14 +1,125 @@
 """Reads for networking."""
 
-from django.db.models import Q, QuerySet
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
 
 from config.auth import RequestContext
-from networking.models import Network
+from networking import ipam
+from networking.binding import HostView, Nic, PhysnetLink, SegmentView
+from networking.models import HostAgent, IPAllocation, Network, Port, Segment, Subnet
 
 
 def network_list(*, context: RequestContext) -> QuerySet[Network]:
     """Networks the caller may see: its project's and shared ones (all for admins)."""
-    networks = Network.objects.select_related("project")
+    networks = Network.objects.select_related("project").prefetch_related("segments", "subnets")
     if context.is_admin:
         return networks
     return networks.filter(Q(project=context.project) | Q(shared=True))
+
+
+def segment_list(*, context: RequestContext) -> QuerySet[Segment]:
+    return Segment.objects.filter(network__in=network_list(context=context).values("pk"))
+
+
+def subnet_list(*, context: RequestContext) -> QuerySet[Subnet]:
+    subnets = Subnet.objects.select_related("project")
+    if context.is_admin:
+        return subnets
+    return subnets.filter(Q(project=context.project) | Q(network__shared=True))
+
+
+def port_list(*, context: RequestContext) -> QuerySet[Port]:
+    ports = Port.objects.select_related("project").prefetch_related("fixed_ips")
+    if context.is_admin:
+        return ports
+    return ports.filter(project=context.project)
+
+
+def network_is_routed(*, network: Network) -> bool:
+    return network.subnets.filter(segment__isnull=False).exists()
+
+
+def segment_view(segment: Segment) -> SegmentView:
+    return SegmentView(
+        segment.id, segment.network_type, segment.physical_network, segment.segmentation_id
+    )
+
+
+def agents_alive_since():
+    return timezone.now() - timedelta(seconds=settings.BERTH_HOST_DOWN_AFTER)
+
+
+def agent_list() -> QuerySet[HostAgent]:
+    return HostAgent.objects.prefetch_related("physnets", "vnic_types", "baremetal_nics")
+
+
+def host_view(*, host: str) -> HostView | None:
+    """What the host reported, or None if it never did."""
+    agent = agent_list().filter(host=host).first()
+    if agent is None:
+        return None
+    return HostView(
+        host=agent.host,
+        datapath_type=agent.datapath_type,
+        interface_types=frozenset(agent.interface_types),
+        ovs_hybrid_plug=agent.ovs_hybrid_plug,
+        bridge_name=agent.bridge_name,
+        tunnel_types=frozenset(agent.tunnel_types),
+        physnets={
+            p.physical_network: PhysnetLink(p.bridge, p.sriov_interface, p.macvtap_interface)
+            for p in agent.physnets.all()
+        },
+        vnic_types=frozenset(v.vnic_type for v in agent.vnic_types.all()),
+        baremetal_nics=tuple(
+            Nic(n.mac_address, n.physical_network, n.switch_id, n.switch_port, n.switch_info)
+            for n in agent.baremetal_nics.all()
+        ),
+    )
+
+
+def port_by_mac(*, mac_address: str) -> QuerySet[Port]:
+    return Port.objects.filter(mac_address=ipam.parse_mac(mac_address))
+
+
+@dataclass(frozen=True)
+class Availability:
+    total_ips: int
+    used_ips: int
+
+    @property
+    def free_ips(self) -> int:
+        return self.total_ips - self.used_ips
+
+
+def subnet_availability(*, subnets: list[Subnet]) -> dict:
+    """{subnet id: Availability}: pool sizes from the pools, used addresses
+    counted in the database (addresses outside the pools count as used)."""
+    used = dict(
+        IPAllocation.objects.filter(subnet__in=subnets)
+        .values("subnet")
+        .annotate(n=Count("id"))
+        .values_list("subnet", "n")
+    )
+    return {
+        s.id: Availability(ipam.pool_size(s.allocation_pools), used.get(s.id, 0)) for s in subnets
+    }
+
+
+def ip_availability(*, networks: list[Network]) -> tuple[dict, dict]:
+    """({subnet id: Availability}, {segment id: Availability}) for the
+    networks (with subnets and segments prefetched), in one query."""
+    subnets = [s for network in networks for s in network.subnets.all()]
+    per_subnet = subnet_availability(subnets=subnets)
+    per_segment = {seg.id: Availability(0, 0) for n in networks for seg in n.segments.all()}
+    for subnet in subnets:
+        if subnet.segment_id is None:
+            continue
+        here, add = per_segment[subnet.segment_id], per_subnet[subnet.id]
+        per_segment[subnet.segment_id] = Availability(
+            here.total_ips + add.total_ips, here.used_ips + add.used_ips
+        )
+    return per_subnet, per_segment

@@ -1,12 +1,42 @@
-"""Writes for networking. Keyword-only, typed, named <entity>_<verb>."""
+"""Writes for networking. Keyword-only, typed, named <entity>_<verb>.
 
-from django.db import transaction
+Locks are narrow: the subnet row to allocate an address in it, the port row
+to change a port, the network row to add a subnet (overlap and
+routed-or-not checks). Unique constraints are the backstop of each.
+"""
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import netaddr
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from config.auth import RequestContext
-from config.errors import Forbidden
+from config.errors import Conflict, Forbidden, Invalid, NotFound
 from config.models import Project
 from config.quotas import quota_enforce
-from networking.models import Network
+from networking import binding, ipam, selectors
+from networking.models import (
+    BaremetalNic,
+    HostAgent,
+    HostPhysnet,
+    HostVnicType,
+    IPAllocation,
+    IpAllocationMode,
+    Network,
+    NetworkType,
+    Port,
+    PortStatus,
+    Segment,
+    Subnet,
+    VifType,
+    VnicType,
+)
+
+_rng = random.SystemRandom()
 
 
 def _check_shared_allowed(context: RequestContext, fields: dict) -> None:
@@ -15,11 +45,23 @@ def _check_shared_allowed(context: RequestContext, fields: dict) -> None:
         raise Forbidden("Only an admin can create or update a shared network.")
 
 
+# --- networks -----------------------------------------------------------------
+
+
 @transaction.atomic
-def network_create(*, context: RequestContext, project: Project, **fields) -> Network:
+def network_create(
+    *, context: RequestContext, project: Project, segments: list[dict] | None = None, **fields
+) -> Network:
+    """A network with the given segments (provider attributes; admin only),
+    or with one VXLAN segment from the VNI range if none are given."""
     _check_shared_allowed(context, fields)
+    if segments and not context.is_admin:
+        raise Forbidden("Only an admin can set provider attributes or segments.")
     quota_enforce(project=project, requested={"network": 1})
-    return Network.objects.create(project=project, **fields)
+    network = Network.objects.create(project=project, **fields)
+    for spec in segments or [{"network_type": NetworkType.VXLAN}]:
+        segment_create(network=network, **spec)
+    return network
 
 
 @transaction.atomic
@@ -35,4 +77,649 @@ def network_update(*, context: RequestContext, network: Network, **fields) -> Ne
 
 @transaction.atomic
 def network_delete(*, network: Network) -> None:
-    Network.objects.filter(pk=network.pk).delete()
+    network = Network.objects.select_for_update().get(pk=network.pk)
+    if network.ports.exists():
+        raise Conflict(
+            f"Unable to complete operation on network {network.pk}. "
+            "There are one or more ports still in use on the network.",
+            type="NetworkInUse",
+        )
+    Subnet.objects.filter(network=network).delete()
+    network.delete()
+
+
+# --- segments -----------------------------------------------------------------
+
+
+def _parse_ranges(specs: list[str]) -> dict[str, list[range]]:
+    ranges: dict[str, list[range]] = {}
+    for spec in specs:
+        physnet, low, high = spec.split(":")
+        ranges.setdefault(physnet, []).append(range(int(low), int(high) + 1))
+    return ranges
+
+
+def _first_free(ranges: list[range], used: set[int]) -> int | None:
+    return next((n for r in ranges for n in r if n not in used), None)
+
+
+def _free_segmentation_id(network_type: str, physical_network: str) -> int:
+    if network_type == NetworkType.VLAN:
+        ranges = _parse_ranges(settings.BERTH_VLAN_RANGES).get(physical_network, [])
+        used = Segment.objects.filter(network_type="vlan", physical_network=physical_network)
+        where = f"physical network {physical_network}"
+    else:
+        low, high = settings.BERTH_VNI_RANGE.split(":")
+        ranges = [range(int(low), int(high) + 1)]
+        used = Segment.objects.filter(network_type="vxlan")
+        where = "the VXLAN VNI range"
+    found = _first_free(ranges, set(used.values_list("segmentation_id", flat=True)))
+    if found is None:
+        raise Conflict(
+            f"Unable to create the network. No tenant network is available in {where}.",
+            type="NoNetworkAvailable",
+        )
+    return found
+
+
+def _validate_segment(network_type: str, physical_network: str, segmentation_id: int | None):
+    if network_type not in NetworkType.values:
+        raise Invalid(
+            f"Invalid input for network_type: {network_type!r} is not one of "
+            f"{', '.join(NetworkType.values)}."
+        )
+    if network_type == NetworkType.VXLAN:
+        if physical_network:
+            raise Invalid("Invalid input: a vxlan segment has no physical_network.")
+        if segmentation_id is not None and not 1 <= segmentation_id < 2**24:
+            raise Invalid(f"Invalid input: VNI {segmentation_id} is outside 1..16777215.")
+        return
+    if not physical_network:
+        raise Invalid(f"Invalid input: a {network_type} segment needs a physical_network.")
+    if network_type == NetworkType.FLAT and segmentation_id is not None:
+        raise Invalid("Invalid input: a flat segment has no segmentation_id.")
+    if (
+        network_type == NetworkType.VLAN
+        and segmentation_id is not None
+        and not (1 <= segmentation_id <= 4094)
+    ):
+        raise Invalid(f"Invalid input: VLAN id {segmentation_id} is outside 1..4094.")
+
+
+def segment_create(
+    *,
+    network: Network,
+    network_type: str,
+    physical_network: str = "",
+    segmentation_id: int | None = None,
+    name: str = "",
+    description: str = "",
+) -> Segment:
+    physical_network = physical_network or ""
+    _validate_segment(network_type, physical_network, segmentation_id)
+    if segmentation_id is None and network_type != NetworkType.FLAT:
+        segmentation_id = _free_segmentation_id(network_type, physical_network)
+    try:
+        with transaction.atomic():
+            return Segment.objects.create(
+                network=network,
+                network_type=network_type,
+                physical_network=physical_network,
+                segmentation_id=segmentation_id,
+                name=name,
+                description=description,
+            )
+    except IntegrityError:
+        if network_type == NetworkType.VLAN:
+            raise Conflict(
+                f"Unable to create the network. The VLAN {segmentation_id} on physical "
+                f"network {physical_network} is in use.",
+                type="VlanIdInUse",
+            ) from None
+        if network_type == NetworkType.FLAT:
+            raise Conflict(
+                f"Unable to create the flat network. Physical network {physical_network} "
+                "is in use.",
+                type="FlatNetworkInUse",
+            ) from None
+        raise Conflict(
+            f"Unable to create the network. The VNI {segmentation_id} is in use.",
+            type="TunnelIdInUse",
+        ) from None
+
+
+@transaction.atomic
+def segment_update(*, segment: Segment, **fields) -> Segment:
+    Segment.objects.filter(pk=segment.pk).update(**fields, updated_at=timezone.now())
+    return Segment.objects.get(pk=segment.pk)
+
+
+@transaction.atomic
+def segment_delete(*, segment: Segment) -> None:
+    if segment.subnets.exists():
+        raise Conflict(
+            f"Segment {segment.pk} cannot be deleted: subnets still use it.", type="SegmentInUse"
+        )
+    segment.delete()
+
+
+# --- subnets ------------------------------------------------------------------
+
+UNSET = object()
+
+
+@transaction.atomic
+def subnet_create(
+    *,
+    project: Project,
+    network: Network,
+    cidr: str,
+    ip_version: int | None = None,
+    segment: Segment | None = None,
+    gateway_ip=UNSET,
+    allocation_pools: list[dict] | None = None,
+    **fields,
+) -> Subnet:
+    prefix = ipam.parse_cidr(cidr, ip_version)
+    if segment is not None and segment.network_id != network.pk:
+        raise Invalid(f"Segment {segment.pk} is not a segment of network {network.pk}.")
+    # The network row serialises subnet creation on it: the overlap and the
+    # all-or-none-on-segments rules read the sibling subnets.
+    Network.objects.select_for_update().filter(pk=network.pk).first()
+    siblings = list(network.subnets.all())
+    if siblings and any(s.segment_id is None for s in siblings) != (segment is None):
+        raise Invalid(
+            "Invalid input: the subnets of a network are either all on segments or none are "
+            f"(network {network.pk})."
+        )
+    for sibling in siblings:
+        if netaddr.IPNetwork(sibling.cidr) in prefix or prefix in netaddr.IPNetwork(sibling.cidr):
+            raise Invalid(
+                f"Invalid input: {prefix} overlaps with subnet {sibling.pk} ({sibling.cidr})."
+            )
+    gateway = _parse_gateway(prefix, gateway_ip)
+    pools = (
+        ipam.parse_pools(allocation_pools, prefix, gateway)
+        if allocation_pools
+        else ipam.default_pools(prefix, gateway)
+    )
+    quota_enforce(project=project, requested={"subnet": 1})
+    return Subnet.objects.create(
+        project=project,
+        network=network,
+        segment=segment,
+        cidr=str(prefix),
+        ip_version=prefix.version,
+        gateway_ip=str(gateway) if gateway is not None else None,
+        allocation_pools=pools,
+        **fields,
+    )
+
+
+def _parse_gateway(prefix: netaddr.IPNetwork, raw) -> netaddr.IPAddress | None:
+    if raw is UNSET:
+        return ipam.default_gateway(prefix)
+    if raw in (None, ""):
+        return None
+    gateway = ipam.parse_ip(raw, field="gateway_ip")
+    if gateway not in prefix or gateway in ipam.reserved_addresses(prefix):
+        raise Invalid(f"Invalid input: gateway {gateway} is not a usable address of {prefix}.")
+    return gateway
+
+
+@transaction.atomic
+def subnet_update(*, subnet: Subnet, gateway_ip=UNSET, allocation_pools=None, **fields) -> Subnet:
+    subnet = Subnet.objects.select_for_update().get(pk=subnet.pk)
+    prefix = netaddr.IPNetwork(subnet.cidr)
+    if gateway_ip is not UNSET:
+        gateway = _parse_gateway(prefix, gateway_ip)
+        subnet.gateway_ip = str(gateway) if gateway is not None else None
+    gateway = netaddr.IPAddress(subnet.gateway_ip) if subnet.gateway_ip else None
+    if allocation_pools is not None:
+        subnet.allocation_pools = ipam.parse_pools(allocation_pools, prefix, gateway)
+    elif gateway_ip is not UNSET:
+        ipam.parse_pools(subnet.allocation_pools, prefix, gateway)
+    for name, value in fields.items():
+        setattr(subnet, name, value)
+    subnet.revision_number += 1
+    subnet.save()
+    return subnet
+
+
+@transaction.atomic
+def subnet_delete(*, subnet: Subnet) -> None:
+    if subnet.allocations.exists():
+        raise Conflict(
+            f"Unable to complete operation on subnet {subnet.pk}: one or more ports have an IP "
+            "allocation from this subnet.",
+            type="SubnetInUse",
+        )
+    subnet.delete()
+
+
+# --- IP allocation --------------------------------------------------------------
+
+
+def _exhausted(subnets: list[Subnet]) -> Conflict:
+    network_id = subnets[0].network_id
+    segments = sorted({str(s.segment_id) for s in subnets if s.segment_id})
+    where = f" segment {', '.join(segments)}" if segments else ""
+    return Conflict(
+        f"No more IP addresses available on network {network_id}{where}.",
+        type="IpAddressGenerationFailure",
+    )
+
+
+def _pick_free_address(subnet: Subnet) -> str | None:
+    """A free address of the subnet's pools (caller holds the subnet lock).
+
+    Random candidates first: one query nearly always finds a free address
+    and concurrent allocators rarely collide. A pool too full for that is
+    walked in order, which also proves exhaustion."""
+    taken_of = IPAllocation.objects.filter(subnet=subnet)
+    candidates = ipam.random_candidates(subnet.allocation_pools, 16, _rng)
+    taken = set(taken_of.filter(address__in=candidates).values_list("address", flat=True))
+    free = [c for c in candidates if c not in taken]
+    if free:
+        return free[0]
+    for chunk in ipam.addresses_in_order(subnet.allocation_pools, 1024):
+        taken = set(taken_of.filter(address__in=chunk).values_list("address", flat=True))
+        free = [c for c in chunk if c not in taken]
+        if free:
+            return free[0]
+    return None
+
+
+def _check_fixed_address(subnet: Subnet, address: netaddr.IPAddress) -> None:
+    prefix = netaddr.IPNetwork(subnet.cidr)
+    if address not in prefix:
+        raise Invalid(f"IP address {address} is not a valid IP for subnet {subnet.pk} ({prefix}).")
+    if address in ipam.reserved_addresses(prefix) or str(address) == subnet.gateway_ip:
+        raise Invalid(f"IP address {address} is reserved in subnet {subnet.pk}.")
+
+
+def ip_allocate(*, port: Port, subnet: Subnet, address: str | None = None) -> IPAllocation:
+    """One address of the subnet for the port: the requested one if free,
+    else a free one from the pools. Raises Conflict when none is left."""
+    with transaction.atomic():
+        subnet = Subnet.objects.select_for_update().get(pk=subnet.pk)
+        if address is not None:
+            wanted = ipam.parse_ip(address)
+            _check_fixed_address(subnet, wanted)
+            address = str(wanted)
+        else:
+            address = _pick_free_address(subnet)
+            if address is None:
+                raise _exhausted([subnet])
+        try:
+            with transaction.atomic():
+                return IPAllocation.objects.create(port=port, subnet=subnet, address=address)
+        except IntegrityError:
+            raise Conflict(
+                f"Unable to complete operation for network {subnet.network_id}. The IP address "
+                f"{address} is in use.",
+                type="IpAddressAlreadyAllocated",
+            ) from None
+
+
+def _allocate_from_any(*, port: Port, subnets: list[Subnet]) -> IPAllocation:
+    """An address from the first of ``subnets`` that has one left."""
+    for subnet in subnets:
+        try:
+            return ip_allocate(port=port, subnet=subnet)
+        except Conflict as error:
+            if error.type != "IpAddressGenerationFailure":
+                raise
+    raise _exhausted(subnets)
+
+
+def _allocate_per_version(*, port: Port, subnets: list[Subnet]) -> None:
+    """One address of each IP version the subnets offer."""
+    for version in (4, 6):
+        candidates = [s for s in subnets if s.ip_version == version]
+        if candidates:
+            _allocate_from_any(port=port, subnets=candidates)
+
+
+def _assign_fixed_ips(*, port: Port, requests: list[dict]) -> None:
+    subnets = {s.id: s for s in port.network.subnets.all()}
+    for request in requests:
+        subnet_id, address = request.get("subnet_id"), request.get("ip_address")
+        if subnet_id is not None:
+            subnet = subnets.get(subnet_id)
+            if subnet is None:
+                raise Invalid(f"Subnet {subnet_id} is not a subnet of network {port.network_id}.")
+        elif address is not None:
+            wanted = ipam.parse_ip(address)
+            subnet = next(
+                (s for s in subnets.values() if wanted in netaddr.IPNetwork(s.cidr)), None
+            )
+            if subnet is None:
+                raise Invalid(
+                    f"IP address {address} is not in any subnet of network {port.network_id}."
+                )
+        else:
+            raise Invalid("Invalid input for fixed_ips: each needs subnet_id or ip_address.")
+        ip_allocate(port=port, subnet=subnet, address=address)
+
+
+# --- ports --------------------------------------------------------------------
+
+
+def _mac_in_use(network: Network, mac: str) -> Conflict:
+    return Conflict(
+        f"Unable to complete operation for network {network.pk}. The mac address {mac} is in use.",
+        type="MacAddressInUse",
+    )
+
+
+def _free_mac(network: Network) -> str:
+    for _ in range(16):
+        mac = ipam.random_mac(settings.BERTH_MAC_BASE, _rng)
+        if not Port.objects.filter(network=network, mac_address=mac).exists():
+            return mac
+    raise Conflict(
+        f"Unable to generate a unique MAC address on network {network.pk}.",
+        type="MacAddressGenerationFailure",
+    )
+
+
+@transaction.atomic
+def port_create(
+    *,
+    project: Project,
+    network: Network,
+    mac_address: str | None = None,
+    fixed_ips: list[dict] | None = None,
+    binding_host: str = "",
+    **fields,
+) -> Port:
+    """A port on the network. Without fixed_ips it gets one address per IP
+    version at once, or none until it is bound if the network is routed
+    (the address must come from the segment of the host it lands on)."""
+    quota_enforce(project=project, requested={"port": 1})
+    mac = ipam.parse_mac(mac_address) if mac_address else _free_mac(network)
+    if Port.objects.filter(network=network, mac_address=mac).exists():
+        raise _mac_in_use(network, mac)
+    subnets = list(network.subnets.all())
+    routed = any(s.segment_id for s in subnets)
+    if fixed_ips == []:
+        mode = IpAllocationMode.NONE
+    elif routed and fixed_ips is None:
+        mode = IpAllocationMode.DEFERRED
+    else:
+        mode = IpAllocationMode.IMMEDIATE
+    try:
+        with transaction.atomic():
+            port = Port.objects.create(
+                project=project, network=network, mac_address=mac, ip_allocation=mode, **fields
+            )
+    except IntegrityError:
+        raise _mac_in_use(network, mac) from None
+    if fixed_ips:
+        _assign_fixed_ips(port=port, requests=fixed_ips)
+    elif mode == IpAllocationMode.IMMEDIATE:
+        _allocate_per_version(port=port, subnets=subnets)
+    if binding_host:
+        port = port_bind(port=port, host=binding_host)
+    return port
+
+
+@transaction.atomic
+def port_update(
+    *,
+    port: Port,
+    fixed_ips: list[dict] | None = None,
+    mac_address: str | None = None,
+    binding_host: str | None = None,
+    **fields,
+) -> Port:
+    port = Port.objects.select_for_update().get(pk=port.pk)
+    if mac_address is not None:
+        mac = ipam.parse_mac(mac_address)
+        if mac != port.mac_address:
+            if port.binding_host:
+                raise Conflict(
+                    f"Unable to complete operation on port {port.pk}: the MAC address of a "
+                    "bound port cannot change.",
+                    type="PortBound",
+                )
+            if Port.objects.filter(network=port.network, mac_address=mac).exists():
+                raise _mac_in_use(port.network, mac)
+            port.mac_address = mac
+    rebind = "binding_vnic_type" in fields and fields["binding_vnic_type"] != port.binding_vnic_type
+    for name, value in fields.items():
+        setattr(port, name, value)
+    port.revision_number += 1
+    port.save()
+    if fixed_ips is not None:
+        port.fixed_ips.all().delete()
+        port.ip_allocation = IpAllocationMode.IMMEDIATE if fixed_ips else IpAllocationMode.NONE
+        port.save(update_fields=["ip_allocation"])
+        _assign_fixed_ips(port=port, requests=fixed_ips)
+    if binding_host == "":
+        return port_unbind(port=port)
+    if binding_host is not None and (binding_host != port.binding_host or rebind):
+        return port_bind(port=port, host=binding_host)
+    if rebind and port.binding_host:
+        return port_bind(port=port, host=port.binding_host)
+    return port
+
+
+@transaction.atomic
+def port_delete(*, port: Port) -> None:
+    # Its IP allocations go with it (cascade), freeing the addresses.
+    Port.objects.filter(pk=port.pk).delete()
+
+
+def _ensure_addresses_on(port: Port, segment: Segment) -> None:
+    """Give a routed-network port its addresses from ``segment``: keep ones
+    already there, re-request ones on another segment (the port moved).
+    A fixed IP the user asked for cannot move: Conflict."""
+    current = list(port.fixed_ips.select_related("subnet"))
+    if current and all(a.subnet.segment_id == segment.pk for a in current):
+        return
+    if current and port.ip_allocation != IpAllocationMode.DEFERRED:
+        address = current[0]
+        raise Conflict(
+            f"Fixed IP {address.address} of port {port.pk} is on segment "
+            f"{address.subnet.segment_id}, which the host does not reach.",
+            type="HostNotCompatibleWithFixedIps",
+        )
+    port.fixed_ips.all().delete()
+    _allocate_per_version(port=port, subnets=list(segment.subnets.all()))
+
+
+def _segments_for(port: Port, host: binding.HostView | None, routed: bool) -> list[Segment]:
+    segments = list(port.network.segments.all())
+    if host is None:
+        return segments
+    reachable = [s for s in segments if host.reaches(s.network_type, s.physical_network)]
+    if routed:
+        # Only segments with subnets can give the port an address.
+        reachable = [s for s in reachable if s.subnets.exists()]
+        # Keep the port's current segment first: no needless re-addressing.
+        current = {a.subnet.segment_id for a in port.fixed_ips.select_related("subnet")}
+        reachable.sort(key=lambda s: s.pk not in current)
+    return reachable
+
+
+@transaction.atomic
+def port_bind(*, port: Port, host: str) -> Port:
+    """Bind the port on the host: choose a segment the host reaches, give the
+    port an address there if the network is routed, and ask the drivers how
+    to plug it. No driver fits -> vif_type binding_failed with the reason.
+
+    Raises Conflict HostNotConnectedToAnySegment (routed network the host
+    does not reach) or IpAddressGenerationFailure (every reachable segment is
+    out of addresses); the port is then left as it was."""
+    port = Port.objects.select_for_update().select_related("network").get(pk=port.pk)
+    view = selectors.host_view(host=host)
+    routed = selectors.network_is_routed(network=port.network)
+    segments = _segments_for(port, view, routed)
+    if routed and view is not None and not segments:
+        raise Conflict(
+            f"Host {host} is not connected to any segments on routed provider network "
+            f"{port.network_id}. It should be connected to one.",
+            type="HostNotConnectedToAnySegment",
+        )
+    failures: list[str] = []
+    exhausted: Conflict | None = None
+    chosen = None
+    for segment in segments if view is not None else []:
+        result = binding.bind(
+            port_id=str(port.pk),
+            mac=port.mac_address,
+            vnic_type=port.binding_vnic_type,
+            host=view,
+            segment=selectors.segment_view(segment),
+        )
+        if isinstance(result, str):
+            failures.append(result)
+            continue
+        if routed:
+            try:
+                with transaction.atomic():
+                    _ensure_addresses_on(port, segment)
+            except Conflict as error:
+                if error.type != "IpAddressGenerationFailure":
+                    raise
+                exhausted = error
+                continue
+        chosen = result
+        break
+    port.binding_host = host
+    port.revision_number += 1
+    if chosen is None:
+        if exhausted is not None:
+            raise exhausted
+        reason = "; ".join(dict.fromkeys(failures)) or f"host {host} has not reported its networks"
+        port.binding_vif_type = VifType.BINDING_FAILED
+        port.binding_vif_details = {}
+        port.binding_failure = f"binding failed on {host}: {reason}"
+        port.save()
+        return port
+    if chosen.mac_address and chosen.mac_address != port.mac_address:
+        if Port.objects.filter(network=port.network, mac_address=chosen.mac_address).exists():
+            raise _mac_in_use(port.network, chosen.mac_address)
+        port.mac_address = chosen.mac_address
+    port.binding_vif_type = chosen.vif_type
+    port.binding_vif_details = chosen.vif_details
+    port.binding_profile = {**port.binding_profile, **chosen.profile}
+    port.binding_failure = ""
+    port.save()
+    return port
+
+
+@transaction.atomic
+def port_unbind(*, port: Port) -> Port:
+    """Clear the binding, the device and the profile; keep the addresses."""
+    Port.objects.filter(pk=port.pk).update(
+        binding_host="",
+        binding_vif_type=VifType.UNBOUND,
+        binding_vif_details={},
+        binding_profile={},
+        binding_failure="",
+        device_id="",
+        device_owner="",
+        status=PortStatus.DOWN,
+        updated_at=timezone.now(),
+    )
+    return Port.objects.get(pk=port.pk)
+
+
+# --- host agents ----------------------------------------------------------------
+
+
+@dataclass
+class HostNetworkReport:
+    """What a host says it can plug."""
+
+    host: str
+    physnets: dict[str, dict] = field(default_factory=dict)  # name -> links
+    vnic_types: list[str] = field(default_factory=lambda: [VnicType.NORMAL])
+    datapath_type: str = "system"
+    interface_types: list[str] = field(default_factory=list)
+    ovs_hybrid_plug: bool = False
+    bridge_name: str = "br-int"
+    tunnel_types: list[str] = field(default_factory=lambda: [NetworkType.VXLAN])
+    baremetal_nics: list[dict] = field(default_factory=list)
+
+
+NIC_DEFAULTS = {"switch_id": "", "switch_port": "", "switch_info": ""}
+
+
+@transaction.atomic
+def host_agent_report(*, report: HostNetworkReport, now: datetime | None = None) -> HostAgent:
+    """Upsert the host's capabilities; a repeated report is a heartbeat.
+    Child rows are rewritten only when what they say changed."""
+    unknown = set(report.vnic_types) - set(VnicType.values)
+    if unknown:
+        raise Invalid(f"Unknown vnic types {sorted(unknown)}; known: {VnicType.values}.")
+    nics = [
+        {**NIC_DEFAULTS, **nic, "mac_address": ipam.parse_mac(nic["mac_address"])}
+        for nic in report.baremetal_nics
+    ]
+    physnets = dict(report.physnets)
+    for nic in nics:  # a baremetal NIC cabled to a physnet makes the host reach it
+        physnets.setdefault(nic["physical_network"], {})
+    agent, _ = HostAgent.objects.select_for_update().update_or_create(
+        host=report.host,
+        defaults={
+            "datapath_type": report.datapath_type,
+            "interface_types": sorted(report.interface_types),
+            "ovs_hybrid_plug": report.ovs_hybrid_plug,
+            "bridge_name": report.bridge_name,
+            "tunnel_types": sorted(report.tunnel_types),
+            "heartbeat_at": now or timezone.now(),
+        },
+    )
+    wanted_physnets = {
+        (
+            name,
+            links.get("bridge", ""),
+            links.get("sriov_interface", ""),
+            links.get("macvtap_interface", ""),
+        )
+        for name, links in physnets.items()
+    }
+    have_physnets = set(
+        agent.physnets.values_list(
+            "physical_network", "bridge", "sriov_interface", "macvtap_interface"
+        )
+    )
+    if wanted_physnets != have_physnets:
+        agent.physnets.all().delete()
+        HostPhysnet.objects.bulk_create(
+            HostPhysnet(
+                agent=agent, physical_network=n, bridge=b, sriov_interface=s, macvtap_interface=m
+            )
+            for n, b, s, m in wanted_physnets
+        )
+    if set(report.vnic_types) != set(agent.vnic_types.values_list("vnic_type", flat=True)):
+        agent.vnic_types.all().delete()
+        HostVnicType.objects.bulk_create(
+            HostVnicType(agent=agent, vnic_type=v) for v in set(report.vnic_types)
+        )
+    wanted_nics = {tuple(sorted(nic.items())) for nic in nics}
+    have_nics = {
+        tuple(sorted(nic.items()))
+        for nic in agent.baremetal_nics.values(
+            "mac_address", "physical_network", "switch_id", "switch_port", "switch_info"
+        )
+    }
+    if wanted_nics != have_nics:
+        agent.baremetal_nics.all().delete()
+        try:
+            with transaction.atomic():
+                BaremetalNic.objects.bulk_create(BaremetalNic(agent=agent, **nic) for nic in nics)
+        except IntegrityError:
+            raise Conflict("A baremetal NIC MAC is already reported by another host.") from None
+    return agent
+
+
+@transaction.atomic
+def host_agent_delete(*, host: str) -> None:
+    deleted, _ = HostAgent.objects.filter(host=host).delete()
+    if not deleted:
+        raise NotFound(f"Agent for host {host} could not be found.", type="AgentNotFound")
