@@ -5,6 +5,7 @@ Invalid input raises config.errors.Invalid with a message for the caller.
 """
 
 import random
+import re
 from collections.abc import Iterable, Iterator
 
 import netaddr
@@ -38,8 +39,18 @@ def parse_ip(text: str, *, field: str = "ip_address") -> netaddr.IPAddress:
         raise Invalid(f"Invalid input for {field}: {text!r} is not a valid IP address.") from None
 
 
+# Six octets, as colon/dash pairs, dotted quads of hex, or twelve digits;
+# netaddr alone also accepts forms with missing digits ("fa:16:3e").
+_MAC_FORMS = re.compile(
+    r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}|[0-9a-f]{4}(\.[0-9a-f]{4}){2}|[0-9a-f]{12}",
+    re.IGNORECASE,
+)
+
+
 def parse_mac(text: str) -> str:
     """The MAC in lower-case colon form, or Invalid."""
+    if not isinstance(text, str) or not _MAC_FORMS.fullmatch(text):
+        raise Invalid(f"Invalid input for mac_address: {text!r} is not a valid MAC address.")
     try:
         mac = netaddr.EUI(text, version=48, dialect=MAC_DIALECT)
     except (netaddr.AddrFormatError, ValueError, TypeError):

@@ -1,0 +1,56 @@
+"""Concurrent allocators in separate processes on PostgreSQL: no address is
+handed out twice and exhaustion is reported, never a duplicate or a 500."""
+
+import subprocess
+import sys
+
+import pytest
+
+from config.auth import RequestContext
+from config.models import Project
+from networking import services
+from networking.models import IPAllocation, Port
+from tests.conftest import ROOT, process_env
+
+ALLOCATE = """
+import sys
+import django; django.setup()
+from config.errors import Conflict
+from networking.models import Network
+from networking.services import port_create
+network = Network.objects.get(name="contended")
+made = exhausted = 0
+for _ in range(int(sys.argv[1])):
+    try:
+        port_create(project=network.project, network=network)
+        made += 1
+    except Conflict as error:
+        assert error.type == "IpAddressGenerationFailure", error.type
+        exhausted += 1
+print(made, exhausted)
+"""
+
+
+@pytest.mark.postgres
+def test_concurrent_processes_never_allocate_an_address_twice(transactional_db):
+    project = Project.objects.create(name="p")
+    context = RequestContext(user_id="u", project=project, role="admin")
+    network = services.network_create(context=context, project=project, name="contended")
+    pool = [{"start": "10.30.0.10", "end": "10.30.0.49"}]  # 40 addresses
+    services.subnet_create(
+        project=project, network=network, cidr="10.30.0.0/24", allocation_pools=pool
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", ALLOCATE, "15"], cwd=ROOT, env=process_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]  # fmt: skip
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), results
+    made = sum(int(out.split()[0]) for out, _ in results)
+    exhausted = sum(int(out.split()[1]) for out, _ in results)
+    addresses = list(IPAllocation.objects.values_list("address", flat=True))
+    assert (made, exhausted) == (40, 20)
+    assert len(addresses) == len(set(addresses)) == 40
+    # A port whose address could not be allocated was not left behind.
+    assert Port.objects.count() == 40

@@ -1,0 +1,46 @@
+"""The allocator as a whole: whatever the pools, it hands out exactly the
+pool addresses, each once, then reports exhaustion."""
+
+import netaddr
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from config.auth import RequestContext
+from config.errors import Conflict
+from networking import services
+from tests.factories import ProjectFactory
+
+
+@st.composite
+def pool_layouts(draw):
+    """1-3 disjoint pools inside 10.40.0.0/27, avoiding .0, .1 (gateway), .31."""
+    cuts = sorted(draw(st.sets(st.integers(2, 30), min_size=2, max_size=6)))
+    pairs = list(zip(cuts[::2], cuts[1::2], strict=False))
+    return [{"start": f"10.40.0.{a}", "end": f"10.40.0.{b}"} for a, b in pairs]
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(pools=pool_layouts())
+def test_allocation_fills_the_pools_exactly_once(pools):
+    project = ProjectFactory()
+    context = RequestContext(user_id="u", project=project, role="admin")
+    network = services.network_create(context=context, project=project)
+    subnet = services.subnet_create(
+        project=project, network=network, cidr="10.40.0.0/27", allocation_pools=pools
+    )
+    expected = netaddr.IPSet()
+    for pool in pools:
+        expected.add(netaddr.IPRange(pool["start"], pool["end"]))
+    got = []
+    with pytest.raises(Conflict) as raised:
+        for _ in range(expected.size + 1):
+            got.append(services.port_create(project=project, network=network).fixed_ips.get())
+    assert raised.value.type == "IpAddressGenerationFailure"
+    addresses = [netaddr.IPAddress(a.address) for a in got]
+    assert len(addresses) == len(set(addresses)) == expected.size
+    assert all(a in expected and a.words[-1] != 1 for a in addresses)
+    assert all(a.subnet_id == subnet.id for a in got)
