@@ -59,7 +59,8 @@ def paginate(request, queryset, collection: str):
 class OpenStackViewSet(viewsets.GenericViewSet):
     """Base for resource viewsets. Subclasses name ``resource`` (singular
     envelope key) and ``collection`` (plural key), define
-    ``visible(context)`` (the rows a caller may see, from a selector), and
+    ``visible(context)`` (the rows a caller may see, from a selector; the
+    ``queryset`` attribute only tells schema generation the model), and
     implement writes by calling services with ``self.body()``."""
 
     resource: str
@@ -70,7 +71,7 @@ class OpenStackViewSet(viewsets.GenericViewSet):
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation
-            return self.get_serializer_class().Meta.model.objects.none()
+            return self.queryset
         return self.visible(self.context)
 
     @property

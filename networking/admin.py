@@ -1,12 +1,518 @@
-from django.contrib import admin
+"""The admin console for networking: look at what the API made, edit the
+plain fields, and act through the services.
 
-from networking.models import Network
+Rows are created through the API (or the services), not here: a network
+needs its segments, a subnet its pools, a port its MAC and addresses, and a
+host agent is what the host reports. Edits go through the update services
+so that revision numbers move as they do for API writes.
+"""
+
+from django.contrib import admin, messages
+from django.db.models import (
+    Count,
+    IntegerField,
+    OuterRef,
+    Subquery,
+    Value,
+    prefetch_related_objects,
+)
+from django.db.models.functions import Coalesce
+from django.utils.html import format_html, format_html_join
+
+from config.auth import RequestContext
+from config.errors import Invalid
+from config.models import Role
+from networking import ipam, selectors, services
+from networking.models import (
+    BaremetalNic,
+    HostAgent,
+    HostPhysnet,
+    HostVnicType,
+    IPAllocation,
+    Network,
+    Port,
+    Segment,
+    Subnet,
+)
+
+
+def count_of(model, field: str):
+    """How many ``model`` rows point at the outer row through ``field``.
+
+    A subquery rather than Count(join): several counts on one list would
+    otherwise multiply each other's rows (segments x subnets x ports)."""
+    rows = (
+        model.objects.filter(**{field: OuterRef("pk")})
+        .order_by()
+        .values(field)
+        .annotate(n=Count("*"))
+        .values("n")
+    )
+    return Coalesce(Subquery(rows, output_field=IntegerField()), Value(0))
+
+
+def usage(used: int, total: int) -> str:
+    return f"{used} / {total}"
+
+
+def usage_row(label: str, availability: selectors.Availability) -> tuple[str, str]:
+    return label, usage(availability.used_ips, availability.total_ips)
+
+
+class NoAddAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+
+class ReadOnlyInline(admin.TabularInline):
+    """Rows shown beside their parent; they change through their own page,
+    the API or the host's next report."""
+
+    extra = 0
+    show_change_link = True
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class MacSearchMixin:
+    """A search term that is a MAC in any common form (FA-16-3E-..., fa16.3e..)
+    also matches the stored lower-case colon form."""
+
+    def get_search_results(self, request, queryset, search_term):
+        results, duplicates = super().get_search_results(request, queryset, search_term)
+        try:
+            mac = ipam.parse_mac(search_term.strip())
+        except Invalid:
+            return results, duplicates
+        if mac != search_term:
+            more, more_duplicates = super().get_search_results(request, queryset, mac)
+            results, duplicates = results | more, duplicates or more_duplicates
+        return results, duplicates
+
+
+# --- networks -----------------------------------------------------------------------
+
+
+class SegmentInline(ReadOnlyInline):
+    model = Segment
+    fields = ["name", "network_type", "physical_network", "segmentation_id"]
+
+
+class SubnetInline(ReadOnlyInline):
+    model = Subnet
+    fields = ["name", "cidr", "segment", "gateway_ip", "allocation_pools"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("segment")
 
 
 @admin.register(Network)
-class NetworkAdmin(admin.ModelAdmin):
-    list_display = ["name", "id", "project", "shared", "admin_state_up", "mtu", "created_at"]
+class NetworkAdmin(NoAddAdmin):
+    list_display = [
+        "name",
+        "id",
+        "project",
+        "segment_count",
+        "subnet_count",
+        "port_count",
+        "shared",
+        "admin_state_up",
+    ]
     list_filter = ["shared", "admin_state_up", "project"]
     list_select_related = ["project"]
-    search_fields = ["name", "id", "description"]
-    readonly_fields = ["id", "revision_number", "created_at", "updated_at"]
+    search_fields = ["name", "id"]
+    fields = [
+        "id",
+        "project",
+        "name",
+        "description",
+        "admin_state_up",
+        "shared",
+        "mtu",
+        "revision_number",
+        "created_at",
+        "updated_at",
+        "ip_availability",
+    ]
+    readonly_fields = [
+        "id",
+        "project",
+        "revision_number",
+        "created_at",
+        "updated_at",
+        "ip_availability",
+    ]
+    inlines = [SegmentInline, SubnetInline]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                segment_count=count_of(Segment, "network"),
+                subnet_count=count_of(Subnet, "network"),
+                port_count=count_of(Port, "network"),
+            )
+        )
+
+    @admin.display(description="segments", ordering="segment_count")
+    def segment_count(self, network):
+        return network.segment_count
+
+    @admin.display(description="subnets", ordering="subnet_count")
+    def subnet_count(self, network):
+        return network.subnet_count
+
+    @admin.display(description="ports", ordering="port_count")
+    def port_count(self, network):
+        return network.port_count
+
+    @admin.display(description="IP availability (used / total)")
+    def ip_availability(self, network):
+        prefetch_related_objects([network], "segments", "subnets")
+        per_subnet, per_segment = selectors.ip_availability(networks=[network])
+        subnets = network.subnets.all()
+        rows = []
+        for segment in network.segments.all():
+            rows.append(usage_row(f"segment {segment}", per_segment[segment.id]))
+            rows += [
+                usage_row(f"\u2003subnet {s.cidr}", per_subnet[s.id])
+                for s in subnets
+                if s.segment_id == segment.id
+            ]
+        rows += [
+            usage_row(f"subnet {s.cidr}", per_subnet[s.id]) for s in subnets if s.segment_id is None
+        ]
+        if not rows:
+            return "-"
+        return format_html(
+            "<table><tbody>{}</tbody></table>",
+            format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),
+        )
+
+    def save_model(self, request, obj, form, change):
+        if form.changed_data:
+            context = RequestContext(
+                user_id=str(request.user.pk), project=obj.project, role=Role.ADMIN
+            )
+            changed = {name: form.cleaned_data[name] for name in form.changed_data}
+            services.network_update(context=context, network=obj, **changed)
+
+
+@admin.register(Segment)
+class SegmentAdmin(NoAddAdmin):
+    list_display = [
+        "__str__",
+        "network",
+        "network_type",
+        "physical_network",
+        "segmentation_id",
+        "subnet_count",
+    ]
+    list_filter = ["network_type", "physical_network"]
+    list_select_related = ["network"]
+    search_fields = ["name", "id", "physical_network", "network__name", "network__id"]
+    fields = [
+        "id",
+        "network",
+        "name",
+        "description",
+        "network_type",
+        "physical_network",
+        "segmentation_id",
+        "created_at",
+        "updated_at",
+    ]
+    # What the segment is cannot change under the ports bound on it.
+    readonly_fields = [
+        "id",
+        "network",
+        "network_type",
+        "physical_network",
+        "segmentation_id",
+        "created_at",
+        "updated_at",
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(subnet_count=count_of(Subnet, "segment"))
+
+    @admin.display(description="subnets", ordering="subnet_count")
+    def subnet_count(self, segment):
+        return segment.subnet_count
+
+    def save_model(self, request, obj, form, change):
+        if form.changed_data:
+            changed = {name: form.cleaned_data[name] for name in form.changed_data}
+            services.segment_update(segment=obj, **changed)
+
+
+@admin.register(Subnet)
+class SubnetAdmin(NoAddAdmin):
+    list_display = [
+        "cidr",
+        "name",
+        "network",
+        "segment",
+        "ip_version",
+        "gateway_ip",
+        "ip_usage",
+        "project",
+    ]
+    list_filter = [
+        "ip_version",
+        "segment__network_type",
+        "segment__physical_network",
+        "enable_dhcp",
+    ]
+    list_select_related = ["network", "segment", "project"]
+    search_fields = ["name", "id", "cidr", "network__name", "network__id"]
+    fields = [
+        "id",
+        "network",
+        "segment",
+        "project",
+        "name",
+        "description",
+        "ip_version",
+        "cidr",
+        "gateway_ip",
+        "allocation_pools",
+        "ip_usage",
+        "enable_dhcp",
+        "dns_nameservers",
+        "host_routes",
+        "revision_number",
+        "created_at",
+        "updated_at",
+    ]
+    # Addressing changes go through the API, which checks them against the
+    # addresses already handed out.
+    readonly_fields = [
+        "id",
+        "network",
+        "segment",
+        "project",
+        "ip_version",
+        "cidr",
+        "gateway_ip",
+        "allocation_pools",
+        "ip_usage",
+        "dns_nameservers",
+        "host_routes",
+        "revision_number",
+        "created_at",
+        "updated_at",
+    ]
+
+    def get_queryset(self, request):
+        # Used counts come with the page's rows and pool sizes from each row's
+        # own pools: no query per row. A subquery rather than Count(join) keeps
+        # the paginator's COUNT(*) free of the allocations table.
+        return super().get_queryset(request).annotate(used_ips=count_of(IPAllocation, "subnet"))
+
+    @admin.display(description="used / total IPs", ordering="used_ips")
+    def ip_usage(self, subnet):
+        return usage(subnet.used_ips, ipam.pool_size(subnet.allocation_pools))
+
+    def save_model(self, request, obj, form, change):
+        if form.changed_data:
+            changed = {name: form.cleaned_data[name] for name in form.changed_data}
+            services.subnet_update(subnet=obj, **changed)
+
+
+# --- ports --------------------------------------------------------------------------
+
+
+class FixedIpInline(ReadOnlyInline):
+    model = IPAllocation
+    fields = ["address", "subnet", "created_at"]
+    verbose_name = "fixed IP"
+    verbose_name_plural = "fixed IPs"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("subnet")
+
+
+@admin.action(description="Unbind the selected ports")
+def unbind(modeladmin, request, queryset):
+    for port in queryset:
+        services.port_unbind(port=port)
+    modeladmin.message_user(request, f"Unbound {len(queryset)} port(s).", messages.SUCCESS)
+
+
+@admin.register(Port)
+class PortAdmin(MacSearchMixin, NoAddAdmin):
+    list_display = [
+        "__str__",
+        "network",
+        "project",
+        "mac_address",
+        "fixed_ip_list",
+        "status",
+        "binding_host",
+        "binding_vnic_type",
+        "binding_vif_type",
+        "device_owner",
+    ]
+    list_filter = ["status", "binding_vif_type", "binding_vnic_type", "network"]
+    list_select_related = ["network", "project"]
+    search_fields = [
+        "name",
+        "id",
+        "mac_address",
+        "fixed_ips__address",
+        "device_id",
+        "binding_host",
+    ]
+    actions = [unbind]
+    inlines = [FixedIpInline]
+    fields = [
+        "id",
+        "network",
+        "project",
+        "name",
+        "description",
+        "admin_state_up",
+        "mac_address",
+        "ip_allocation",
+        "status",
+        "device_id",
+        "device_owner",
+        "binding_host",
+        "binding_vnic_type",
+        "binding_profile",
+        "binding_vif_type",
+        "binding_vif_details",
+        "binding_failure",
+        "revision_number",
+        "created_at",
+        "updated_at",
+    ]
+    # Addresses, device and binding are set by the API and the binding
+    # drivers (a rebind can fail or move the port's addresses); the admin
+    # unbinds with the action.
+    readonly_fields = [f for f in fields if f not in ("name", "description", "admin_state_up")]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("fixed_ips")
+
+    @admin.display(description="fixed IPs")
+    def fixed_ip_list(self, port):
+        return ", ".join(a.address for a in port.fixed_ips.all()) or "-"
+
+    def save_model(self, request, obj, form, change):
+        if form.changed_data:
+            changed = {name: form.cleaned_data[name] for name in form.changed_data}
+            services.port_update(port=obj, **changed)
+
+
+@admin.register(IPAllocation)
+class IPAllocationAdmin(MacSearchMixin, admin.ModelAdmin):
+    """View only: an address belongs to its port and changes with it."""
+
+    list_display = ["address", "subnet", "port", "created_at"]
+    list_filter = ["subnet__ip_version"]
+    list_select_related = ["subnet", "port"]
+    search_fields = ["address", "port__mac_address", "port__id", "port__name"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# --- host agents --------------------------------------------------------------------
+
+
+class HostPhysnetInline(ReadOnlyInline):
+    model = HostPhysnet
+    fields = ["physical_network", "bridge", "sriov_interface", "macvtap_interface"]
+    show_change_link = False
+
+
+class HostVnicTypeInline(ReadOnlyInline):
+    model = HostVnicType
+    fields = ["vnic_type"]
+    show_change_link = False
+
+
+class BaremetalNicInline(ReadOnlyInline):
+    model = BaremetalNic
+    fields = ["mac_address", "physical_network", "switch_id", "switch_port", "switch_info"]
+    show_change_link = False
+
+
+class AliveFilter(admin.SimpleListFilter):
+    title = "alive"
+    parameter_name = "alive"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request, queryset):
+        since = selectors.agents_alive_since()
+        if self.value() == "yes":
+            return queryset.filter(heartbeat_at__gte=since)
+        if self.value() == "no":
+            return queryset.filter(heartbeat_at__lt=since)
+        return queryset
+
+
+@admin.register(HostAgent)
+class HostAgentAdmin(MacSearchMixin, NoAddAdmin):
+    list_display = [
+        "host",
+        "alive",
+        "admin_state_up",
+        "datapath_type",
+        "physnet_list",
+        "vnic_type_list",
+        "heartbeat_at",
+    ]
+    list_filter = [AliveFilter, "admin_state_up", "datapath_type", "physnets__physical_network"]
+    search_fields = ["host", "baremetal_nics__mac_address"]
+    inlines = [HostPhysnetInline, HostVnicTypeInline, BaremetalNicInline]
+    # Everything but admin_state_up is what the host reported; its next
+    # report would overwrite an edit anyway.
+    readonly_fields = [
+        "id",
+        "host",
+        "datapath_type",
+        "interface_types",
+        "ovs_hybrid_plug",
+        "bridge_name",
+        "tunnel_types",
+        "heartbeat_at",
+        "created_at",
+    ]
+
+    def get_queryset(self, request):
+        # No foreign key to join; the agent's own rows come in two prefetches.
+        return super().get_queryset(request).prefetch_related("physnets", "vnic_types")
+
+    @admin.display(description="alive", boolean=True, ordering="heartbeat_at")
+    def alive(self, agent):
+        return agent.heartbeat_at >= selectors.agents_alive_since()
+
+    @admin.display(description="physical networks")
+    def physnet_list(self, agent):
+        return ", ".join(sorted(p.physical_network for p in agent.physnets.all())) or "-"
+
+    @admin.display(description="vnic types")
+    def vnic_type_list(self, agent):
+        return ", ".join(sorted(v.vnic_type for v in agent.vnic_types.all())) or "-"

@@ -10,7 +10,15 @@ from django.utils import timezone
 from config.auth import RequestContext
 from networking import ipam
 from networking.binding import HostView, Nic, PhysnetLink, SegmentView
-from networking.models import HostAgent, IPAllocation, Network, Port, Segment, Subnet
+from networking.models import (
+    HostAgent,
+    HostPhysnet,
+    IPAllocation,
+    Network,
+    Port,
+    Segment,
+    Subnet,
+)
 
 
 def network_list(*, context: RequestContext) -> QuerySet[Network]:
@@ -123,3 +131,49 @@ def ip_availability(*, networks: list[Network]) -> tuple[dict, dict]:
             here.total_ips + add.total_ips, here.used_ips + add.used_ips
         )
     return per_subnet, per_segment
+
+
+def hosts_reaching(
+    *, network: Network, vnic_type: str, segment_ids: list | None = None
+) -> QuerySet:
+    """Host names (a subquery) that reach a segment of the network from which
+    a port can still get an address, and support the vnic type.
+
+    On a routed network that means a segment whose subnets have a free IP;
+    ``segment_ids`` narrows it further (a port whose fixed IP pins it to a
+    segment). On a plain network every segment will do, provided its
+    subnets (if it has any) are not exhausted."""
+    per_subnet, per_segment = ip_availability(
+        networks=[Network.objects.prefetch_related("segments", "subnets").get(pk=network.pk)]
+    )
+    routed = any(s.segment_id for s in network.subnets.all())
+    if routed:
+        segments = Segment.objects.filter(pk__in=[k for k, v in per_segment.items() if v.free_ips])
+    elif per_subnet and not any(v.free_ips for v in per_subnet.values()):
+        segments = Segment.objects.none()
+    else:
+        segments = network.segments.all()
+    if segment_ids is not None:
+        segments = segments.filter(pk__in=segment_ids)
+    physnets = segments.exclude(network_type="vxlan").values("physical_network")
+    reach = Q(physnets__physical_network__in=physnets)
+    if segments.filter(network_type="vxlan").exists():
+        reach |= ~Q(tunnel_types=[])
+    return (
+        HostAgent.objects.filter(reach, admin_state_up=True, vnic_types__vnic_type=vnic_type)
+        .values("host")
+        .distinct()
+    )
+
+
+def host_segments(*, hosts: list[str], network: Network) -> dict[str, set]:
+    """{host: ids of the network's segments it reaches}, for spreading a
+    server's alternates over segments."""
+    segments = list(network.segments.all())
+    links = HostPhysnet.objects.filter(agent__host__in=hosts).values_list(
+        "agent__host", "physical_network"
+    )
+    reached: dict[str, set] = {host: set() for host in hosts}
+    for host, physnet in links:
+        reached[host] |= {s.id for s in segments if s.physical_network == physnet}
+    return reached

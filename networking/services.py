@@ -12,6 +12,7 @@ from datetime import datetime
 import netaddr
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from config.auth import RequestContext
@@ -189,9 +190,17 @@ def segment_create(
 
 
 @transaction.atomic
-def segment_update(*, segment: Segment, **fields) -> Segment:
-    Segment.objects.filter(pk=segment.pk).update(**fields, updated_at=timezone.now())
-    return Segment.objects.get(pk=segment.pk)
+def segment_update(
+    *, segment: Segment, name: str | None = None, description: str | None = None
+) -> Segment:
+    """Only the labels change: what a segment is stays as it was created."""
+    segment = Segment.objects.select_for_update().get(pk=segment.pk)
+    if name is not None:
+        segment.name = name
+    if description is not None:
+        segment.description = description
+    segment.save()
+    return segment
 
 
 @transaction.atomic
@@ -623,6 +632,7 @@ def port_unbind(*, port: Port) -> Port:
         device_id="",
         device_owner="",
         status=PortStatus.DOWN,
+        revision_number=F("revision_number") + 1,
         updated_at=timezone.now(),
     )
     return Port.objects.get(pk=port.pk)
@@ -723,3 +733,30 @@ def host_agent_delete(*, host: str) -> None:
     deleted, _ = HostAgent.objects.filter(host=host).delete()
     if not deleted:
         raise NotFound(f"Agent for host {host} could not be found.", type="AgentNotFound")
+
+
+# --- for compute ------------------------------------------------------------------
+
+
+def _in_use(port: Port) -> Conflict:
+    return Conflict(f"Port {port.pk} is still in use.", type="PortInUse")
+
+
+@transaction.atomic
+def port_attach(*, port: Port, device_id: str, device_owner: str) -> Port:
+    """Reserve the port for a device (an instance). Idempotent for the same
+    device; Conflict if another device holds it."""
+    port = Port.objects.select_for_update().get(pk=port.pk)
+    if port.device_id == device_id:
+        return port
+    if port.device_id or port.binding_host:
+        raise _in_use(port)
+    port.device_id, port.device_owner = device_id, device_owner
+    port.revision_number += 1
+    port.save(update_fields=["device_id", "device_owner", "revision_number", "updated_at"])
+    return port
+
+
+@transaction.atomic
+def port_set_status(*, port: Port, status: str) -> None:
+    Port.objects.filter(pk=port.pk).update(status=status, updated_at=timezone.now())

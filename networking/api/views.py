@@ -15,7 +15,7 @@ from networking.filters import (
     SegmentFilter,
     SubnetFilter,
 )
-from networking.models import Network, Segment
+from networking.models import HostAgent, Network, Port, Segment, Subnet
 
 
 def visible_network(context: RequestContext, network_id, *, to_change: bool = False) -> Network:
@@ -30,6 +30,7 @@ def visible_network(context: RequestContext, network_id, *, to_change: bool = Fa
 
 
 class NetworkViewSet(OpenStackViewSet):
+    queryset = Network.objects.none()
     resource = "network"
     collection = "networks"
     not_found_type = "NetworkNotFound"
@@ -57,6 +58,7 @@ class NetworkViewSet(OpenStackViewSet):
 
 
 class SegmentViewSet(OpenStackViewSet):
+    queryset = Segment.objects.none()
     resource = "segment"
     collection = "segments"
     not_found_type = "SegmentNotFound"
@@ -84,6 +86,7 @@ class SegmentViewSet(OpenStackViewSet):
 
 
 class SubnetViewSet(OpenStackViewSet):
+    queryset = Subnet.objects.none()
     resource = "subnet"
     collection = "subnets"
     not_found_type = "SubnetNotFound"
@@ -118,6 +121,7 @@ ADMIN_ONLY_PORT_INPUT = {"binding_host": "binding:host_id", "binding_profile": "
 
 
 class PortViewSet(OpenStackViewSet):
+    queryset = Port.objects.none()
     resource = "port"
     collection = "ports"
     not_found_type = "PortNotFound"
@@ -157,10 +161,11 @@ class PortViewSet(OpenStackViewSet):
 
 
 class IpAvailabilityViewSet(OpenStackViewSet):
+    queryset = Network.objects.none()
     resource = "network_ip_availability"
     collection = "network_ip_availabilities"
     not_found_type = "NetworkNotFound"
-    serializer_class = s.NetworkSerializer  # model for schema generation only
+    serializer_class = s.NetworkSerializer
     filterset_class = NetworkFilter
     admin_actions = ("list", "retrieve")
 
@@ -191,6 +196,7 @@ class IpAvailabilityViewSet(OpenStackViewSet):
 
 
 class AgentViewSet(OpenStackViewSet):
+    queryset = HostAgent.objects.none()
     resource = "agent"
     collection = "agents"
     not_found_type = "AgentNotFound"
