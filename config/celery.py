@@ -24,6 +24,7 @@ app.conf["CELERY_DB_REUSE_MAX"] = settings.BERTH_CELERY_DB_REUSE_MAX
 # each change and stalls at 10^4 entries, so events are rows swept by one task.
 PERIODIC_TASKS = {
     "berth: purge expired tokens": {"task": "identity.purge_expired_tokens", "every": 3600},
+    "berth: reap stuck builds": {"task": "compute.reap_stuck_builds", "every": 30},
 }
 
 

@@ -64,3 +64,31 @@ def quota_set(*, project: Project, resource: str, limit: int) -> Quota:
         project=project, resource=resource, defaults={"limit": limit}
     )
     return quota
+
+
+def quota_fit(
+    *, project: Project, per_unit: dict[str, int], wanted_min: int, wanted_max: int
+) -> int:
+    """How many units (e.g. instances of one flavor) fit the project's
+    quotas, between ``wanted_min`` and ``wanted_max``: as many as possible,
+    all or nothing at ``wanted_min`` (Nova's multi-create). Takes the
+    project's row lock; call inside the consuming transaction."""
+    with transaction.atomic():
+        list(Project.objects.select_for_update().filter(pk=project.pk).values_list("pk"))
+        limits = quota_limits(project=project)
+        fits, short = wanted_max, None
+        for resource, each in per_unit.items():
+            limit = limits.get(resource, -1)
+            if limit < 0 or each <= 0:
+                continue
+            used = _counters[resource](project)
+            room = max(0, (limit - used) // each)
+            if room < fits:
+                fits, short = room, (resource, used, limit, each)
+        if fits < wanted_min:
+            resource, used, limit, each = short
+            raise OverQuota(
+                f"Quota exceeded for {resource}: requested {each * wanted_min}, "
+                f"but already used {used} of {limit} {resource}."
+            )
+        return fits

@@ -155,6 +155,18 @@ BERTH_VNI_RANGE = env.str("BERTH_VNI_RANGE", default="1000:1999999")
 # agent shown dead (Neutron's agent_down_time).
 BERTH_HOST_DOWN_AFTER = env.int("BERTH_HOST_DOWN_AFTER", default=75)
 
+# --- compute ----------------------------------------------------------------
+
+# Hosts a build may try (the first plus reschedules) before it is ERROR.
+BERTH_BUILD_MAX_ATTEMPTS = env.int("BERTH_BUILD_MAX_ATTEMPTS", default=3)
+# A pipeline step not done this long after it started is resumed by the
+# reaper; keep it above the task time limit so a live task is never doubled.
+BERTH_STEP_TIMEOUT = env.int("BERTH_STEP_TIMEOUT", default=600)
+# Times the reaper resumes one build's steps before failing it.
+BERTH_REAPER_MAX_RESUMES = env.int("BERTH_REAPER_MAX_RESUMES", default=3)
+# Alternate hosts kept per build (Nova's max_attempts - 1 by default).
+BERTH_SCHEDULER_ALTERNATES = env.int("BERTH_SCHEDULER_ALTERNATES", default=3)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["config.auth.KeystoneTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["config.auth.ProjectRolePermission"],

@@ -508,9 +508,12 @@ def port_update(
         _assign_fixed_ips(port=port, requests=fixed_ips)
     if binding_host == "":
         return port_unbind(port=port)
-    if binding_host is not None and (binding_host != port.binding_host or rebind):
+    # As ML2: a new host, a new vnic type or a binding that failed before
+    # (the host may have reported since) is bound again.
+    failed = port.binding_vif_type == VifType.BINDING_FAILED
+    if binding_host is not None and (binding_host != port.binding_host or rebind or failed):
         return port_bind(port=port, host=binding_host)
-    if rebind and port.binding_host:
+    if (rebind or failed) and port.binding_host:
         return port_bind(port=port, host=port.binding_host)
     return port
 
@@ -566,7 +569,7 @@ def port_bind(*, port: Port, host: str) -> Port:
     view = selectors.host_view(host=host)
     routed = selectors.network_is_routed(network=port.network)
     segments = _segments_for(port, view, routed)
-    if routed and view is not None and not segments:
+    if routed and (view is None or not segments):
         raise Conflict(
             f"Host {host} is not connected to any segments on routed provider network "
             f"{port.network_id}. It should be connected to one.",

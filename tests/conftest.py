@@ -64,6 +64,24 @@ class Caller:
         return self.client.delete(url)
 
 
+def sdk_connection(base: str, token: str | None):
+    """openstacksdk as openstack_wire.md sets it up: admin_token, or the
+    none plugin (which sends X-Auth-Token: notused) when token is None."""
+    import openstack
+
+    auth = {"auth_type": "admin_token", "auth": {"endpoint": base, "token": token}}
+    if token is None:
+        auth = {"auth_type": "none", "auth": {"endpoint": base}}
+    return openstack.connect(
+        **auth,
+        network_endpoint_override=base + "/networking",
+        compute_endpoint_override=base + "/compute/v2.1",
+        load_yaml_config=False,
+        load_envvars=False,
+        api_timeout=30,
+    )
+
+
 @pytest.fixture
 def caller(db):
     """caller(project, role) -> Caller"""

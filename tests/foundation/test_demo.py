@@ -8,13 +8,12 @@ import subprocess
 import sys
 import time
 
-import openstack
 import pytest
 from blazarclient import client as blazar_client
 from blazarclient import exception as blazar_exception
 from keystoneauth1 import session, token_endpoint
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, sdk_connection
 
 
 def free_port() -> int:
@@ -66,15 +65,7 @@ def test_demo_serves_the_apis_to_the_real_clients(demo):
     base, token, output = demo
     assert "worker: ok" in output
     assert f"{base}/admin/" in output
-    conn = openstack.connect(
-        auth_type="admin_token",
-        auth={"endpoint": base, "token": token},
-        network_endpoint_override=base + "/networking",
-        compute_endpoint_override=base + "/compute/v2.1",
-        load_yaml_config=False,
-        load_envvars=False,
-        api_timeout=30,
-    )
+    conn = sdk_connection(base, token)
     net = conn.network.create_network(name="from-sdk")
     assert conn.network.get_network(net.id).name == "from-sdk"
     assert conn.compute.get_endpoint_data().max_microversion == (2, 1)

@@ -9,20 +9,7 @@ from blazarclient import exception as blazar_exception
 from keystoneauth1 import noauth, session, token_endpoint
 
 from config.services import token_create
-
-
-def sdk(base: str, token: str | None):
-    auth = {"auth_type": "admin_token", "auth": {"endpoint": base, "token": token}}
-    if token is None:
-        auth = {"auth_type": "none", "auth": {"endpoint": base}}
-    return openstack.connect(
-        **auth,
-        network_endpoint_override=base + "/networking",
-        compute_endpoint_override=base + "/compute/v2.1",
-        load_yaml_config=False,
-        load_envvars=False,
-        api_timeout=30,
-    )
+from tests.conftest import sdk_connection
 
 
 @pytest.fixture
@@ -31,7 +18,7 @@ def admin_token(transactional_db):
 
 
 def test_openstacksdk_with_admin_token(live_server, admin_token):
-    conn = sdk(live_server.url, admin_token)
+    conn = sdk_connection(live_server.url, admin_token)
     created = conn.network.create_network(name="discovered")
     assert [n.name for n in conn.network.networks()] == ["discovered"]
     assert conn.network.find_network("discovered").id == created.id
@@ -41,13 +28,13 @@ def test_openstacksdk_with_admin_token(live_server, admin_token):
 
 
 def test_openstacksdk_with_none_auth(live_server, transactional_db, noauth):
-    conn = sdk(live_server.url, None)
+    conn = sdk_connection(live_server.url, None)
     conn.network.create_network(name="demo-net")
     assert [n.name for n in conn.network.networks()] == ["demo-net"]
 
 
 def test_openstacksdk_wrong_token_is_unauthorized(live_server, transactional_db):
-    conn = sdk(live_server.url, "wrong")
+    conn = sdk_connection(live_server.url, "wrong")
     with pytest.raises(openstack.exceptions.HttpException) as raised:
         list(conn.network.networks())
     assert raised.value.status_code == 401

@@ -1,0 +1,256 @@
+"""Nova's model, trimmed: hosts that report themselves, flavors, instances
+and the NICs they asked for, and the action log of every build."""
+
+import uuid
+
+from django.db import models
+from django.db.models import F, Q
+
+
+class Host(models.Model):
+    """A hypervisor (or a baremetal node). Capacity counters are claimed and
+    released with conditional updates; the check constraints make an
+    over-commit impossible whatever the code does."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=255, unique=True)
+    hypervisor_type = models.CharField(max_length=32, default="QEMU")
+    # Which virt driver plugs this host's VIFs (compute.virt.DRIVERS).
+    virt_driver = models.CharField(max_length=32, default="fake")
+    # A baremetal node: one instance takes it whole.
+    baremetal = models.BooleanField(default=False)
+    vcpus = models.PositiveIntegerField()
+    memory_mb = models.PositiveIntegerField()
+    disk_gb = models.PositiveIntegerField()
+    cpu_allocation_ratio = models.FloatField(default=4.0)
+    ram_allocation_ratio = models.FloatField(default=1.0)
+    disk_allocation_ratio = models.FloatField(default=1.0)
+    vcpus_used = models.PositiveIntegerField(default=0)
+    memory_mb_used = models.PositiveIntegerField(default=0)
+    disk_gb_used = models.PositiveIntegerField(default=0)
+    running_instances = models.PositiveIntegerField(default=0)
+    # The host's compute service version; below PORTS_BEFORE_SCHEDULING
+    # (compute.pipeline) it does not understand ports created up front.
+    service_version = models.PositiveIntegerField(default=2)
+    enabled = models.BooleanField(default=True)
+    disabled_reason = models.CharField(max_length=255, blank=True)
+    last_heartbeat = models.DateTimeField(db_index=True)
+    # Free-form traits used by reservation filters, e.g. {"node_type": "gpu"}.
+    capabilities = models.JSONField(default=dict, blank=True)
+    # Fake driver knobs: {"spawn_delay": 0.5, "spawn_error": "disk full"}.
+    driver_options = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                name="host_vcpus_within_ratio",
+                condition=Q(vcpus_used__lte=F("vcpus") * F("cpu_allocation_ratio")),
+            ),
+            models.CheckConstraint(
+                name="host_ram_within_ratio",
+                condition=Q(memory_mb_used__lte=F("memory_mb") * F("ram_allocation_ratio")),
+            ),
+            models.CheckConstraint(
+                name="host_disk_within_ratio",
+                condition=Q(disk_gb_used__lte=F("disk_gb") * F("disk_allocation_ratio")),
+            ),
+            models.CheckConstraint(
+                name="host_baremetal_takes_one_instance",
+                condition=Q(baremetal=False) | Q(running_instances__lte=1),
+            ),
+            models.CheckConstraint(
+                name="host_ratios_positive",
+                condition=Q(cpu_allocation_ratio__gt=0)
+                & Q(ram_allocation_ratio__gt=0)
+                & Q(disk_allocation_ratio__gt=0),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Flavor(models.Model):
+    # Nova flavor ids are free-form strings ("m1.small", "baremetal", a UUID).
+    id = models.CharField(primary_key=True, max_length=255)
+    name = models.CharField(max_length=255, unique=True)
+    vcpus = models.PositiveIntegerField()
+    ram = models.PositiveIntegerField(help_text="MiB")
+    disk = models.PositiveIntegerField(help_text="GB")
+    ephemeral = models.PositiveIntegerField(default=0)
+    swap = models.PositiveIntegerField(default=0)
+    rxtx_factor = models.FloatField(default=1.0)
+    is_public = models.BooleanField(default=True)
+    disabled = models.BooleanField(default=False)
+    # A baremetal flavor takes a whole baremetal host.
+    baremetal = models.BooleanField(default=False)
+    extra_specs = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(name="flavor_vcpus_positive", condition=Q(vcpus__gte=1)),
+            models.CheckConstraint(name="flavor_ram_positive", condition=Q(ram__gte=1)),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class InstanceStatus(models.TextChoices):
+    BUILD = "BUILD"
+    ACTIVE = "ACTIVE"
+    ERROR = "ERROR"
+    DELETED = "DELETED"
+
+
+class TaskState(models.TextChoices):
+    """The pipeline step an instance is in; null when none runs."""
+
+    PREPARING_PORTS = "preparing_ports"
+    SCHEDULING = "scheduling"
+    BINDING = "binding"
+    SPAWNING = "spawning"
+    DELETING = "deleting"
+
+
+class Instance(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(
+        "identity.Project", on_delete=models.PROTECT, related_name="instances"
+    )
+    user_id = models.CharField(max_length=64, blank=True)
+    name = models.CharField(max_length=255, db_index=True)
+    # The flavor may be deleted later; what the instance holds is copied.
+    flavor = models.ForeignKey(
+        Flavor, on_delete=models.SET_NULL, null=True, related_name="instances"
+    )
+    vcpus = models.PositiveIntegerField()
+    memory_mb = models.PositiveIntegerField()
+    disk_gb = models.PositiveIntegerField()
+    baremetal = models.BooleanField(default=False)
+    image_ref = models.CharField(max_length=255, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=16, choices=InstanceStatus.choices, default=InstanceStatus.BUILD, db_index=True
+    )
+    task_state = models.CharField(max_length=32, choices=TaskState.choices, null=True, blank=True)
+    # Where the instance runs or is being built; also the host whose
+    # capacity it holds (claimed_host) until released.
+    host = models.ForeignKey(
+        Host, on_delete=models.PROTECT, null=True, blank=True, related_name="instances"
+    )
+    claimed_host = models.ForeignKey(
+        Host, on_delete=models.PROTECT, null=True, blank=True, related_name="claims"
+    )
+    # Build attempt, bumped at every reschedule; tasks carry it so a stale
+    # delivery from an earlier attempt does nothing.
+    attempt = models.PositiveIntegerField(default=1)
+    # Hosts tried and failed, and the alternates the scheduler proposed.
+    excluded_hosts = models.JSONField(default=list, blank=True)
+    alternate_hosts = models.JSONField(default=list, blank=True)
+    # {"code", "message", "details", "created"} once the build failed.
+    fault = models.JSONField(null=True, blank=True)
+    # Why the last attempt failed, while later attempts still run.
+    last_failure = models.TextField(blank=True)
+    # Times the reaper resumed a stuck step; past a limit the build fails.
+    resumes = models.PositiveIntegerField(default=0)
+    # A lease's reservation this instance belongs to (scheduler hint).
+    reservation_id = models.CharField(max_length=64, blank=True, db_index=True)
+    # The virt driver's rendering of the VIFs (libvirt XML), for admins.
+    driver_data = models.TextField(blank=True)
+    # When the current step must be done by; the reaper resumes it after.
+    step_deadline = models.DateTimeField(null=True, blank=True, db_index=True)
+    launched_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                name="instance_claim_is_its_host",
+                condition=Q(claimed_host__isnull=True) | Q(claimed_host=F("host")),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class InstanceNic(models.Model):
+    """One NIC the user asked for: on a network (compute creates the port)
+    or on a port the user passed in (only unbound on delete)."""
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="nics")
+    index = models.PositiveSmallIntegerField()
+    network = models.ForeignKey(
+        "networking.Network", on_delete=models.SET_NULL, null=True, blank=True
+    )
+    requested_port_id = models.UUIDField(null=True, blank=True)
+    fixed_ip = models.GenericIPAddressField(null=True, blank=True)
+    port = models.ForeignKey(
+        "networking.Port", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_by_compute = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["index"]
+        constraints = [
+            models.UniqueConstraint(fields=["instance", "index"], name="nic_index_once"),
+            models.CheckConstraint(
+                name="nic_network_or_port",
+                condition=Q(network__isnull=False) | Q(requested_port_id__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id}#{self.index}"
+
+
+class InstanceAction(models.Model):
+    """os-instance-actions: one per user request (create, delete)."""
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="actions")
+    action = models.CharField(max_length=32)
+    request_id = models.CharField(max_length=64)
+    user_id = models.CharField(max_length=64, blank=True)
+    project_id = models.UUIDField()
+    message = models.TextField(blank=True)
+    start_time = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["start_time", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.instance_id}"
+
+
+class InstanceActionEvent(models.Model):
+    """One pipeline step of one attempt: what ran where, how long, outcome."""
+
+    action = models.ForeignKey(InstanceAction, on_delete=models.CASCADE, related_name="events")
+    event = models.CharField(max_length=64)
+    attempt = models.PositiveIntegerField(default=1)
+    host = models.CharField(max_length=255, blank=True)
+    start_time = models.DateTimeField()
+    finish_time = models.DateTimeField(null=True, blank=True)
+    result = models.CharField(max_length=16, blank=True)
+    details = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["start_time", "id"]
+        constraints = [
+            # A redelivered step updates its event instead of adding one.
+            models.UniqueConstraint(
+                fields=["action", "event", "attempt"], name="event_once_per_attempt"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event}#{self.attempt}"

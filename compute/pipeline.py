@@ -1,0 +1,402 @@
+"""The build pipeline's steps: prepare ports -> schedule -> bind -> spawn.
+
+Each step is a service that compute.tasks runs as one link of a Celery
+chain. A step first locks the instance row and checks that the instance is
+in the step's state for the task's attempt; a stale or duplicate delivery
+finds it is not and does nothing, so every step is safe to run twice.
+Domain failures are state transitions with a fault, never lost exceptions:
+a failed bind or spawn releases the claim, excludes the host and asks for
+a reschedule (the task replaces the chain's tail), reusing the same ports.
+"""
+
+import enum
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from compute import scheduler
+from compute.models import (
+    Host,
+    Instance,
+    InstanceAction,
+    InstanceActionEvent,
+    InstanceStatus,
+    TaskState,
+)
+from compute.virt import DRIVERS, DriverError, SpawnRequest, Vif
+from config.errors import BerthError
+from config.request_id import current_request_id
+from networking import services as net_services
+from networking.models import IpAllocationMode, Port, PortStatus, VifType
+
+# The compute service version from which hosts understand ports created
+# before scheduling (seed 001); while any enabled host is older, ports are
+# created at bind time, the legacy order.
+PORTS_BEFORE_SCHEDULING = 2
+DEVICE_OWNER = "compute:nova"
+
+
+class Outcome(enum.Enum):
+    NEXT = "next"
+    RESCHEDULE = "reschedule"
+    STOP = "stop"
+
+
+EVENTS = {
+    TaskState.PREPARING_PORTS: "compute_prepare_ports",
+    TaskState.SCHEDULING: "compute_schedule_instance",
+    TaskState.BINDING: "compute_bind_ports",
+    TaskState.SPAWNING: "compute_spawn",
+    TaskState.DELETING: "compute_terminate_instance",
+}
+
+
+def fleet_is_legacy() -> bool:
+    return Host.objects.filter(enabled=True, service_version__lt=PORTS_BEFORE_SCHEDULING).exists()
+
+
+def first_step() -> str:
+    return TaskState.SCHEDULING if fleet_is_legacy() else TaskState.PREPARING_PORTS
+
+
+def _deadline():
+    return timezone.now() + timedelta(seconds=settings.BERTH_STEP_TIMEOUT)
+
+
+def _lock(instance_id, attempt: int, state: str) -> Instance | None:
+    """The instance, locked, if it is in ``state`` for ``attempt``."""
+    instance = (
+        # Lock only the instance row: the host row is shared by every build
+        # on it (and PostgreSQL refuses FOR UPDATE across the outer join).
+        Instance.objects.select_for_update(of=("self",))
+        .select_related("host", "project")
+        .filter(pk=instance_id)
+        .first()
+    )
+    if (
+        instance is None
+        or instance.status != InstanceStatus.BUILD
+        or instance.task_state != state
+        or instance.attempt != attempt
+    ):
+        return None
+    return instance
+
+
+def _move(instance: Instance, state: str | None) -> None:
+    instance.task_state = state
+    instance.step_deadline = _deadline() if state else None
+    instance.save()
+
+
+# --- the action log ------------------------------------------------------------
+
+
+def _action(instance: Instance, name: str) -> InstanceAction:
+    """The latest such action; one is recorded if the request made none
+    (a delete the reaper or a lease end started)."""
+    found = instance.actions.filter(action=name).order_by("-start_time", "-id").first()
+    if found is None:
+        found = InstanceAction.objects.create(
+            instance=instance,
+            action=name,
+            request_id=current_request_id(),
+            project_id=instance.project_id,
+        )
+    return found
+
+
+def _event(instance: Instance, state: str, action: str = "create") -> InstanceActionEvent:
+    """The step's event for this attempt; a redelivered step reuses it."""
+    event, _ = InstanceActionEvent.objects.get_or_create(
+        action=_action(instance, action),
+        event=EVENTS[state],
+        attempt=instance.attempt,
+        defaults={
+            "start_time": timezone.now(),
+            "host": instance.host.name if instance.host else "",
+        },
+    )
+    return event
+
+
+def _finish(event: InstanceActionEvent, result: str, details: str = "", host: str = "") -> None:
+    event.finish_time = timezone.now()
+    event.result = result
+    event.details = details
+    if host:
+        event.host = host
+    event.save()
+
+
+# --- ports ---------------------------------------------------------------------
+
+
+def _ensure_ports(instance: Instance) -> None:
+    """Get the user's ports and create the missing ones, recording which
+    compute created. Idempotent: NICs that have a port are skipped."""
+    device = str(instance.pk)
+    for nic in instance.nics.select_related("network").filter(port__isnull=True):
+        if nic.requested_port_id:
+            port = Port.objects.get(pk=nic.requested_port_id)
+            net_services.port_attach(port=port, device_id=device, device_owner=DEVICE_OWNER)
+            nic.port = port
+        else:
+            fixed = [{"ip_address": nic.fixed_ip}] if nic.fixed_ip else None
+            nic.port = net_services.port_create(
+                project=instance.project,
+                network=nic.network,
+                fixed_ips=fixed,
+                device_id=device,
+                device_owner=DEVICE_OWNER,
+            )
+            nic.created_by_compute = True
+        nic.save(update_fields=["port", "created_by_compute"])
+
+
+def cleanup_ports(instance: Instance) -> None:
+    """Delete the ports compute created, unbind the ones the user passed in
+    (their host, device and profile are cleared; the ports stay)."""
+    for nic in instance.nics.select_related("port"):
+        port = nic.port
+        if port is None:
+            continue
+        if nic.created_by_compute:
+            net_services.port_delete(port=port)
+        elif port.device_id == str(instance.pk):
+            net_services.port_unbind(port=port)
+
+
+def _release_claim(instance: Instance) -> None:
+    """Give the host's capacity back; idempotent through claimed_host."""
+    if instance.claimed_host_id:
+        scheduler.release(host_id=instance.claimed_host_id, instance=instance)
+        instance.claimed_host = None
+
+
+def _fail(instance: Instance, step: str, message: str, event=None) -> Outcome:
+    """ERROR with a fault naming the step and the resource, everything the
+    build held released."""
+    cleanup_ports(instance)
+    _release_claim(instance)
+    instance.status = InstanceStatus.ERROR
+    instance.fault = {
+        "code": 500,
+        "message": message,
+        "details": f"step: {step}; attempts: {instance.attempt}; "
+        f"hosts tried: {', '.join(instance.excluded_hosts) or 'none'}",
+        "created": timezone.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if event is not None:
+        _finish(event, "Error", message)
+    _move(instance, None)
+    return Outcome.STOP
+
+
+def _retry_or_fail(instance: Instance, step: str, reason: str, event) -> Outcome:
+    """The host failed the build: release it, exclude it and try another
+    host with the same ports, unless the attempts are used up."""
+    _finish(event, "Error", reason)
+    host = instance.host
+    _release_claim(instance)
+    instance.excluded_hosts = [*instance.excluded_hosts, host.name]
+    instance.last_failure = reason
+    if instance.attempt >= settings.BERTH_BUILD_MAX_ATTEMPTS:
+        return _fail(instance, step, reason)
+    instance.attempt += 1
+    instance.host = None
+    _move(instance, TaskState.SCHEDULING)
+    return Outcome.RESCHEDULE
+
+
+def _ports_ready(instance: Instance, step: str, event) -> Outcome | None:
+    """Get or create the instance's ports: None when they are there, else
+    the failed build's outcome (nothing half-made is kept)."""
+    try:
+        with transaction.atomic():
+            _ensure_ports(instance)
+    except BerthError as error:
+        return _fail(instance, step, f"preparing ports failed: {error.message}", event)
+    return None
+
+
+# --- the steps -----------------------------------------------------------------
+
+
+def prepare_ports(instance_id, attempt: int) -> Outcome:
+    with transaction.atomic():
+        instance = _lock(instance_id, attempt, TaskState.PREPARING_PORTS)
+        if instance is None:
+            return Outcome.STOP
+        event = _event(instance, TaskState.PREPARING_PORTS)
+        try:
+            with transaction.atomic():
+                _ensure_ports(instance)
+        except BerthError as error:
+            return _fail(
+                instance, "prepare ports", f"preparing ports failed: {error.message}", event
+            )
+        _finish(event, "Success")
+        _move(instance, TaskState.SCHEDULING)
+        return Outcome.NEXT
+
+
+def nic_needs(instance: Instance) -> list[scheduler.NicNeed]:
+    """What each NIC requires of a host, from its port if it has one."""
+    needs = []
+    for nic in instance.nics.select_related("network", "port__network"):
+        port = nic.port
+        if port is None:
+            needs.append(scheduler.NicNeed(network=nic.network))
+            continue
+        pinned = None
+        if port.ip_allocation != IpAllocationMode.DEFERRED:
+            segments = {a.subnet.segment_id for a in port.fixed_ips.select_related("subnet")}
+            if segments and None not in segments:
+                pinned = tuple(segments)
+        needs.append(
+            scheduler.NicNeed(
+                network=port.network, vnic_type=port.binding_vnic_type, segment_ids=pinned
+            )
+        )
+    return needs
+
+
+def schedule(instance_id, attempt: int) -> Outcome:
+    with transaction.atomic():
+        instance = _lock(instance_id, attempt, TaskState.SCHEDULING)
+        if instance is None:
+            return Outcome.STOP
+        event = _event(instance, TaskState.SCHEDULING)
+        needs = nic_needs(instance)
+        constraints = scheduler.constraints_for(instance)
+        picked = scheduler.select_hosts(
+            instance, needs, constraints, alternates=settings.BERTH_SCHEDULER_ALTERNATES
+        )
+        host = next((h for h in picked if scheduler.claim(host=h, instance=instance)), None)
+        if host is None:
+            why = scheduler.explain_no_host(instance, needs, constraints)
+            if instance.last_failure:
+                why = f"{instance.last_failure}; no other host: {why}"
+            return _fail(instance, "schedule", why, event)
+        instance.host = instance.claimed_host = host
+        instance.alternate_hosts = [h.name for h in picked if h != host]
+        _finish(event, "Success", host=host.name)
+        _move(instance, TaskState.BINDING)
+        return Outcome.NEXT
+
+
+def bind_ports(instance_id, attempt: int) -> Outcome:
+    with transaction.atomic():
+        instance = _lock(instance_id, attempt, TaskState.BINDING)
+        if instance is None:
+            return Outcome.STOP
+        event = _event(instance, TaskState.BINDING)
+        host = instance.host.name
+        # Legacy fleets create the ports only now (a no-op otherwise).
+        failed = _ports_ready(instance, "bind ports", event)
+        if failed:
+            return failed
+        for nic in instance.nics.select_related("port"):
+            try:
+                port = net_services.port_bind(port=nic.port, host=host)
+            except BerthError as error:
+                return _retry_or_fail(
+                    instance, "bind ports", f"binding on {host}: {error.message}", event
+                )
+            if port.binding_vif_type == VifType.BINDING_FAILED:
+                return _retry_or_fail(instance, "bind ports", port.binding_failure, event)
+        _finish(event, "Success", host=host)
+        _move(instance, TaskState.SPAWNING)
+        return Outcome.NEXT
+
+
+def _spawn_request(instance: Instance) -> SpawnRequest:
+    vifs = [
+        Vif(
+            port_id=str(port.pk),
+            mac_address=port.mac_address,
+            vif_type=port.binding_vif_type,
+            vif_details=port.binding_vif_details,
+            network_id=str(port.network_id),
+            mtu=port.network.mtu,
+        )
+        for port in (nic.port for nic in instance.nics.select_related("port__network"))
+    ]
+    return SpawnRequest(
+        instance_id=str(instance.pk),
+        instance_name=instance.name,
+        host=instance.host.name,
+        vifs=vifs,
+        driver_options=instance.host.driver_options,
+    )
+
+
+def spawn(instance_id, attempt: int) -> Outcome:
+    with transaction.atomic():
+        instance = _lock(instance_id, attempt, TaskState.SPAWNING)
+        if instance is None:
+            return Outcome.STOP
+        _event(instance, TaskState.SPAWNING)
+        request = _spawn_request(instance)
+        driver = DRIVERS[instance.host.virt_driver]
+    # The driver may take its time; no lock is held meanwhile.
+    try:
+        driver_data, error = driver.spawn(request), None
+    except DriverError as failure:
+        driver_data, error = "", str(failure)
+    with transaction.atomic():
+        instance = _lock(instance_id, attempt, TaskState.SPAWNING)
+        if instance is None:  # deleted while spawning: the delete cleans up
+            return Outcome.STOP
+        event = _event(instance, TaskState.SPAWNING)
+        if error is not None:
+            reason = f"spawn failed on {request.host}: {error}"
+            return _retry_or_fail(instance, "spawn", reason, event)
+        for nic in instance.nics.select_related("port"):
+            net_services.port_set_status(port=nic.port, status=PortStatus.ACTIVE)
+        instance.status = InstanceStatus.ACTIVE
+        instance.driver_data = driver_data
+        instance.launched_at = timezone.now()
+        instance.last_failure = ""
+        _finish(event, "Success", host=request.host)
+        _move(instance, None)
+        return Outcome.NEXT
+
+
+def delete(instance_id) -> None:
+    """Unbind the user's ports, delete compute's, release IPs and capacity.
+    Idempotent: a deleted instance is left as it is."""
+    with transaction.atomic():
+        instance = Instance.objects.select_for_update().filter(pk=instance_id).first()
+        if instance is None or instance.status == InstanceStatus.DELETED:
+            return
+        event = _event(instance, TaskState.DELETING, action="delete")
+        cleanup_ports(instance)
+        _release_claim(instance)
+        instance.status = InstanceStatus.DELETED
+        instance.deleted_at = timezone.now()
+        _finish(event, "Success")
+        _move(instance, None)
+
+
+def resume_step(instance: Instance) -> str | None:
+    """The reaper's decision for a build whose step overran its deadline:
+    the step to run again (all steps are idempotent), or None after it
+    failed the build because it was resumed too often."""
+    if instance.resumes >= settings.BERTH_REAPER_MAX_RESUMES:
+        step = instance.task_state
+        if step == TaskState.DELETING:
+            return step
+        _fail(instance, str(step), f"step {step} did not finish after {instance.resumes} resumes")
+        return None
+    instance.resumes += 1
+    instance.step_deadline = _deadline()
+    instance.save(update_fields=["resumes", "step_deadline", "updated_at"])
+    return instance.task_state
+
+
+def stuck_instances():
+    return Instance.objects.filter(task_state__isnull=False, step_deadline__lt=timezone.now())

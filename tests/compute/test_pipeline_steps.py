@@ -1,0 +1,231 @@
+"""The pipeline's steps, driven in-process: placement, binding, retries on
+the same ports, faults that name the step and the resource."""
+
+import netaddr
+
+from compute import pipeline, services
+from compute.models import Host, InstanceActionEvent
+from compute.services import NicRequest
+from networking import services as net_services
+from networking.models import Port
+from tests.compute.conftest import report_host, run_pipeline
+
+
+def boot(cloud, flavor="small", nics=None, **kwargs):
+    nics = nics if nics is not None else [NicRequest(network=cloud["network"])]
+    return services.server_create(
+        context=cloud["context"], name="vm", flavor=cloud["flavors"][flavor], nics=nics, **kwargs
+    )
+
+
+def test_build_lands_with_an_ip_from_the_hosts_segment(cloud):
+    instance = run_pipeline(boot(cloud)[0])
+    assert instance.status == "ACTIVE" and instance.task_state is None
+    port = instance.nics.get().port
+    assert port.binding_host == instance.host.name
+    assert port.device_id == str(instance.pk) and port.device_owner == "compute:nova"
+    assert port.binding_vif_type == "ovs" and port.status == "ACTIVE"
+    segment = port.fixed_ips.get().subnet.segment
+    physnet = "physnet1" if instance.host.name == "h1" else "physnet2"
+    assert segment.physical_network == physnet
+    host = Host.objects.get(pk=instance.host_id)
+    assert (host.vcpus_used, host.memory_mb_used, host.running_instances) == (1, 1024, 1)
+
+
+def test_exhausted_segment_is_avoided_by_the_scheduler(cloud):
+    # rack2 has two addresses: the third build must land on h1 (rack1).
+    hosts = []
+    for _ in range(3):
+        instance = run_pipeline(boot(cloud)[0])
+        hosts.append(instance.host.name)
+    assert sorted(hosts).count("h1") >= 1
+    rack2_used = Port.objects.filter(fixed_ips__subnet__segment__name="rack2").count()
+    assert rack2_used <= 2
+
+
+def test_binding_failure_reschedules_on_the_same_port(cloud):
+    # h2 and h3 report vnic direct but no SR-IOV function: binding fails there.
+    for name in ("h2", "h3"):
+        report_host(name, {"physnet2": {"bridge": "br-ex"}}, vnic_types=["normal", "direct"])
+    report_host(
+        "h1",
+        {"physnet1": {"bridge": "br-ex", "sriov_interface": "ens1"}},
+        vnic_types=["normal", "direct"],
+        memory_mb=2048,
+    )
+    port = net_services.port_create(
+        project=cloud["project"], network=cloud["network"], binding_vnic_type="direct"
+    )
+    # Make h1 the least attractive so the first attempt goes elsewhere.
+    instance = run_pipeline(boot(cloud, nics=[NicRequest(port=port)])[0])
+    assert instance.status == "ACTIVE" and instance.host.name == "h1"
+    assert instance.attempt >= 2 and set(instance.excluded_hosts) <= {"h2", "h3"}
+    assert instance.nics.get().port_id == port.pk  # the same port, reused
+    port.refresh_from_db()
+    assert port.binding_vif_type == "hw_veb" and port.binding_host == "h1"
+    assert str(port.fixed_ips.get().subnet.cidr) == "10.1.0.0/24"  # re-addressed in rack1
+    failed = InstanceActionEvent.objects.filter(event="compute_bind_ports", result="Error")
+    assert failed.count() == instance.attempt - 1
+    assert "does not support" not in failed.first().details  # drivers said why
+    assert "no SR-IOV physical function" in failed.first().details
+    for name in instance.excluded_hosts:
+        assert Host.objects.get(name=name).vcpus_used == 0  # claims released
+
+
+def test_no_host_reaches_the_network_names_it(cloud):
+    for host in Host.objects.all():
+        services.host_set_enabled(host=host, enabled=True)
+    report_host("h1", {"physnet9": {"bridge": "br-ex"}})
+    report_host("h2", {"physnet9": {"bridge": "br-ex"}})
+    report_host("h3", {"physnet9": {"bridge": "br-ex"}})
+    instance = run_pipeline(boot(cloud)[0])
+    assert instance.status == "ERROR"
+    assert instance.fault["message"] == (
+        f"no host reaches a segment of network {cloud['network'].pk} with a free IP"
+    )
+    assert "step: schedule" in instance.fault["details"]
+    assert not Port.objects.exists()  # the port compute created is gone
+
+
+def test_capacity_is_named_when_nothing_fits(cloud):
+    instance = run_pipeline(boot(cloud, flavor="big")[0])
+    assert instance.status == "ACTIVE"
+    second = run_pipeline(boot(cloud, flavor="big")[0])
+    third = run_pipeline(boot(cloud, flavor="big")[0])
+    fourth = run_pipeline(boot(cloud, flavor="big")[0])
+    statuses = [i.status for i in (second, third, fourth)]
+    # 3 hosts x 8 vCPUs x ratio 4 = room for 12 big ones; RAM (16 GB, ratio 1)
+    # fits two per host, and rack2 has two addresses: the 4th lands anyway.
+    assert statuses.count("ACTIVE") == 3
+
+
+def test_spawn_failure_reschedules_then_fails_precisely(cloud, settings):
+    for name in ("h1", "h2", "h3"):
+        physnet = "physnet1" if name == "h1" else "physnet2"
+        report_host(
+            name, {physnet: {"bridge": "br-ex"}}, driver_options={"spawn_error": "disk on fire"}
+        )
+    instance = run_pipeline(boot(cloud)[0])
+    assert instance.status == "ERROR"
+    assert instance.fault["message"].startswith("spawn failed on h")
+    assert instance.fault["message"].endswith("disk on fire")
+    assert instance.attempt == settings.BERTH_BUILD_MAX_ATTEMPTS
+    assert len(instance.excluded_hosts) == 3
+    assert all(h.vcpus_used == 0 for h in Host.objects.all())
+    assert not Port.objects.exists()
+
+
+def test_user_port_is_unbound_not_deleted(cloud):
+    port = net_services.port_create(project=cloud["project"], network=cloud["network"])
+    instance = run_pipeline(boot(cloud, nics=[NicRequest(port=port)])[0])
+    assert instance.status == "ACTIVE"
+    pipeline.delete(instance.pk)
+    port.refresh_from_db()
+    assert (port.binding_host, port.device_id, port.device_owner) == ("", "", "")
+    assert port.fixed_ips.exists()
+    instance.refresh_from_db()
+    assert instance.status == "DELETED"
+    assert Host.objects.get(name=instance.host.name).vcpus_used == 0
+    pipeline.delete(instance.pk)  # idempotent
+    assert Host.objects.get(name=instance.host.name).vcpus_used == 0
+
+
+def test_delete_removes_ports_compute_created(cloud):
+    instance = run_pipeline(boot(cloud)[0])
+    port_id = instance.nics.get().port_id
+    pipeline.delete(instance.pk)
+    assert not Port.objects.filter(pk=port_id).exists()
+
+
+def test_steps_are_idempotent_and_ignore_stale_attempts(cloud):
+    instance = boot(cloud)[0]
+    assert pipeline.prepare_ports(instance.pk, 1) is pipeline.Outcome.NEXT
+    # A duplicate delivery changes nothing.
+    assert pipeline.prepare_ports(instance.pk, 1) is pipeline.Outcome.STOP
+    assert Port.objects.count() == 1
+    assert pipeline.schedule(instance.pk, 1) is pipeline.Outcome.NEXT
+    assert pipeline.schedule(instance.pk, 1) is pipeline.Outcome.STOP
+    assert sum(h.running_instances for h in Host.objects.all()) == 1
+    assert pipeline.bind_ports(instance.pk, 2) is pipeline.Outcome.STOP  # stale attempt
+    assert pipeline.bind_ports(instance.pk, 1) is pipeline.Outcome.NEXT
+    assert pipeline.spawn(instance.pk, 1) is pipeline.Outcome.NEXT
+    assert pipeline.spawn(instance.pk, 1) is pipeline.Outcome.STOP
+
+
+def test_legacy_fleet_creates_ports_at_bind_time(cloud):
+    report_host("h1", {"physnet1": {"bridge": "br-ex"}}, service_version=1)
+    instance = boot(cloud)[0]
+    assert instance.task_state == "scheduling"  # no prepare step
+    assert not Port.objects.exists()
+    pipeline.schedule(instance.pk, 1)
+    assert not Port.objects.exists()  # still none: legacy order
+    instance = run_pipeline(instance)
+    assert instance.status == "ACTIVE"
+    port = instance.nics.get().port
+    assert port.binding_host == instance.host.name
+    assert netaddr.IPAddress(port.fixed_ips.get().address)
+
+
+def test_baremetal_flavor_takes_a_whole_node_and_its_nic_mac(cloud):
+    flavor = services.flavor_create(id="bm", name="bm", vcpus=1, ram=1024, disk=10, baremetal=True)
+    report_host(
+        "bm1",
+        {},
+        baremetal=True,
+        vcpus=32,
+        memory_mb=65536,
+        vnic_types=["baremetal"],
+        baremetal_nics=[
+            {
+                "mac_address": "52:54:00:00:00:aa",
+                "physical_network": "physnet1",
+                "switch_id": "sw1",
+                "switch_port": "Eth1",
+            }
+        ],
+    )
+    port = net_services.port_create(
+        project=cloud["project"], network=cloud["network"], binding_vnic_type="baremetal"
+    )
+    first = run_pipeline(
+        services.server_create(
+            context=cloud["context"], name="bm-a", flavor=flavor, nics=[NicRequest(port=port)]
+        )[0]
+    )
+    assert first.status == "ACTIVE" and first.host.name == "bm1"
+    port.refresh_from_db()
+    assert port.mac_address == "52:54:00:00:00:aa" and port.binding_vif_type == "other"
+    second = run_pipeline(
+        services.server_create(
+            context=cloud["context"],
+            name="bm-b",
+            flavor=flavor,
+            nics=[NicRequest(network=cloud["network"])],
+        )[0]
+    )
+    assert second.status == "ERROR"
+    assert second.fault["message"] == "no baremetal host is free"
+
+
+def test_libvirt_driver_renders_the_interfaces(cloud):
+    report_host("h1", {"physnet1": {"bridge": "br-ex"}}, virt_driver="libvirt")
+    for name in ("h2", "h3"):
+        services.host_set_enabled(host=Host.objects.get(name=name), enabled=False)
+    instance = run_pipeline(boot(cloud)[0])
+    assert instance.status == "ACTIVE" and instance.host.name == "h1"
+    port = instance.nics.get().port
+    assert f'<mac address="{port.mac_address}" />' in instance.driver_data
+    assert '<virtualport type="openvswitch"><parameters interfaceid="' in instance.driver_data
+
+
+def test_reaper_resumes_a_stuck_step_then_gives_up(cloud, settings):
+    instance = boot(cloud)[0]
+    pipeline.prepare_ports(instance.pk, 1)  # now "scheduling", as if the worker died
+    instance.refresh_from_db()
+    for _ in range(settings.BERTH_REAPER_MAX_RESUMES):
+        assert pipeline.resume_step(instance) == "scheduling"
+    assert pipeline.resume_step(instance) is None
+    instance.refresh_from_db()
+    assert instance.status == "ERROR"
+    assert "did not finish" in instance.fault["message"]
+    assert not Port.objects.exists()
