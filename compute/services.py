@@ -3,7 +3,7 @@
 The build pipeline's steps live in compute.pipeline; this module holds what
 the API and the admin call directly."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -96,8 +96,7 @@ def host_report(*, report: HostReport, now: datetime | None = None) -> Host:
         raise Conflict(
             f"Host {report.name} reports less capacity than its instances already use."
         ) from None
-    network = report.network or HostNetworkReport(host=report.name)
-    network.host = report.name
+    network = replace(report.network or HostNetworkReport(host=report.name), host=report.name)
     host_agent_report(report=network, now=now)
     return host
 

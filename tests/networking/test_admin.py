@@ -8,13 +8,11 @@ from django.contrib import admin
 from django.urls import reverse
 
 from config.auth import RequestContext
-from config.management.commands.demo import DEMO_NETWORK, demo_network_ensure, network_table
 from config.models import Role
 from config.services import project_get_or_create
 from networking import services
 from networking.models import (
     HostAgent,
-    HostPhysnet,
     IPAllocation,
     Network,
     Port,
@@ -106,7 +104,7 @@ def test_subnet_list_shows_used_and_total_ips(admin_client, cloud):
 def test_network_change_page_shows_ip_availability_per_segment(admin_client, cloud):
     # One more port on rack1, so the two segments differ.
     services.port_create(
-        project=cloud["project"], network=cloud["network"], fixed_ips=[{"ip_address": "10.1.0.9"}]
+        project=cloud["project"], network=cloud["network"], binding_host="compute-1"
     )
     response = admin_client.get(url(Network, "change", cloud["network"].pk))
     html = response.content.decode()
@@ -172,7 +170,6 @@ def test_port_changelist_has_a_query_budget(admin_client, cloud, django_assert_m
             project=project,
             network=network,
             name=f"p{n}",
-            fixed_ips=[{"ip_address": f"10.1.0.{100 + n}"}],
             binding_host="compute-1",
         )
     assert Port.objects.count() == 30
@@ -181,51 +178,3 @@ def test_port_changelist_has_a_query_budget(admin_client, cloud, django_assert_m
     with django_assert_max_num_queries(10):
         response = admin_client.get(url(Port, "changelist"))
     assert len(response.context["cl"].result_list) == 30
-
-
-# --- the demo's network --------------------------------------------------------------
-
-
-def test_demo_network_setup_is_idempotent(settings):
-    settings.BERTH_DEMO_PROJECT = "demo-admin-tests"
-    first = demo_network_ensure()
-    heartbeat = HostAgent.objects.get(host="compute-1").heartbeat_at
-    second = demo_network_ensure()
-    assert first.pk == second.pk
-    assert Network.objects.filter(name=DEMO_NETWORK).count() == 1
-    segments = {
-        s.name: (s.physical_network, s.segmentation_id, [n.cidr for n in s.subnets.all()])
-        for s in first.segments.all()
-    }
-    assert segments == {
-        "rack1": ("physnet1", 101, ["10.1.0.0/24"]),
-        "rack2": ("physnet2", 102, ["10.2.0.0/24"]),
-    }
-    assert Subnet.objects.filter(network=first).count() == 2
-    reach = {
-        a.host: (a.datapath_type, sorted(p.physical_network for p in a.physnets.all()))
-        for a in HostAgent.objects.prefetch_related("physnets")
-    }
-    assert reach == {
-        "compute-1": ("system", ["physnet1"]),
-        "compute-2": ("system", ["physnet1"]),
-        "compute-3": ("system", ["physnet2"]),
-        "compute-4": ("netdev", ["physnet2"]),
-    }
-    assert HostPhysnet.objects.count() == 4
-    assert HostAgent.objects.get(host="compute-4").interface_types == [
-        "dpdkvhostuser",
-        "dpdkvhostuserclient",
-    ]
-    # The second run was a heartbeat.
-    assert HostAgent.objects.get(host="compute-1").heartbeat_at >= heartbeat
-
-
-def test_demo_network_table(settings):
-    settings.BERTH_DEMO_PROJECT = "demo-admin-tests"
-    network = demo_network_ensure()
-    text = "\n".join(network_table(network))
-    assert re.search(r"rack1\s+physnet1\s+101\s+10\.1\.0\.0/24\s+0/253", text)
-    assert re.search(r"rack2\s+physnet2\s+102\s+10\.2\.0\.0/24\s+0/253", text)
-    assert re.search(r"compute-4\s+netdev\s+rack2", text)
-    assert re.search(r"compute-1\s+system\s+rack1", text)

@@ -20,103 +20,13 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 
-from config.auth import RequestContext
-from config.models import Role
-from config.services import membership_ensure, project_get_or_create, token_create
-from networking import selectors, services
-from networking.models import Network
-from networking.services import HostNetworkReport
+from config import demo
+from config.services import membership_ensure, token_create
 
 ROOT = Path(settings.BASE_DIR)
-
-DEMO_NETWORK = "routed-net"
-# name -> (segment spec, subnet cidr)
-DEMO_SEGMENTS = {
-    "rack1": (
-        {"network_type": "vlan", "physical_network": "physnet1", "segmentation_id": 101},
-        "10.1.0.0/24",
-    ),
-    "rack2": (
-        {"network_type": "vlan", "physical_network": "physnet2", "segmentation_id": 102},
-        "10.2.0.0/24",
-    ),
-}
-DEMO_HOSTS = [
-    HostNetworkReport(host="compute-1", physnets={"physnet1": {"bridge": "br-ex"}}),
-    HostNetworkReport(host="compute-2", physnets={"physnet1": {"bridge": "br-ex"}}),
-    HostNetworkReport(host="compute-3", physnets={"physnet2": {"bridge": "br-ex"}}),
-    # OVS-DPDK: ports on this host are plugged as vhost-user sockets.
-    HostNetworkReport(
-        host="compute-4",
-        physnets={"physnet2": {"bridge": "br-ex"}},
-        datapath_type="netdev",
-        interface_types=["dpdkvhostuser", "dpdkvhostuserclient"],
-    ),
-]
-
-
-@transaction.atomic
-def demo_network_ensure() -> Network:
-    """The demo's routed network, its subnets and its hosts, made through the
-    services. Safe to run again: each piece is looked up before it is made,
-    and a repeated host report is only a heartbeat."""
-    project = project_get_or_create(name=settings.BERTH_DEMO_PROJECT)
-    # Segments are provider attributes: only an admin may set them.
-    context = RequestContext(user_id="demo", project=project, role=Role.ADMIN)
-    network = Network.objects.filter(project=project, name=DEMO_NETWORK).first()
-    if network is None:
-        network = services.network_create(
-            context=context,
-            project=project,
-            name=DEMO_NETWORK,
-            segments=[{**spec, "name": name} for name, (spec, _) in DEMO_SEGMENTS.items()],
-        )
-    segments = {s.name: s for s in network.segments.all()}
-    cidrs = set(network.subnets.values_list("cidr", flat=True))
-    for name, (spec, cidr) in DEMO_SEGMENTS.items():
-        if name not in segments:  # deleted since the last run
-            segments[name] = services.segment_create(network=network, name=name, **spec)
-        if cidr not in cidrs:
-            services.subnet_create(
-                project=project, network=network, segment=segments[name], cidr=cidr, name=name
-            )
-    for report in DEMO_HOSTS:
-        services.host_agent_report(report=report)
-    return network
-
-
-def network_table(network: Network) -> list[str]:
-    """The network's segments with their subnets and usage, and which
-    segments each reported host reaches."""
-    network = Network.objects.prefetch_related("segments", "subnets").get(pk=network.pk)
-    per_subnet, _ = selectors.ip_availability(networks=[network])
-    segments = list(network.segments.all())
-    row = "  {:<8} {:<10} {:<5} {:<14} {}"
-    lines = [row.format("segment", "physnet", "vlan", "subnet", "used/total IPs")]
-    for segment in segments:
-        for subnet in [s for s in network.subnets.all() if s.segment_id == segment.id] or [None]:
-            cidr, used = "-", "-"
-            if subnet is not None:
-                here = per_subnet[subnet.id]
-                cidr, used = subnet.cidr, f"{here.used_ips}/{here.total_ips}"
-            lines.append(
-                row.format(
-                    segment.name,
-                    segment.physical_network or "-",
-                    segment.segmentation_id or "-",
-                    cidr,
-                    used,
-                )
-            )
-    host_row = "  {:<10} {:<9} {}"
-    lines += ["", host_row.format("host", "datapath", "reaches")]
-    for agent in selectors.agent_list():
-        physnets = {p.physical_network for p in agent.physnets.all()}
-        reached = [s.name for s in segments if s.physical_network in physnets] or ["-"]
-        lines.append(host_row.format(agent.host, agent.datapath_type, ", ".join(reached)))
-    return lines
+# Well inside BERTH_HOST_DOWN_AFTER, so the demo hosts never look dead.
+HEARTBEAT_EVERY = 20
 
 
 class Command(BaseCommand):
@@ -133,8 +43,8 @@ class Command(BaseCommand):
         _, token = token_create(
             project_name=settings.BERTH_DEMO_PROJECT, username="demo", role="admin"
         )
-        self.step(f"making the demo network {DEMO_NETWORK}")
-        network = demo_network_ensure()
+        self.step(f"making the demo cloud: network {demo.DEMO_NETWORK}, hosts, flavors")
+        network = demo.network_ensure()
 
         base = f"http://127.0.0.1:{port}"
         # Stop the children on SIGTERM too, not only on Ctrl-C.
@@ -144,12 +54,19 @@ class Command(BaseCommand):
             self.wait_for_api(base, processes)
             self.step("checking a worker round trip")
             call_command("healthcheck", "--timeout", "60", stdout=self.stdout)
-            self.step(f"demo network {DEMO_NETWORK} ({network.pk})")
-            self.stdout.write("\n".join(network_table(network)))
+            self.step("booting servers through the pipeline (compute-3 fails every spawn)")
+            demo.servers_wait(demo.servers_boot(network))
+            self.stdout.write("\n".join(demo.servers_table()))
+            self.step(f"demo network {demo.DEMO_NETWORK} ({network.pk})")
+            self.stdout.write("\n".join(demo.network_table(network)))
             self.stdout.write("Press Ctrl-C to stop.")
             self.summary(base, token, password)
+            beat = time.monotonic()
             while all(p.poll() is None for p in processes.values()):
                 time.sleep(1)
+                if time.monotonic() - beat > HEARTBEAT_EVERY:
+                    demo.hosts_report()  # the demo hosts' heartbeat
+                    beat = time.monotonic()
             dead = [name for name, p in processes.items() if p.poll() is not None]
             raise CommandError(f"{', '.join(dead)} stopped; see the output above")
         except KeyboardInterrupt:

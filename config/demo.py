@@ -1,0 +1,194 @@
+"""The demo cloud: a routed network on two racks, four hosts, flavors, and
+servers built through the real pipeline. Every function is safe to run
+again on the same database (the README's demo command may be re-run)."""
+
+import time
+
+from django.conf import settings
+from django.db import transaction
+
+from compute import services as compute
+from compute.models import Flavor, Instance, InstanceStatus
+from config.auth import RequestContext
+from config.models import Role
+from config.services import project_get_or_create
+from networking import selectors
+from networking import services as networking
+from networking.models import Network, Port
+from networking.services import HostNetworkReport
+
+DEMO_NETWORK = "routed-net"
+# segment name -> (segment spec, subnet cidr)
+DEMO_SEGMENTS = {
+    "rack1": (
+        {"network_type": "vlan", "physical_network": "physnet1", "segmentation_id": 101},
+        "10.1.0.0/24",
+    ),
+    "rack2": (
+        {"network_type": "vlan", "physical_network": "physnet2", "segmentation_id": 102},
+        "10.2.0.0/24",
+    ),
+}
+_OVS = {"bridge": "br-ex"}
+DEMO_HOSTS = [
+    compute.HostReport(
+        name="compute-1", vcpus=16, memory_mb=32768, disk_gb=500,
+        network=HostNetworkReport(host="compute-1", physnets={"physnet1": _OVS}),
+    ),
+    compute.HostReport(
+        name="compute-2", vcpus=16, memory_mb=32768, disk_gb=500,
+        network=HostNetworkReport(host="compute-2", physnets={"physnet1": _OVS}),
+    ),
+    # The roomiest host, so the scheduler tries it first; its (fake)
+    # hypervisor fails every spawn, and the build moves on with its ports.
+    compute.HostReport(
+        name="compute-3", vcpus=32, memory_mb=131072, disk_gb=500,
+        driver_options={"spawn_error": "simulated hypervisor fault"},
+        network=HostNetworkReport(host="compute-3", physnets={"physnet2": _OVS}),
+    ),
+    # OVS-DPDK: ports on this host are plugged as vhost-user sockets.
+    compute.HostReport(
+        name="compute-4", vcpus=16, memory_mb=65536, disk_gb=500,
+        network=HostNetworkReport(
+            host="compute-4", physnets={"physnet2": _OVS}, datapath_type="netdev",
+            interface_types=["dpdkvhostuser", "dpdkvhostuserclient"],
+        ),
+    ),
+]  # fmt: skip
+DEMO_FLAVORS = [
+    {"id": "m1.small", "name": "m1.small", "vcpus": 1, "ram": 2048, "disk": 20},
+    {"id": "m1.large", "name": "m1.large", "vcpus": 4, "ram": 8192, "disk": 80},
+]
+DEMO_SERVERS = ["web-1", "web-2", "db-1"]
+
+
+def demo_context() -> RequestContext:
+    project = project_get_or_create(name=settings.BERTH_DEMO_PROJECT)
+    return RequestContext(user_id="demo", project=project, role=Role.ADMIN)
+
+
+def hosts_report() -> None:
+    """Report (or heartbeat) the demo's hosts, as their agents would."""
+    for report in DEMO_HOSTS:
+        compute.host_report(report=report)
+
+
+@transaction.atomic
+def network_ensure() -> Network:
+    """The routed network, its segments and subnets, and the hosts."""
+    context = demo_context()
+    project = context.project
+    network = Network.objects.filter(project=project, name=DEMO_NETWORK).first()
+    if network is None:
+        network = networking.network_create(
+            context=context,
+            project=project,
+            name=DEMO_NETWORK,
+            segments=[{**spec, "name": name} for name, (spec, _) in DEMO_SEGMENTS.items()],
+        )
+    segments = {s.name: s for s in network.segments.all()}
+    cidrs = set(network.subnets.values_list("cidr", flat=True))
+    for name, (spec, cidr) in DEMO_SEGMENTS.items():
+        if name not in segments:  # deleted since the last run
+            segments[name] = networking.segment_create(network=network, name=name, **spec)
+        if cidr not in cidrs:
+            networking.subnet_create(
+                project=project, network=network, segment=segments[name], cidr=cidr, name=name
+            )
+    for flavor in DEMO_FLAVORS:
+        if not Flavor.objects.filter(pk=flavor["id"]).exists():
+            compute.flavor_create(**flavor)
+    hosts_report()
+    return network
+
+
+def servers_boot(network: Network) -> list[Instance]:
+    """Ask for the demo's servers through the same service as POST /servers
+    (web-1 and web-2 on the network, db-1 on a port made beforehand), unless
+    they already run. The worker builds them."""
+    context = demo_context()
+    live = Instance.objects.filter(project=context.project).exclude(status=InstanceStatus.DELETED)
+    flavor = Flavor.objects.get(pk="m1.small")
+    booted = []
+    for name in DEMO_SERVERS:
+        if live.filter(name=name, status=InstanceStatus.ACTIVE).exists():
+            continue
+        if name == "db-1":
+            port = Port.objects.filter(network=network, name="db-1-port", device_id="").first()
+            port = port or networking.port_create(
+                project=context.project, network=network, name="db-1-port"
+            )
+            nic = compute.NicRequest(port=port)
+        else:
+            nic = compute.NicRequest(network=network)
+        booted += compute.server_create(context=context, name=name, flavor=flavor, nics=[nic])
+    return booted
+
+
+def servers_wait(instances: list[Instance], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    ids = [i.pk for i in instances]
+    while time.monotonic() < deadline:
+        if not Instance.objects.filter(pk__in=ids, status=InstanceStatus.BUILD).exists():
+            return
+        time.sleep(0.3)
+
+
+def network_table(network: Network) -> list[str]:
+    """The network's segments with their subnets and usage, and which
+    segments each reported host reaches."""
+    network = Network.objects.prefetch_related("segments", "subnets").get(pk=network.pk)
+    per_subnet, _ = selectors.ip_availability(networks=[network])
+    segments = list(network.segments.all())
+    row = "  {:<8} {:<10} {:<5} {:<14} {}"
+    lines = [row.format("segment", "physnet", "vlan", "subnet", "used/total IPs")]
+    for segment in segments:
+        for subnet in [s for s in network.subnets.all() if s.segment_id == segment.id] or [None]:
+            cidr, used = "-", "-"
+            if subnet is not None:
+                here = per_subnet[subnet.id]
+                cidr, used = subnet.cidr, f"{here.used_ips}/{here.total_ips}"
+            lines.append(
+                row.format(
+                    segment.name,
+                    segment.physical_network or "-",
+                    segment.segmentation_id or "-",
+                    cidr,
+                    used,
+                )
+            )
+    host_row = "  {:<10} {:<9} {}"
+    lines += ["", host_row.format("host", "datapath", "reaches")]
+    for agent in selectors.agent_list():
+        physnets = {p.physical_network for p in agent.physnets.all()}
+        reached = [s.name for s in segments if s.physical_network in physnets] or ["-"]
+        lines.append(host_row.format(agent.host, agent.datapath_type, ", ".join(reached)))
+    return lines
+
+
+def servers_table() -> list[str]:
+    """Every demo server: status, host, addresses, vif_type, attempts, fault."""
+    project = project_get_or_create(name=settings.BERTH_DEMO_PROJECT)
+    row = "  {:<7} {:<7} {:<10} {:<10} {:<10} {:<8} {}"
+    lines = [row.format("server", "status", "host", "ip", "vif_type", "attempts", "hosts tried")]
+    servers = (
+        Instance.objects.filter(project=project)
+        .exclude(status=InstanceStatus.DELETED)
+        .select_related("host")
+        .prefetch_related("nics__port__fixed_ips")
+        .order_by("name")
+    )
+    for server in servers:
+        ports = [nic.port for nic in server.nics.all() if nic.port]
+        ips = ", ".join(a.address for p in ports for a in p.fixed_ips.all()) or "-"
+        vif = ", ".join(p.binding_vif_type for p in ports) or "-"
+        tried = ", ".join(server.excluded_hosts) or "-"
+        lines.append(
+            row.format(
+                server.name, server.status, server.host.name if server.host else "-", ips, vif,
+                server.attempt, tried,
+            )
+        )  # fmt: skip
+        if server.fault:
+            lines.append(f"          fault: {server.fault['message']}")
+    return lines
