@@ -22,16 +22,30 @@ def enable_hosts(modeladmin, request, queryset):
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
     list_display = [
-        "name", "up", "enabled", "baremetal", "vcpu_usage", "ram_usage", "disk_usage",
-        "running_instances", "service_version", "last_heartbeat",
-    ]  # fmt: skip
+        "name",
+        "up",
+        "enabled",
+        "baremetal",
+        "vcpu_usage",
+        "ram_usage",
+        "disk_usage",
+        "running_instances",
+        "service_version",
+        "last_heartbeat",
+    ]
     list_filter = ["enabled", "baremetal", "hypervisor_type", "virt_driver", "service_version"]
     search_fields = ["name"]
     actions = [disable_hosts, enable_hosts]
     readonly_fields = [
-        "id", "vcpus_used", "memory_mb_used", "disk_gb_used", "running_instances",
-        "last_heartbeat", "created_at", "updated_at",
-    ]  # fmt: skip
+        "id",
+        "vcpus_used",
+        "memory_mb_used",
+        "disk_gb_used",
+        "running_instances",
+        "last_heartbeat",
+        "created_at",
+        "updated_at",
+    ]
 
     @admin.display(boolean=True)
     def up(self, host):
@@ -122,11 +136,32 @@ class InstanceAdmin(admin.ModelAdmin):
     actions = [retry_builds]
     inlines = [NicInline, ActionInline]
     readonly_fields = [
-        "id", "project", "user_id", "flavor", "vcpus", "memory_mb", "disk_gb", "baremetal",
-        "status", "task_state", "host", "claimed_host", "attempt", "excluded_hosts",
-        "alternate_hosts", "fault", "last_failure", "resumes", "step_deadline", "reservation_id",
-        "driver_data", "launched_at", "deleted_at", "created_at", "updated_at",
-    ]  # fmt: skip
+        "id",
+        "project",
+        "user_id",
+        "flavor",
+        "vcpus",
+        "memory_mb",
+        "disk_gb",
+        "baremetal",
+        "status",
+        "task_state",
+        "host",
+        "claimed_host",
+        "attempt",
+        "excluded_hosts",
+        "alternate_hosts",
+        "fault",
+        "last_failure",
+        "resumes",
+        "step_deadline",
+        "reservation_id",
+        "driver_data",
+        "launched_at",
+        "deleted_at",
+        "created_at",
+        "updated_at",
+    ]
 
     @admin.display(description="fault")
     def fault_message(self, instance):

@@ -85,17 +85,21 @@ def filters(instance: Instance, needs: list[NicNeed], constraints: Constraints):
     else:
         kind = ("no virtual host is enabled", lambda q: q.filter(baremetal=False))
     chain = [
-        ("no enabled host is alive",
-         lambda q: q.filter(enabled=True, last_heartbeat__gte=alive_since())),
+        (
+            "no enabled host is alive",
+            lambda q: q.filter(enabled=True, last_heartbeat__gte=alive_since()),
+        ),
         kind,
-        (f"no host has {instance.vcpus} vCPUs, {instance.memory_mb} MB RAM and "
-         f"{instance.disk_gb} GB disk free",
-         lambda q: q.filter(
-             free_vcpus__gte=instance.vcpus,
-             free_ram__gte=instance.memory_mb,
-             free_disk__gte=instance.disk_gb,
-         )),
-    ]  # fmt: skip
+        (
+            f"no host has {instance.vcpus} vCPUs, {instance.memory_mb} MB RAM and "
+            f"{instance.disk_gb} GB disk free",
+            lambda q: q.filter(
+                free_vcpus__gte=instance.vcpus,
+                free_ram__gte=instance.memory_mb,
+                free_disk__gte=instance.disk_gb,
+            ),
+        ),
+    ]
     for need in needs:
         why = f"no host reaches a segment of network {need.network.pk} with a free IP"
         if need.vnic_type != "normal":

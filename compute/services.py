@@ -83,10 +83,19 @@ def host_report(*, report: HostReport, now: datetime | None = None) -> Host:
         },
     )
     for attr in (
-        "vcpus", "memory_mb", "disk_gb", "hypervisor_type", "virt_driver", "baremetal",
-        "cpu_allocation_ratio", "ram_allocation_ratio", "disk_allocation_ratio",
-        "service_version", "capabilities", "driver_options",
-    ):  # fmt: skip
+        "vcpus",
+        "memory_mb",
+        "disk_gb",
+        "hypervisor_type",
+        "virt_driver",
+        "baremetal",
+        "cpu_allocation_ratio",
+        "ram_allocation_ratio",
+        "disk_allocation_ratio",
+        "service_version",
+        "capabilities",
+        "driver_options",
+    ):
         setattr(host, attr, getattr(report, attr))
     host.last_heartbeat = now
     try:

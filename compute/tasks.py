@@ -14,8 +14,11 @@ from compute.models import Instance, TaskState
 
 # Lost database connections are worth a retry; domain failures are not
 # exceptions at all (they are states with a fault).
-TRANSIENT = {"autoretry_for": (OperationalError, InterfaceError), "retry_backoff": True,
-             "max_retries": 5}  # fmt: skip
+TRANSIENT = {
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": True,
+    "max_retries": 5,
+}
 
 STEP_ORDER = [
     TaskState.PREPARING_PORTS,

@@ -32,29 +32,43 @@ DEMO_SEGMENTS = {
 _OVS = {"bridge": "br-ex"}
 DEMO_HOSTS = [
     compute.HostReport(
-        name="compute-1", vcpus=16, memory_mb=32768, disk_gb=500,
+        name="compute-1",
+        vcpus=16,
+        memory_mb=32768,
+        disk_gb=500,
         network=HostNetworkReport(host="compute-1", physnets={"physnet1": _OVS}),
     ),
     compute.HostReport(
-        name="compute-2", vcpus=16, memory_mb=32768, disk_gb=500,
+        name="compute-2",
+        vcpus=16,
+        memory_mb=32768,
+        disk_gb=500,
         network=HostNetworkReport(host="compute-2", physnets={"physnet1": _OVS}),
     ),
     # The roomiest host, so the scheduler tries it first; its (fake)
     # hypervisor fails every spawn, and the build moves on with its ports.
     compute.HostReport(
-        name="compute-3", vcpus=32, memory_mb=131072, disk_gb=500,
+        name="compute-3",
+        vcpus=32,
+        memory_mb=131072,
+        disk_gb=500,
         driver_options={"spawn_error": "simulated hypervisor fault"},
         network=HostNetworkReport(host="compute-3", physnets={"physnet2": _OVS}),
     ),
     # OVS-DPDK: ports on this host are plugged as vhost-user sockets.
     compute.HostReport(
-        name="compute-4", vcpus=16, memory_mb=65536, disk_gb=500,
+        name="compute-4",
+        vcpus=16,
+        memory_mb=65536,
+        disk_gb=500,
         network=HostNetworkReport(
-            host="compute-4", physnets={"physnet2": _OVS}, datapath_type="netdev",
+            host="compute-4",
+            physnets={"physnet2": _OVS},
+            datapath_type="netdev",
             interface_types=["dpdkvhostuser", "dpdkvhostuserclient"],
         ),
     ),
-]  # fmt: skip
+]
 DEMO_FLAVORS = [
     {"id": "m1.small", "name": "m1.small", "vcpus": 1, "ram": 2048, "disk": 20},
     {"id": "m1.large", "name": "m1.large", "vcpus": 4, "ram": 8192, "disk": 80},
@@ -185,10 +199,15 @@ def servers_table() -> list[str]:
         tried = ", ".join(server.excluded_hosts) or "-"
         lines.append(
             row.format(
-                server.name, server.status, server.host.name if server.host else "-", ips, vif,
-                server.attempt, tried,
+                server.name,
+                server.status,
+                server.host.name if server.host else "-",
+                ips,
+                vif,
+                server.attempt,
+                tried,
             )
-        )  # fmt: skip
+        )
         if server.fault:
             lines.append(f"          fault: {server.fault['message']}")
     return lines

@@ -167,6 +167,26 @@ BERTH_REAPER_MAX_RESUMES = env.int("BERTH_REAPER_MAX_RESUMES", default=3)
 # Alternate hosts kept per build (Nova's max_attempts - 1 by default).
 BERTH_SCHEDULER_ALTERNATES = env.int("BERTH_SCHEDULER_ALTERNATES", default=3)
 
+# --- reservations -------------------------------------------------------------
+
+# Seconds between a lease's "starting soon" heads-up and its start, and the
+# bounds within which a lease may ask for its own (seed 002).
+BERTH_LEASE_HEADS_UP = env.int("BERTH_LEASE_HEADS_UP", default=300)
+BERTH_LEASE_HEADS_UP_MIN = env.int("BERTH_LEASE_HEADS_UP_MIN", default=0)
+BERTH_LEASE_HEADS_UP_MAX = env.int("BERTH_LEASE_HEADS_UP_MAX", default=86400)
+# before_end_lease fires this long before the end unless the lease says when.
+BERTH_LEASE_BEFORE_END = env.int("BERTH_LEASE_BEFORE_END", default=3600)
+# A host is cleaned for this long after a lease before the next may start.
+BERTH_LEASE_CLEANING_SECONDS = env.int("BERTH_LEASE_CLEANING_SECONDS", default=0)
+# At a lease's end its servers are deleted (Blazar's on_end behaviour).
+BERTH_LEASE_END_DELETES_SERVERS = env.bool("BERTH_LEASE_END_DELETES_SERVERS", default=True)
+# Where webhooks may be delivered: CIDRs and host names. Nothing else is
+# contacted, whatever a subscription says (no requests into the operator's
+# network on a tenant's behalf).
+BERTH_WEBHOOK_ALLOWED = env.list("BERTH_WEBHOOK_ALLOWED", default=[])
+BERTH_WEBHOOK_TIMEOUT = env.float("BERTH_WEBHOOK_TIMEOUT", default=5.0)
+BERTH_WEBHOOK_MAX_ATTEMPTS = env.int("BERTH_WEBHOOK_MAX_ATTEMPTS", default=8)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["config.auth.KeystoneTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["config.auth.ProjectRolePermission"],

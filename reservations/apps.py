@@ -4,3 +4,17 @@ from django.apps import AppConfig
 class ReservationsConfig(AppConfig):
     name = "reservations"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from compute import scheduler
+        from config.quotas import register_usage
+        from reservations.models import Lease, LeaseStatus
+        from reservations.placement import lease_constraints
+
+        scheduler.constraint_providers.append(lease_constraints)
+        register_usage(
+            "leases",
+            lambda project: (
+                Lease.objects.filter(project=project).exclude(status=LeaseStatus.TERMINATED).count()
+            ),
+        )

@@ -343,8 +343,15 @@ class HostReportViewSet(NovaViewSet):
 
     def create(self, request):
         fields = dict(self.validated(s.HostReportSerializer, self.body()))
-        network_keys = ("physnets", "vnic_types", "datapath_type", "interface_types",
-                        "ovs_hybrid_plug", "tunnel_types", "baremetal_nics")  # fmt: skip
+        network_keys = (
+            "physnets",
+            "vnic_types",
+            "datapath_type",
+            "interface_types",
+            "ovs_hybrid_plug",
+            "tunnel_types",
+            "baremetal_nics",
+        )
         network = {k: fields.pop(k) for k in network_keys if k in fields}
         for nic in network.get("baremetal_nics", []):
             if "mac_address" not in nic or "physical_network" not in nic:

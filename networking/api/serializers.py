@@ -65,9 +65,16 @@ class NetworkSerializer(StandardAttrs, serializers.ModelSerializer):
     class Meta:
         model = Network
         fields = [
-            "id", "name", "description", "admin_state_up", "shared", "mtu",
-            "created_at", "updated_at", "revision_number",
-        ]  # fmt: skip
+            "id",
+            "name",
+            "description",
+            "admin_state_up",
+            "shared",
+            "mtu",
+            "created_at",
+            "updated_at",
+            "revision_number",
+        ]
 
     def to_representation(self, network):
         data = super().to_representation(network)
@@ -101,13 +108,16 @@ class ProviderSerializer(ColonFieldsMixin, serializers.Serializer):
             NetworkType.choices, source="network_type"
         ),
         "provider:physical_network": serializers.CharField(
-            max_length=64, source="physical_network", required=False, allow_null=True,
+            max_length=64,
+            source="physical_network",
+            required=False,
+            allow_null=True,
             allow_blank=True,
         ),
         "provider:segmentation_id": serializers.IntegerField(
             source="segmentation_id", required=False, allow_null=True
         ),
-    }  # fmt: skip
+    }
 
 
 class NetworkWriteSerializer(serializers.Serializer):
@@ -130,9 +140,10 @@ class NetworkCreateSerializer(ColonFieldsMixin, NetworkWriteSerializer):
 
     def validate(self, data):
         provider = {
-            key: data.pop(key) for key in ("network_type", "physical_network", "segmentation_id")
+            key: data.pop(key)
+            for key in ("network_type", "physical_network", "segmentation_id")
             if key in data
-        }  # fmt: skip
+        }
         if provider and data.get("segments"):
             raise serializers.ValidationError("Give provider attributes or segments, not both.")
         if provider:
@@ -151,9 +162,16 @@ class SegmentSerializer(StandardAttrs, serializers.ModelSerializer):
     class Meta:
         model = Segment
         fields = [
-            "id", "network_id", "name", "description", "network_type", "physical_network",
-            "segmentation_id", "created_at", "updated_at",
-        ]  # fmt: skip
+            "id",
+            "network_id",
+            "name",
+            "description",
+            "network_type",
+            "physical_network",
+            "segmentation_id",
+            "created_at",
+            "updated_at",
+        ]
 
     def to_representation(self, segment):
         data = super().to_representation(segment)
@@ -187,10 +205,22 @@ class SubnetSerializer(StandardAttrs, serializers.ModelSerializer):
     class Meta:
         model = Subnet
         fields = [
-            "id", "name", "description", "network_id", "segment_id", "ip_version", "cidr",
-            "gateway_ip", "allocation_pools", "enable_dhcp", "dns_nameservers", "host_routes",
-            "created_at", "updated_at", "revision_number",
-        ]  # fmt: skip
+            "id",
+            "name",
+            "description",
+            "network_id",
+            "segment_id",
+            "ip_version",
+            "cidr",
+            "gateway_ip",
+            "allocation_pools",
+            "enable_dhcp",
+            "dns_nameservers",
+            "host_routes",
+            "created_at",
+            "updated_at",
+            "revision_number",
+        ]
 
     def to_representation(self, subnet):
         data = super().to_representation(subnet)
@@ -246,10 +276,20 @@ class PortSerializer(StandardAttrs, serializers.ModelSerializer):
     class Meta:
         model = Port
         fields = [
-            "id", "name", "description", "network_id", "mac_address", "admin_state_up",
-            "status", "device_id", "device_owner", "ip_allocation", "created_at", "updated_at",
+            "id",
+            "name",
+            "description",
+            "network_id",
+            "mac_address",
+            "admin_state_up",
+            "status",
+            "device_id",
+            "device_owner",
+            "ip_allocation",
+            "created_at",
+            "updated_at",
             "revision_number",
-        ]  # fmt: skip
+        ]
 
     def to_representation(self, port):
         data = super().to_representation(port)
@@ -294,7 +334,10 @@ class PortUpdateSerializer(ColonFieldsMixin, serializers.Serializer):
     fixed_ips = FixedIpSerializer(many=True, required=False)
     colon_fields = {
         "binding:host_id": serializers.CharField(
-            source="binding_host", max_length=255, allow_blank=True, allow_null=True,
+            source="binding_host",
+            max_length=255,
+            allow_blank=True,
+            allow_null=True,
             required=False,
         ),
         "binding:vnic_type": serializers.ChoiceField(
@@ -303,7 +346,7 @@ class PortUpdateSerializer(ColonFieldsMixin, serializers.Serializer):
         "binding:profile": serializers.DictField(
             source="binding_profile", required=False, allow_null=True
         ),
-    }  # fmt: skip
+    }
 
     def validate(self, data):
         if data.get("binding_host") is None:

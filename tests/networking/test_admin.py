@@ -43,12 +43,20 @@ def cloud(db):
         project=project,
         name="routed",
         segments=[
-            {"network_type": "vlan", "physical_network": "physnet1", "segmentation_id": 101,
-             "name": "rack1"},
-            {"network_type": "vlan", "physical_network": "physnet2", "segmentation_id": 102,
-             "name": "rack2"},
+            {
+                "network_type": "vlan",
+                "physical_network": "physnet1",
+                "segmentation_id": 101,
+                "name": "rack1",
+            },
+            {
+                "network_type": "vlan",
+                "physical_network": "physnet2",
+                "segmentation_id": 102,
+                "name": "rack2",
+            },
         ],
-    )  # fmt: skip
+    )
     rack1, rack2 = network.segments.order_by("name")
     services.subnet_create(project=project, network=network, segment=rack1, cidr="10.1.0.0/24")
     services.subnet_create(project=project, network=network, segment=rack2, cidr="10.2.0.0/24")

@@ -388,23 +388,54 @@ def test_openstack_cli_routed_network_port_lifecycle(cli, conn, hosts):
     assert (network["name"], network["status"]) == ("cli-net", "ACTIVE")
 
     segment = cli(
-        "network", "segment", "create", "--network", "cli-net", "--network-type", "vlan",
-        "--physical-network", "physnet1", "--segment", "1101", "seg1", "-f", "json",
-    )  # fmt: skip
+        "network",
+        "segment",
+        "create",
+        "--network",
+        "cli-net",
+        "--network-type",
+        "vlan",
+        "--physical-network",
+        "physnet1",
+        "--segment",
+        "1101",
+        "seg1",
+        "-f",
+        "json",
+    )
     assert (segment["network_id"], segment["segmentation_id"]) == (network["id"], 1101)
 
     subnet = cli(
-        "subnet", "create", "--network", "cli-net", "--network-segment", "seg1",
-        "--subnet-range", "10.251.1.0/24",
-        "--allocation-pool", "start=10.251.1.10,end=10.251.1.20", "sub1", "-f", "json",
-    )  # fmt: skip
+        "subnet",
+        "create",
+        "--network",
+        "cli-net",
+        "--network-segment",
+        "seg1",
+        "--subnet-range",
+        "10.251.1.0/24",
+        "--allocation-pool",
+        "start=10.251.1.10,end=10.251.1.20",
+        "sub1",
+        "-f",
+        "json",
+    )
     assert (subnet["segment_id"], subnet["cidr"]) == (segment["id"], "10.251.1.0/24")
     assert subnet["allocation_pools"] == [{"start": "10.251.1.10", "end": "10.251.1.20"}]
 
     port = cli(
-        "port", "create", "--network", "cli-net", "--mac-address", "FA:16:3E:AA:BB:CC",
-        "--fixed-ip", "subnet=sub1,ip-address=10.251.1.50", "p1", "-f", "json",
-    )  # fmt: skip
+        "port",
+        "create",
+        "--network",
+        "cli-net",
+        "--mac-address",
+        "FA:16:3E:AA:BB:CC",
+        "--fixed-ip",
+        "subnet=sub1,ip-address=10.251.1.50",
+        "p1",
+        "-f",
+        "json",
+    )
     assert port["mac_address"] == "fa:16:3e:aa:bb:cc"
     # A requested address may lie outside the pools (as in Neutron); it still counts as used.
     assert port["fixed_ips"] == [{"subnet_id": subnet["id"], "ip_address": "10.251.1.50"}]

@@ -41,10 +41,16 @@ def test_concurrent_processes_never_allocate_an_address_twice(transactional_db):
         project=project, network=network, cidr="10.30.0.0/24", allocation_pools=pool
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", ALLOCATE, "15"], cwd=ROOT, env=process_env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", ALLOCATE, "15"],
+            cwd=ROOT,
+            env=process_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(4)
-    ]  # fmt: skip
+    ]
     results = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), results
     made = sum(int(out.split()[0]) for out, _ in results)

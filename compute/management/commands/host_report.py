@@ -47,16 +47,21 @@ class Command(BaseCommand):
             "--physnet", action="append", default=[], metavar="PHYSNET[:BRIDGE]", help="repeatable"
         )
         parser.add_argument(
-            "--sriov", action="append", default=[], metavar="PHYSNET:INTERFACE",
+            "--sriov",
+            action="append",
+            default=[],
+            metavar="PHYSNET:INTERFACE",
             help="an SR-IOV physical function on a physnet (repeatable)",
-        )  # fmt: skip
+        )
         parser.add_argument("--vnic-type", action="append", default=[], help="repeatable")
         parser.add_argument("--datapath", choices=["system", "netdev"], default="system")
         parser.add_argument("--interface-type", action="append", default=[])
         parser.add_argument(
-            "--baremetal-nic", action="append", default=[],
+            "--baremetal-nic",
+            action="append",
+            default=[],
             metavar="MAC@PHYSNET[@SWITCH_ID@SWITCH_PORT]",
-        )  # fmt: skip
+        )
         parser.add_argument("--capabilities", default="{}", help="JSON object")
         parser.add_argument("--driver-options", default="{}", help="JSON object")
 

@@ -1,0 +1,253 @@
+"""Blazar v1 shapes. Lease and event dates go out exactly as
+``%Y-%m-%dT%H:%M:%S.%f`` (blazarclient parses them for prolong/defer);
+created/updated as ``%Y-%m-%d %H:%M:%S``; request dates are
+``%Y-%m-%d %H:%M`` (UTC) or ``now``."""
+
+from datetime import UTC, datetime
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from config.errors import Invalid
+from reservations import services
+from reservations.models import HostAllocation, Lease, ResourceType
+
+LEASE_DATE = "%Y-%m-%dT%H:%M:%S.%f"
+STAMP = "%Y-%m-%d %H:%M:%S"
+REQUEST_DATE = "%Y-%m-%d %H:%M"
+
+
+def lease_date(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).strftime(LEASE_DATE) if value else None
+
+
+def stamp(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).strftime(STAMP) if value else None
+
+
+def parse_date(value, *, field: str, now: datetime) -> datetime:
+    """A request date: ``now``, ``YYYY-MM-DD HH:MM`` (UTC), or the lease
+    format blazarclient echoes back."""
+    if value == "now":
+        return now
+    if isinstance(value, str):
+        for fmt in (REQUEST_DATE, LEASE_DATE, "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"):
+            try:
+                return datetime.strptime(value, fmt).replace(tzinfo=UTC)
+            except ValueError:
+                continue
+    raise Invalid(f"{value} is an invalid date. Required format: %Y-%m-%d %H:%M ({field}).")
+
+
+def as_int(value, *, field: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise Invalid(f"{field} must be an integer, not {value!r}.") from None
+    if number < 0:
+        raise Invalid(f"{field} must not be negative.")
+    return number
+
+
+def as_affinity(value) -> bool | None:
+    """The CLI sends "False"/"True" as strings, the SDK booleans, or none."""
+    if value in (None, "", "None", "none"):
+        return None
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "1", "yes"):
+        return True
+    if str(value).lower() in ("false", "0", "no"):
+        return False
+    raise Invalid(f"affinity must be true, false or none, not {value!r}.")
+
+
+def as_text(value, *, field: str) -> str:
+    if value in (None, ""):
+        return ""
+    if not isinstance(value, str):
+        raise Invalid(f"{field} must be a JSON-encoded string.")
+    return value
+
+
+def reservation_request(body: dict):
+    if not isinstance(body, dict):
+        raise Invalid("Each reservation must be an object.")
+    kind = body.get("resource_type")
+    if kind == ResourceType.HOST:
+        return services.HostRequest(
+            min=as_int(body.get("min", 1), field="min"),
+            max=as_int(body.get("max", body.get("min", 1)), field="max"),
+            hypervisor_properties=as_text(
+                body.get("hypervisor_properties"), field="hypervisor_properties"
+            ),
+            resource_properties=as_text(
+                body.get("resource_properties"), field="resource_properties"
+            ),
+            before_end=str(body.get("before_end") or "default"),
+        )
+    if kind == ResourceType.INSTANCE:
+        template = body.get("server_template")
+        if template is not None and not isinstance(template, dict):
+            raise Invalid("server_template must be an object.")
+        return services.InstanceRequest(
+            amount=as_int(body.get("amount"), field="amount"),
+            vcpus=as_int(body.get("vcpus"), field="vcpus"),
+            memory_mb=as_int(body.get("memory_mb"), field="memory_mb"),
+            disk_gb=as_int(body.get("disk_gb", 0), field="disk_gb"),
+            affinity=as_affinity(body.get("affinity")),
+            resource_properties=as_text(
+                body.get("resource_properties"), field="resource_properties"
+            ),
+            server_template=template,
+        )
+    raise Invalid(
+        f"Invalid resource type {kind!r}; use {ResourceType.HOST!r} or {ResourceType.INSTANCE!r}."
+    )
+
+
+def minute_now() -> datetime:
+    # Request dates have minute resolution: "12:00" asked at 12:00:30 is now.
+    return timezone.now().replace(second=0, microsecond=0)
+
+
+def lease_request(body: dict) -> services.LeaseRequest:
+    now = minute_now()
+    for key in ("name", "start_date", "end_date"):
+        if not body.get(key):
+            raise Invalid(f"{key} is required.")
+    if not isinstance(body["name"], str) or len(body["name"]) > 80:
+        raise Invalid("name must be a string of at most 80 characters.")
+    start = parse_date(body["start_date"], field="start_date", now=timezone.now())
+    if body["start_date"] != "now" and start < now:
+        raise Invalid(f"Start date {body['start_date']} must be later than current date.")
+    reservations = body.get("reservations")
+    if not isinstance(reservations, list):
+        raise Invalid("reservations must be a list.")
+    before_end = body.get("before_end_date")
+    heads_up = body.get("heads_up")
+    return services.LeaseRequest(
+        name=body["name"],
+        start=start,
+        end=parse_date(body["end_date"], field="end_date", now=timezone.now()),
+        before_end=parse_date(before_end, field="before_end_date", now=now) if before_end else None,
+        heads_up_seconds=as_int(heads_up, field="heads_up") if heads_up is not None else None,
+        reservations=[reservation_request(r) for r in reservations],
+    )
+
+
+class LeaseSerializer(serializers.Serializer):
+    def to_representation(self, lease: Lease) -> dict:
+        reservations = []
+        allocations = {}
+        for a in HostAllocation.objects.filter(reservation__lease=lease).select_related("host"):
+            allocations.setdefault(a.reservation_id, []).append(a.host.name)
+        for r in lease.reservations.all():
+            data = {
+                "id": str(r.id),
+                "lease_id": str(lease.id),
+                "status": r.status,
+                "resource_id": str(r.id),
+                "resource_type": r.resource_type,
+                "missing_resources": r.missing_resources,
+                "resources_changed": r.resources_changed,
+                "created_at": stamp(r.created_at),
+                "updated_at": stamp(r.updated_at),
+                "hosts": sorted(allocations.get(r.id, [])),
+            }
+            if r.resource_type == ResourceType.HOST:
+                data.update(
+                    min=r.min,
+                    max=r.max,
+                    hypervisor_properties=r.hypervisor_properties,
+                    resource_properties=r.resource_properties,
+                    before_end=r.before_end,
+                )
+            else:
+                data.update(
+                    amount=r.amount,
+                    vcpus=r.vcpus,
+                    memory_mb=r.memory_mb,
+                    disk_gb=r.disk_gb,
+                    affinity=r.affinity,
+                    resource_properties=r.resource_properties,
+                    flavor_id=r.flavor_id,
+                    server_group_id=None,
+                    aggregate_id=None,
+                    server_template=r.server_template,
+                )
+            reservations.append(data)
+        return {
+            "id": str(lease.id),
+            "name": lease.name,
+            "start_date": lease_date(lease.start_at),
+            "end_date": lease_date(lease.end_at),
+            "before_end_date": lease_date(lease.before_end_at),
+            "heads_up": lease.heads_up_seconds,
+            "status": lease.status,
+            "status_reason": lease.status_reason,
+            "degraded": lease.degraded,
+            "user_id": lease.user_id,
+            "project_id": lease.project_id.hex,
+            "trust_id": None,
+            "created_at": stamp(lease.created_at),
+            "updated_at": stamp(lease.updated_at),
+            "reservations": reservations,
+            "events": [
+                {
+                    "id": str(e.id),
+                    "lease_id": str(lease.id),
+                    "event_type": e.event_type,
+                    "time": lease_date(e.time),
+                    "status": e.status,
+                    "created_at": stamp(lease.created_at),
+                    "updated_at": stamp(e.fired_at),
+                }
+                for e in lease.events.all()
+            ],
+        }
+
+
+class HostSerializer(serializers.Serializer):
+    def to_representation(self, reservable) -> dict:
+        host = reservable.host
+        return {
+            **{k: v for k, v in reservable.capabilities.items()},
+            "id": str(reservable.id),
+            "hypervisor_hostname": host.name,
+            "hypervisor_type": host.hypervisor_type,
+            "hypervisor_version": 1,
+            "vcpus": host.vcpus,
+            "cpu_info": "{}",
+            "memory_mb": host.memory_mb,
+            "local_gb": host.disk_gb,
+            "service_name": host.name,
+            "reservable": host.enabled,
+            "status": None,
+            "trust_id": None,
+            "created_at": stamp(reservable.created_at),
+            "updated_at": stamp(reservable.updated_at),
+        }
+
+
+def notification(n) -> dict:
+    return {
+        "seq": n.seq,
+        "event_type": n.event_type,
+        "project_id": n.project_id.hex,
+        "lease_id": str(n.lease_id) if n.lease_id else None,
+        "created_at": lease_date(n.created_at),
+        "payload": n.payload,
+    }
+
+
+class SubscriptionSerializer(serializers.Serializer):
+    def to_representation(self, s) -> dict:
+        return {
+            "id": str(s.id),
+            "project_id": s.project_id.hex,
+            "url": s.url,
+            "event_types": s.event_types,
+            "enabled": s.enabled,
+            "created_at": stamp(s.created_at),
+        }

@@ -1,0 +1,241 @@
+"""Blazar v1 endpoints, plus berth's notifications feed, webhook
+subscriptions, dry runs and the free-capacity query."""
+
+import secrets
+from datetime import timedelta
+
+import django_filters
+from django.utils import timezone
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from config.api import OpenStackViewSet
+from config.errors import Invalid, NotFound
+from reservations import notifications, selectors, services
+from reservations.api import serializers as s
+from reservations.models import Lease, Notification, ReservableHost, Subscription
+
+
+class LeaseFilter(django_filters.FilterSet):
+    name = django_filters.CharFilter()
+    status = django_filters.CharFilter(method="by_status")
+    project_id = django_filters.UUIDFilter()
+
+    class Meta:
+        model = Lease
+        fields = []
+
+    def by_status(self, queryset, name, value):
+        return queryset.filter(status=value.upper())
+
+
+class LeaseViewSet(OpenStackViewSet):
+    resource = "lease"
+    collection = "leases"
+    not_found_type = "LeaseNotFound"
+    serializer_class = s.LeaseSerializer
+    filterset_class = LeaseFilter
+    queryset = Lease.objects.none()
+
+    def visible(self, context):
+        return selectors.lease_list(context=context)
+
+    def body(self) -> dict:
+        # Blazar's lease bodies are not wrapped.
+        if not isinstance(self.request.data, dict):
+            raise Invalid("Request body must be a JSON object.")
+        return self.request.data
+
+    def create(self, request):
+        body = self.body()
+        lease_request = s.lease_request(body)
+        if body.get("dry_run"):
+            result = services.lease_dry_run(context=self.context, request=lease_request)
+            return Response(
+                {
+                    "dry_run": {
+                        "feasible": result.feasible,
+                        "hosts": result.hosts,
+                        "reason": result.reason,
+                        "earliest_start": s.lease_date(result.earliest_start),
+                    }
+                }
+            )
+        lease = services.lease_create(context=self.context, request=lease_request)
+        return self.respond(lease, status=201)
+
+    def update(self, request, pk=None):
+        body = self.body()
+        lease = self.get_owned_object()
+        now = timezone.now()
+        changes = {}
+        if "name" in body:
+            changes["name"] = str(body["name"])
+        for key, field in (("start_date", "start"), ("end_date", "end")):
+            if body.get(key):
+                changes[field] = s.parse_date(body[key], field=key, now=now)
+        if "before_end_date" in body:
+            value = body["before_end_date"]
+            changes["before_end"] = (
+                s.parse_date(value, field="before_end_date", now=now) if value else None
+            )
+        if body.get("heads_up") is not None:
+            changes["heads_up_seconds"] = s.as_int(body["heads_up"], field="heads_up")
+        if "reservations" in body:
+            if not isinstance(body["reservations"], list):
+                raise Invalid("reservations must be a list.")
+            changes["reservations"] = body["reservations"]
+        if not changes:
+            raise Invalid("No values to update passed.")
+        return self.respond(services.lease_update(lease=lease, now=now, **changes))
+
+    def perform_destroy(self, lease):
+        services.lease_delete(lease=lease)
+
+
+class HostViewSet(OpenStackViewSet):
+    """os-hosts: the reservable pool. Changing it is the operator's."""
+
+    resource = "host"
+    collection = "hosts"
+    not_found_type = "HostNotFound"
+    serializer_class = s.HostSerializer
+    queryset = ReservableHost.objects.none()
+    admin_actions = (
+        "create",
+        "update",
+        "partial_update",
+        "destroy",
+        "list",
+        "retrieve",
+        "allocations",
+        "allocation",
+    )
+
+    def visible(self, context):
+        return ReservableHost.objects.select_related("host")
+
+    def body(self) -> dict:
+        if not isinstance(self.request.data, dict):
+            raise Invalid("Request body must be a JSON object.")
+        return self.request.data
+
+    def create(self, request):
+        body = dict(self.body())
+        name = body.pop("name", None)
+        if not name:
+            raise Invalid("name is required.")
+        return self.respond(
+            services.reservable_host_create(name=name, capabilities=body), status=201
+        )
+
+    def update(self, request, pk=None):
+        body = self.body()
+        values = body.get("values", body)
+        if not isinstance(values, dict) or not values:
+            raise Invalid("No values to update passed.")
+        reservable = services.reservable_host_update(
+            reservable=self.get_object(), capabilities=values
+        )
+        return self.respond(reservable)
+
+    def perform_destroy(self, reservable):
+        services.reservable_host_delete(reservable=reservable)
+
+    @action(detail=False)
+    def allocations(self, request):
+        return Response({"allocations": selectors.host_allocations()})
+
+    @action(detail=True)
+    def allocation(self, request, pk=None):
+        reservable = self.get_object()
+        return Response({"allocation": selectors.host_allocations(host=reservable.host)[0]})
+
+    @action(detail=False)
+    def properties(self, request):
+        detail = request.query_params.get("detail", "").lower() == "true"
+        return Response({"resource_properties": selectors.host_properties(detail=detail)})
+
+    @action(detail=False, url_path="free-capacity")
+    def free_capacity(self, request):
+        params = request.query_params
+        now = timezone.now()
+        start = s.parse_date(params.get("start_date", "now"), field="start_date", now=now)
+        end = start + timedelta(days=7)
+        if params.get("end_date"):
+            end = s.parse_date(params["end_date"], field="end_date", now=now)
+        steps = selectors.free_capacity(
+            start=start,
+            end=end,
+            resource_properties=params.get("resource_properties", ""),
+            hypervisor_properties=params.get("hypervisor_properties", ""),
+        )
+        return Response(
+            {"free_capacity": [{"time": s.lease_date(t), "free_hosts": n} for t, n in steps]}
+        )
+
+
+class NotificationViewSet(OpenStackViewSet):
+    """The feed: every lifecycle notification of the caller's project after
+    ``since`` (a sequence number), oldest first."""
+
+    resource = "notification"
+    collection = "notifications"
+    serializer_class = s.SubscriptionSerializer
+    queryset = Notification.objects.none()
+
+    def visible(self, context):
+        return selectors.notification_list(context=context)
+
+    def list(self, request):
+        since = request.query_params.get("since", "0")
+        if not since.isdigit():
+            raise Invalid(f"since must be a sequence number, not {since!r}.")
+        limit = min(int(request.query_params.get("limit", "100") or 100), 1000)
+        rows = list(self.get_queryset().filter(seq__gt=int(since)).order_by("seq")[:limit])
+        return Response(
+            {
+                "notifications": [s.notification(n) for n in rows],
+                "last_seq": rows[-1].seq if rows else int(since),
+            }
+        )
+
+    def retrieve(self, request, pk=None):
+        found = self.get_queryset().filter(seq=pk).first() if str(pk).isdigit() else None
+        if found is None:
+            raise NotFound(f"Notification {pk} could not be found.")
+        return Response({"notification": s.notification(found)})
+
+
+class SubscriptionViewSet(OpenStackViewSet):
+    resource = "subscription"
+    collection = "subscriptions"
+    not_found_type = "SubscriptionNotFound"
+    serializer_class = s.SubscriptionSerializer
+    queryset = Subscription.objects.none()
+
+    def visible(self, context):
+        return selectors.subscription_list(context=context)
+
+    def create(self, request):
+        body = self.body()
+        url, types = body.get("url"), body.get("event_types", [])
+        if not isinstance(url, str) or not url:
+            raise Invalid("url is required.")
+        if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+            raise Invalid("event_types must be a list of event type prefixes.")
+        secret = body.get("secret") or secrets.token_urlsafe(32)
+        subscription = notifications.subscription_create(
+            project=self.context.project, url=url, event_types=types, secret=str(secret)
+        )
+        data = self.get_serializer(subscription).data
+        # The secret is shown once: receivers verify signatures with it.
+        return Response({"subscription": {**data, "secret": subscription.secret}}, status=201)
+
+    def perform_destroy(self, subscription):
+        subscription.delete()
+
+    @action(detail=True)
+    def deliveries(self, request, pk=None):
+        subscription = self.get_object()
+        return Response({"deliveries": selectors.deliveries(subscription=subscription)})

@@ -1,0 +1,205 @@
+"""Lease lifecycle events: rows with a due time, fired by one sweep.
+
+Beat runs ``reservations.events.sweep`` every second. It claims due rows
+with SELECT ... FOR UPDATE SKIP LOCKED and fires them in the same
+transaction, so two sweepers (two beats, or a sweep that overran its
+second) never fire one event twice: the second skips what the first holds
+and finds it DONE afterwards. Never one beat entry per event (beat reloads
+every entry on each change and stalls at 10^4 entries).
+"""
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from compute import services as compute
+from compute.models import Instance, InstanceStatus, TaskState
+from config.auth import RequestContext
+from config.errors import BerthError
+from config.models import Role
+from networking.models import Network, Port
+from reservations import allocation
+from reservations.models import (
+    EVENT_ORDER,
+    EventStatus,
+    EventType,
+    Lease,
+    LeaseEvent,
+    LeaseStatus,
+    ReservationStatus,
+)
+from reservations.notifications import notify
+
+
+def plan(lease: Lease, now: datetime) -> dict[str, datetime]:
+    """When each of the lease's events is due."""
+    times = {
+        EventType.HEADS_UP: max(now, lease.start_at - timedelta(seconds=lease.heads_up_seconds)),
+        EventType.START: lease.start_at,
+        EventType.END: lease.end_at,
+    }
+    before_end = lease.before_end_at
+    if before_end is None and settings.BERTH_LEASE_BEFORE_END:
+        default = lease.end_at - timedelta(seconds=settings.BERTH_LEASE_BEFORE_END)
+        before_end = default if default > lease.start_at else None
+    if before_end is not None:
+        times[EventType.BEFORE_END] = before_end
+    return times
+
+
+def events_sync(*, lease: Lease, now: datetime | None = None) -> None:
+    """Create the lease's events, or move the ones not fired yet to the
+    lease's current dates."""
+    wanted = plan(lease, now or timezone.now())
+    existing = {e.event_type: e for e in lease.events.all()}
+    for event_type, time in wanted.items():
+        event = existing.get(event_type)
+        if event is None:
+            LeaseEvent.objects.create(
+                lease=lease, event_type=event_type, time=time, rank=EVENT_ORDER[event_type]
+            )
+        elif event.status == EventStatus.UNDONE and event.time != time:
+            LeaseEvent.objects.filter(pk=event.pk).update(time=time)
+    stale = [t for t, e in existing.items() if t not in wanted and e.status == EventStatus.UNDONE]
+    LeaseEvent.objects.filter(lease=lease, event_type__in=stale).delete()
+
+
+def due(now: datetime):
+    return LeaseEvent.objects.filter(status=EventStatus.UNDONE, time__lte=now)
+
+
+def sweep(*, now: datetime | None = None, batch: int = 200) -> int:
+    """Fire every due event; returns how many fired."""
+    fired = 0
+    while True:
+        with transaction.atomic():
+            claimed = list(
+                due(now or timezone.now())
+                .select_for_update(skip_locked=True)
+                .order_by("time", "rank")[:batch]
+            )
+            for event in claimed:
+                fire(event, now=now)
+        fired += len(claimed)
+        if len(claimed) < batch:
+            return fired
+
+
+def fire_now(*, event: LeaseEvent) -> None:
+    """Fire one event at once (admin action), whatever its due time."""
+    with transaction.atomic():
+        claimed = LeaseEvent.objects.select_for_update().filter(
+            pk=event.pk, status=EventStatus.UNDONE
+        )
+        for found in claimed:
+            fire(found)
+
+
+def fire(event: LeaseEvent, now: datetime | None = None) -> None:
+    """Fire a claimed (locked, UNDONE) event. Earlier events of the same
+    lease fire first, so a lease never ends before it started. A failure
+    leaves the event ERROR and the reason on the lease."""
+    now = now or timezone.now()
+    earlier = (
+        LeaseEvent.objects.select_for_update()
+        .filter(lease_id=event.lease_id, status=EventStatus.UNDONE)
+        .filter(Q(time__lt=event.time) | Q(time=event.time, rank__lt=event.rank))
+        .order_by("time", "rank")
+    )
+    for previous in earlier:
+        fire(previous, now=now)
+    lease = Lease.objects.select_for_update().get(pk=event.lease_id)
+    try:
+        with transaction.atomic():
+            HANDLERS[event.event_type](lease, now)
+            notify(
+                project=lease.project,
+                event_type=f"lease.event.{event.event_type}",
+                lease=lease,
+                event_id=str(event.pk),
+                time=event.time.isoformat(),
+                status=lease.status,
+            )
+        event.status = EventStatus.DONE
+    except BerthError as error:
+        event.status, event.error = EventStatus.ERROR, error.message
+        lease.status, lease.status_reason = (
+            LeaseStatus.ERROR,
+            f"{event.event_type} failed: {error.message}",
+        )
+        lease.save(update_fields=["status", "status_reason", "updated_at"])
+        notify(
+            project=lease.project, event_type="lease.error", lease=lease, reason=lease.status_reason
+        )
+    event.fired_at = now
+    event.save(update_fields=["status", "error", "fired_at"])
+
+
+def _heads_up(lease: Lease, now: datetime) -> None:
+    """Nothing to change: the notification is the point (seed 002: tools
+    that prepare hosts listen for it)."""
+
+
+def _start(lease: Lease, now: datetime) -> None:
+    lease.status = LeaseStatus.STARTING
+    lease.reservations.update(status=ReservationStatus.ACTIVE)
+    for reservation in lease.reservations.exclude(server_template=None):
+        _boot_template(lease, reservation)
+    lease.status = LeaseStatus.ACTIVE
+    lease.save(update_fields=["status", "updated_at"])
+
+
+def _boot_template(lease: Lease, reservation) -> None:
+    """Boot the servers the reservation asked for (seed 002: start and
+    delete actions for virtual reservations), through the build pipeline."""
+    template = reservation.server_template
+    context = RequestContext(user_id=lease.user_id, project=lease.project, role=Role.MEMBER)
+    nics = []
+    for entry in template.get("networks", []):
+        if "port" in entry:
+            nics.append(compute.NicRequest(port=Port.objects.get(pk=entry["port"])))
+        else:
+            nics.append(compute.NicRequest(network=Network.objects.get(pk=entry["uuid"])))
+    count = template.get("count", reservation.amount)
+    compute.server_create(
+        context=context,
+        name=template.get("name") or f"{lease.name}-{reservation.pk.hex[:6]}",
+        flavor=reservation.flavor,
+        nics=nics,
+        reservation_id=str(reservation.pk),
+        min_count=count,
+        max_count=count,
+    )
+
+
+def _before_end(lease: Lease, now: datetime) -> None:
+    """Only the notification: the lease's users may save their work."""
+
+
+def lease_servers(lease: Lease):
+    ids = [str(pk) for pk in lease.reservations.values_list("pk", flat=True)]
+    return Instance.objects.filter(reservation_id__in=ids).exclude(status=InstanceStatus.DELETED)
+
+
+def _end(lease: Lease, now: datetime) -> None:
+    lease.status = LeaseStatus.TERMINATING
+    if settings.BERTH_LEASE_END_DELETES_SERVERS:
+        context = RequestContext(user_id=lease.user_id, project=lease.project, role=Role.MEMBER)
+        for instance in lease_servers(lease).exclude(task_state=TaskState.DELETING):
+            compute.server_delete(context=context, instance=instance)
+    for reservation in lease.reservations.all():
+        allocation.release(reservation=reservation, at=now)
+    lease.reservations.update(status=ReservationStatus.DELETED)
+    lease.status = LeaseStatus.TERMINATED
+    lease.save(update_fields=["status", "updated_at"])
+
+
+HANDLERS = {
+    EventType.HEADS_UP: _heads_up,
+    EventType.START: _start,
+    EventType.BEFORE_END: _before_end,
+    EventType.END: _end,
+}

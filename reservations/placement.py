@@ -1,0 +1,151 @@
+"""How leases constrain compute's scheduler, and how a lease heals when one
+of its hosts goes away. Compute never imports this module: the provider is
+registered with compute.scheduler at start-up."""
+
+import uuid
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from compute.models import Host, Instance, InstanceStatus
+from compute.scheduler import Constraints, alive_since
+from config.errors import Conflict
+from reservations import allocation, properties
+from reservations.models import (
+    HostAllocation,
+    Lease,
+    LeaseStatus,
+    ReservableHost,
+    Reservation,
+    ReservationStatus,
+    ResourceType,
+)
+from reservations.notifications import notify
+
+
+def reservation_of(instance: Instance) -> Reservation | None | str:
+    """The reservation the instance asked for (scheduler hint or the
+    reservation's flavor); the hint as given if it names none."""
+    hint = instance.reservation_id
+    match = Q(flavor_id=instance.flavor_id) if instance.flavor_id else Q(pk=None)
+    if hint:
+        try:
+            match |= Q(pk=uuid.UUID(hint))
+        except ValueError:
+            return hint
+    found = Reservation.objects.select_related("lease").filter(match).first()
+    return found if found is not None else (hint or None)
+
+
+def lease_constraints(instance: Instance) -> Constraints:
+    """Reserved hosts take only instances of the lease that holds them; an
+    instance of a reservation lands only on its hosts, within its amount."""
+    reservation = reservation_of(instance)
+    if reservation is None:
+        reservable = set(ReservableHost.objects.values_list("host__name", flat=True))
+        return Constraints(exclude_hosts=reservable)
+    if isinstance(reservation, str) or reservation.lease.project_id != instance.project_id:
+        return Constraints(only_hosts=set(), reason=f"reservation {reservation} not found")
+    lease = reservation.lease
+    if reservation.status != ReservationStatus.ACTIVE or lease.status != LeaseStatus.ACTIVE:
+        return Constraints(only_hosts=set(), reason=f"reservation {reservation.pk} is not active")
+    now = timezone.now()
+    held = HostAllocation.objects.filter(reservation=reservation, start_at__lte=now, end_at__gt=now)
+    hosts = set(held.values_list("host__name", flat=True))
+    if reservation.resource_type == ResourceType.INSTANCE:
+        running = (
+            Instance.objects.filter(reservation_id=str(reservation.pk))
+            .exclude(status__in=[InstanceStatus.DELETED, InstanceStatus.ERROR])
+            .exclude(pk=instance.pk)
+        )
+        if running.count() >= reservation.amount:
+            return Constraints(
+                only_hosts=set(),
+                reason=f"reservation {reservation.pk} has no free slot "
+                f"(amount {reservation.amount})",
+            )
+        per_host = {}
+        for name in running.values_list("host__name", flat=True):
+            per_host[name] = per_host.get(name, 0) + 1
+        hosts = {
+            a.host.name
+            for a in held.select_related("host")
+            if per_host.get(a.host.name, 0) < a.slots
+        }
+    return Constraints(
+        only_hosts=hosts, reason=f"no host of reservation {reservation.pk} can take the instance"
+    )
+
+
+def heal(*, now: datetime | None = None) -> int:
+    """Replace reserved hosts that went down or were disabled by free
+    matching hosts for the rest of the lease; mark the lease degraded when
+    none is free. Returns how many allocations were handled."""
+    now = now or timezone.now()
+    lost = (
+        HostAllocation.objects.filter(end_at__gt=now, slots=0)
+        .filter(
+            reservation__status__in=[ReservationStatus.PENDING, ReservationStatus.ACTIVE],
+            reservation__resource_type=ResourceType.HOST,
+        )
+        .filter(Q(host__enabled=False) | Q(host__last_heartbeat__lt=alive_since()))
+        .values_list("pk", flat=True)
+    )
+    handled = 0
+    for allocation_id in list(lost[:100]):
+        with transaction.atomic():
+            found = HostAllocation.objects.select_for_update().filter(pk=allocation_id).first()
+            if found is None:
+                continue
+            _replace(found, now)
+            handled += 1
+    return handled
+
+
+def _replace(lost: HostAllocation, now: datetime) -> None:
+    reservation = Reservation.objects.select_related("lease").get(pk=lost.reservation_id)
+    lease = Lease.objects.select_for_update().get(pk=reservation.lease_id)
+    start = max(now, lost.start_at)
+    where = properties.resource_filter(
+        properties.parse(reservation.resource_properties, field="resource_properties")
+    ) & properties.hypervisor_filter(
+        properties.parse(reservation.hypervisor_properties, field="hypervisor_properties")
+    )
+    where &= Q(host__last_heartbeat__gte=alive_since()) & ~Q(host=lost.host)
+    old_host = Host.objects.get(pk=lost.host_id).name
+    try:
+        with transaction.atomic():
+            (new,) = allocation.allocate_hosts(
+                reservation=reservation,
+                start=start,
+                end=lease.end_at,
+                where=where,
+                count_min=1,
+                count_max=1,
+            )
+    except Conflict:
+        if not lease.degraded:
+            lease.degraded = True
+            lease.save(update_fields=["degraded", "updated_at"])
+            notify(
+                project=lease.project,
+                event_type="lease.degraded",
+                lease=lease,
+                lost_host=old_host,
+                reason="no free matching host to replace it",
+            )
+        return
+    if lost.start_at >= now:
+        lost.delete()
+    else:
+        HostAllocation.objects.filter(pk=lost.pk).update(end_at=now)
+    new_host = Host.objects.get(pk=new.host_id).name
+    notify(
+        project=lease.project,
+        event_type="lease.host_replaced",
+        lease=lease,
+        lost_host=old_host,
+        new_host=new_host,
+    )

@@ -1,0 +1,434 @@
+"""Writes for reservations: reservable hosts, leases and their changes.
+
+A lease change is all or nothing: its reservations are re-allocated inside
+one transaction, and if any no longer fits the whole change rolls back and
+the caller gets a 409 with the lease untouched.
+"""
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from compute import services as compute
+from compute.models import Host
+from config.auth import RequestContext
+from config.errors import Conflict, Invalid, NotFound
+from config.quotas import quota_enforce
+from reservations import allocation, events, properties
+from reservations.models import (
+    HostAllocation,
+    HostProperty,
+    Lease,
+    LeaseStatus,
+    ReservableHost,
+    Reservation,
+    ResourceType,
+)
+from reservations.notifications import notify
+
+# --- reservable hosts -------------------------------------------------------------
+
+
+def _write_properties(reservable: ReservableHost) -> None:
+    HostProperty.objects.filter(reservable=reservable).delete()
+    HostProperty.objects.bulk_create(
+        HostProperty(reservable=reservable, key=k, text=t, number=n)
+        for k, t, n in properties.property_rows(reservable.capabilities)
+    )
+
+
+@transaction.atomic
+def reservable_host_create(*, name: str, capabilities: dict) -> ReservableHost:
+    host = Host.objects.filter(name=name).first()
+    if host is None:
+        raise NotFound(f"Host '{name}' not found!")
+    if ReservableHost.objects.filter(host=host).exists():
+        raise Conflict(f"Host '{name}' is already reservable.")
+    reservable = ReservableHost.objects.create(host=host, capabilities=capabilities)
+    _write_properties(reservable)
+    return reservable
+
+
+@transaction.atomic
+def reservable_host_update(*, reservable: ReservableHost, capabilities: dict) -> ReservableHost:
+    reservable = ReservableHost.objects.select_for_update().get(pk=reservable.pk)
+    reservable.capabilities = {**reservable.capabilities, **capabilities}
+    reservable.capabilities = {k: v for k, v in reservable.capabilities.items() if v is not None}
+    reservable.save()
+    _write_properties(reservable)
+    return reservable
+
+
+@transaction.atomic
+def reservable_host_delete(*, reservable: ReservableHost) -> None:
+    reservable = ReservableHost.objects.select_for_update().get(pk=reservable.pk)
+    if HostAllocation.objects.filter(host=reservable.host, end_at__gt=timezone.now()).exists():
+        raise Conflict(f"Host {reservable.host.name} is reserved by a lease and cannot be deleted.")
+    reservable.delete()
+
+
+# --- leases -------------------------------------------------------------------------
+
+
+@dataclass
+class HostRequest:
+    min: int
+    max: int
+    hypervisor_properties: str = ""
+    resource_properties: str = ""
+    before_end: str = "default"
+
+
+@dataclass
+class InstanceRequest:
+    amount: int
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+    affinity: bool | None = None
+    resource_properties: str = ""
+    server_template: dict | None = None
+
+
+@dataclass
+class LeaseRequest:
+    name: str
+    start: datetime
+    end: datetime
+    reservations: list = field(default_factory=list)
+    before_end: datetime | None = None
+    heads_up_seconds: int | None = None
+
+
+def heads_up_checked(seconds: int | None) -> int:
+    if seconds is None:
+        return settings.BERTH_LEASE_HEADS_UP
+    low, high = settings.BERTH_LEASE_HEADS_UP_MIN, settings.BERTH_LEASE_HEADS_UP_MAX
+    if not low <= seconds <= high:
+        raise Invalid(f"heads_up must be between {low} and {high} seconds, not {seconds}.")
+    return seconds
+
+
+def _check_window(start: datetime, end: datetime, before_end: datetime | None) -> None:
+    if end <= start:
+        raise Invalid("The lease end date must be after its start date.")
+    if before_end is not None and not start <= before_end <= end:
+        raise Invalid("before_end_date must be between the start and the end of the lease.")
+
+
+def _where(request) -> Q:
+    where = properties.resource_filter(
+        properties.parse(request.resource_properties, field="resource_properties")
+    )
+    if isinstance(request, HostRequest):
+        where &= properties.hypervisor_filter(
+            properties.parse(request.hypervisor_properties, field="hypervisor_properties")
+        )
+    return where
+
+
+def _reserve(lease: Lease, request, ignore: Reservation | None = None) -> Reservation:
+    if isinstance(request, HostRequest):
+        if request.min < 1 or request.min > request.max:
+            raise Invalid("Invalid values for min/max of hosts.")
+        reservation = Reservation.objects.create(
+            lease=lease,
+            resource_type=ResourceType.HOST,
+            min=request.min,
+            max=request.max,
+            hypervisor_properties=request.hypervisor_properties,
+            resource_properties=request.resource_properties,
+            before_end=request.before_end,
+        )
+        allocation.allocate_hosts(
+            reservation=reservation,
+            start=lease.start_at,
+            end=lease.end_at,
+            where=_where(request),
+            count_min=request.min,
+            count_max=request.max,
+            ignore=ignore,
+        )
+        return reservation
+    if request.amount < 1 or min(request.vcpus, request.memory_mb) < 1 or request.disk_gb < 0:
+        raise Invalid("An instance reservation needs amount, vcpus and memory_mb of at least 1.")
+    template = request.server_template
+    if template is not None and template.get("count", request.amount) > request.amount:
+        raise Invalid("The server template's count cannot exceed the reservation's amount.")
+    reservation = Reservation.objects.create(
+        lease=lease,
+        resource_type=ResourceType.INSTANCE,
+        amount=request.amount,
+        vcpus=request.vcpus,
+        memory_mb=request.memory_mb,
+        disk_gb=request.disk_gb,
+        affinity=request.affinity,
+        resource_properties=request.resource_properties,
+        server_template=template,
+    )
+    # Instances of the reservation boot with its own private flavor.
+    reservation.flavor = compute.flavor_create(
+        id=f"reservation:{reservation.pk}",
+        name=f"reservation:{reservation.pk}",
+        vcpus=request.vcpus,
+        ram=request.memory_mb,
+        disk=request.disk_gb,
+        is_public=False,
+    )
+    reservation.save(update_fields=["flavor"])
+    allocation.allocate_slots(
+        reservation=reservation,
+        start=lease.start_at,
+        end=lease.end_at,
+        where=_where(request),
+        amount=request.amount,
+        affinity=request.affinity,
+        ignore=ignore,
+    )
+    return reservation
+
+
+def lease_create(
+    *, context: RequestContext, request: LeaseRequest, now: datetime | None = None
+) -> Lease:
+    """Admit the lease: every reservation fits, or nothing is written (409)."""
+    now = now or timezone.now()
+    _check_window(request.start, request.end, request.before_end)
+    heads_up = heads_up_checked(request.heads_up_seconds)
+    if not request.reservations:
+        raise Invalid("A lease needs at least one reservation.")
+    with transaction.atomic():
+        quota_enforce(project=context.project, requested={"leases": 1})
+        if Lease.objects.filter(project=context.project, name=request.name).exists():
+            raise Conflict(f"The lease with name: {request.name} already exists")
+        try:
+            with transaction.atomic():
+                lease = Lease.objects.create(
+                    project=context.project,
+                    user_id=context.user_id,
+                    name=request.name,
+                    start_at=request.start,
+                    end_at=request.end,
+                    before_end_at=request.before_end,
+                    heads_up_seconds=heads_up,
+                )
+        except IntegrityError:
+            raise Conflict(f"The lease with name: {request.name} already exists") from None
+        for wanted in request.reservations:
+            _reserve(lease, wanted)
+        events.events_sync(lease=lease, now=now)
+        notify(
+            project=lease.project,
+            event_type="lease.create",
+            lease=lease,
+            start=lease.start_at.isoformat(),
+            end=lease.end_at.isoformat(),
+        )
+    return lease
+
+
+@dataclass
+class DryRun:
+    feasible: bool
+    hosts: list[str]
+    reason: str = ""
+    earliest_start: datetime | None = None
+
+
+def lease_dry_run(
+    *, context: RequestContext, request: LeaseRequest, now: datetime | None = None
+) -> DryRun:
+    """Would the lease fit? Which hosts would it take; if not, why, and the
+    earliest start (same duration) that would fit. Writes nothing."""
+
+    def attempt(req: LeaseRequest) -> DryRun:
+        with transaction.atomic():
+            try:
+                lease = lease_create(context=context, request=req, now=now)
+                hosts = sorted(
+                    HostAllocation.objects.filter(reservation__lease=lease)
+                    .values_list("host__name", flat=True)
+                    .distinct()
+                )
+                result = DryRun(True, hosts)
+            except Conflict as error:
+                result = DryRun(False, [], error.message)
+            transaction.set_rollback(True)
+        return result
+
+    request = LeaseRequest(**{**request.__dict__, "name": f"dry-run-{uuid.uuid4().hex}"})
+    result = attempt(request)
+    if result.feasible:
+        return result
+    duration = request.end - request.start
+    # Only the ends of allocations can free capacity: try starting at each.
+    ends = (
+        HostAllocation.objects.filter(end_at__gt=request.start)
+        .order_by("end_at")
+        .values_list("end_at", flat=True)
+        .distinct()[:50]
+    )
+    for start in ends:
+        later = LeaseRequest(
+            **{**request.__dict__, "start": start, "end": start + duration, "before_end": None}
+        )
+        if attempt(later).feasible:
+            result.earliest_start = start
+            break
+    return result
+
+
+def _reallocate(lease: Lease, started: bool) -> None:
+    """Fit every reservation to the lease's new window. A started lease keeps
+    its hosts (its servers run there); a pending one may move."""
+    for reservation in lease.reservations.all():
+        mine = list(HostAllocation.objects.filter(reservation=reservation))
+        hosts = [a.host_id for a in mine]
+        if reservation.resource_type == ResourceType.HOST:
+            still_free = allocation.host_candidates(
+                start=lease.start_at,
+                end=lease.end_at,
+                where=Q(host_id__in=hosts),
+                ignore=reservation,
+            ).count()
+            count = len(hosts)
+            if still_free == count and reservation.min <= count <= reservation.max:
+                HostAllocation.objects.filter(reservation=reservation).update(
+                    start_at=lease.start_at, end_at=lease.end_at + allocation.buffer()
+                )
+                continue
+            if started:
+                raise Conflict(
+                    "Not enough hosts available: a host of this lease is reserved by another "
+                    "lease during the new dates."
+                )
+            HostAllocation.objects.filter(reservation=reservation).delete()
+            request = HostRequest(
+                reservation.min,
+                reservation.max,
+                reservation.hypervisor_properties,
+                reservation.resource_properties,
+            )
+            allocation.allocate_hosts(
+                reservation=reservation,
+                start=lease.start_at,
+                end=lease.end_at,
+                where=_where(request),
+                count_min=request.min,
+                count_max=request.max,
+            )
+        else:
+            HostAllocation.objects.filter(reservation=reservation).delete()
+            allocation.allocate_slots(
+                reservation=reservation,
+                start=lease.start_at,
+                end=lease.end_at,
+                where=properties.resource_filter(
+                    properties.parse(reservation.resource_properties, field="resource_properties")
+                ),
+                amount=reservation.amount,
+                affinity=reservation.affinity,
+            )
+
+
+UNSET = object()
+
+
+def lease_update(
+    *,
+    lease: Lease,
+    name: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    before_end=UNSET,
+    heads_up_seconds: int | None = None,
+    reservations: list[dict] | None = None,
+    now: datetime | None = None,
+) -> Lease:
+    """Extend, shrink, defer, rename, change min/max or amount: the whole
+    change fits, or the lease is left as it was (409)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        lease = Lease.objects.select_for_update().get(pk=lease.pk)
+        if lease.status in (LeaseStatus.TERMINATED, LeaseStatus.TERMINATING, LeaseStatus.ERROR):
+            raise Conflict(f"Lease {lease.pk} is {lease.status} and cannot be changed.")
+        started = lease.status != LeaseStatus.PENDING
+        if start is not None and start != lease.start_at:
+            if started:
+                raise Invalid("The start date of a lease that has started cannot change.")
+            lease.start_at = start
+        if end is not None:
+            lease.end_at = max(end, now) if started else end
+        if before_end is not UNSET:
+            lease.before_end_at = before_end
+        if heads_up_seconds is not None:
+            lease.heads_up_seconds = heads_up_checked(heads_up_seconds)
+        _check_window(lease.start_at, lease.end_at, lease.before_end_at)
+        if name is not None and name != lease.name:
+            if Lease.objects.filter(project=lease.project, name=name).exclude(pk=lease.pk).exists():
+                raise Conflict(f"The lease with name: {name} already exists")
+            lease.name = name
+        for change in reservations or []:
+            _change_reservation(lease, change)
+        lease.save()
+        _reallocate(lease, started)
+        events.events_sync(lease=lease, now=now)
+        notify(
+            project=lease.project,
+            event_type="lease.update",
+            lease=lease,
+            start=lease.start_at.isoformat(),
+            end=lease.end_at.isoformat(),
+        )
+    return lease
+
+
+def _change_reservation(lease: Lease, change: dict) -> None:
+    reservation = lease.reservations.filter(pk=change.get("id")).first()
+    if reservation is None:
+        raise NotFound(f"Reservation {change.get('id')} is not part of lease {lease.pk}.")
+    if reservation.resource_type == ResourceType.HOST:
+        for key in ("min", "max", "hypervisor_properties", "resource_properties"):
+            if key in change:
+                setattr(reservation, key, change[key])
+        if reservation.min < 1 or reservation.min > reservation.max:
+            raise Invalid("Invalid values for min/max of hosts.")
+    else:
+        if "amount" in change:
+            if change["amount"] < 1:
+                raise Invalid("amount must be at least 1.")
+            reservation.amount = change["amount"]
+        if "resource_properties" in change:
+            reservation.resource_properties = change["resource_properties"]
+    reservation.save()
+
+
+def lease_delete(*, lease: Lease, now: datetime | None = None) -> None:
+    """End the lease now if it runs (its servers are deleted, its hosts
+    released), then remove it."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        lease = Lease.objects.select_for_update().get(pk=lease.pk)
+        if lease.status in (LeaseStatus.ACTIVE, LeaseStatus.STARTING):
+            events.HANDLERS[events.EventType.END](lease, now)
+        notify(project=lease.project, event_type="lease.delete", lease=lease)
+        for reservation in lease.reservations.exclude(flavor=None):
+            compute.flavor_delete(flavor=reservation.flavor)
+        lease.delete()
+
+
+def lease_end_now(*, lease: Lease) -> None:
+    """End a running lease at once (its end event fires now); a lease that
+    has not started is simply deleted."""
+    if lease.status == LeaseStatus.PENDING:
+        lease_delete(lease=lease)
+        return
+    now = timezone.now()
+    lease = lease_update(lease=lease, end=now, now=now)
+    for event in lease.events.filter(event_type=events.EventType.END):
+        events.fire_now(event=event)

@@ -1,0 +1,64 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from config.auth import RequestContext
+from config.models import Project
+from reservations import services
+from tests.compute.conftest import report_host
+
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def at(hours: float) -> datetime:
+    return T0 + timedelta(hours=hours)
+
+
+@pytest.fixture
+def pool(db):
+    """Hosts r1..r4 reported (physnet1) and reservable; r1, r2 are
+    node_type=compute with 4/8 gpus... r3, r4 node_type=storage. A project
+    "lab" with an admin context."""
+    caps = {
+        "r1": {"node_type": "compute", "gpus": 4},
+        "r2": {"node_type": "compute", "gpus": 8},
+        "r3": {"node_type": "storage", "gpus": 0},
+        "r4": {"node_type": "storage", "gpus": "none"},
+    }
+    for name, capabilities in caps.items():
+        report_host(name, {"physnet1": {"bridge": "br-ex"}}, vcpus=16, memory_mb=32768)
+        services.reservable_host_create(name=name, capabilities=capabilities)
+    project = Project.objects.create(name="lab")
+    return RequestContext(user_id="u", project=project, role="admin")
+
+
+def host_lease(context, name="l1", start=1, end=2, min=1, max=1, props="", **kwargs):
+    request = services.LeaseRequest(
+        name=name,
+        start=at(start),
+        end=at(end),
+        reservations=[services.HostRequest(min=min, max=max, resource_properties=props)],
+        **kwargs,
+    )
+    return services.lease_create(context=context, request=request, now=T0)
+
+
+def hosts_of(lease) -> list[str]:
+    from reservations.models import HostAllocation
+
+    return sorted(
+        HostAllocation.objects.filter(reservation__lease=lease).values_list("host__name", flat=True)
+    )
+
+
+def heartbeat_all() -> None:
+    """Every host reports again (now, as time-machine has it)."""
+    from compute import services as compute
+    from compute.models import Host
+
+    for host in Host.objects.all():
+        compute.host_report(
+            report=compute.HostReport(
+                name=host.name, vcpus=host.vcpus, memory_mb=host.memory_mb, disk_gb=host.disk_gb
+            )
+        )

@@ -1,0 +1,106 @@
+"""Real concurrent processes on PostgreSQL: no double booking, and two
+sweepers never fire an event twice."""
+
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from config.quotas import quota_set
+from reservations.models import EventStatus, HostAllocation, Lease, LeaseEvent, Notification
+from tests.conftest import ROOT, process_env
+from tests.reservations.conftest import host_lease
+
+BOOK = """
+import sys
+from datetime import timedelta
+import django; django.setup()
+from django.utils import timezone
+from config.auth import RequestContext
+from config.errors import Conflict
+from config.models import Project
+from reservations import services
+project = Project.objects.get(name="lab")
+context = RequestContext(user_id="u", project=project, role="member")
+start = timezone.now().replace(microsecond=0) + timedelta(days=1)
+booked = refused = 0
+for n in range(int(sys.argv[2])):
+    request = services.LeaseRequest(
+        name=f"{sys.argv[1]}-{n}", start=start, end=start + timedelta(hours=1),
+        reservations=[services.HostRequest(min=1, max=1)])
+    try:
+        services.lease_create(context=context, request=request)
+        booked += 1
+    except Conflict:
+        refused += 1
+print(booked, refused)
+"""
+
+
+def run_all(script: str, *argsets) -> list[str]:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, *args],
+            cwd=ROOT,
+            env=process_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in argsets
+    ]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), results
+    return [out for out, _ in results]
+
+
+@pytest.mark.postgres
+def test_concurrent_lease_creation_never_double_books(transactional_db, pool):
+    outputs = run_all(BOOK, *[(f"c{i}", "3") for i in range(4)])
+    booked = sum(int(o.split()[0]) for o in outputs)
+    assert booked == 4  # four hosts, twelve requests for the same hour
+    hosts = list(HostAllocation.objects.values_list("host_id", flat=True))
+    assert len(hosts) == len(set(hosts)) == 4
+
+
+@pytest.mark.postgres
+def test_the_database_refuses_an_overlap_the_service_did_not_write(transactional_db, pool):
+    from django.db import IntegrityError
+
+    lease = host_lease(pool, start=1, end=3)
+    mine = HostAllocation.objects.get(reservation__lease=lease)
+    with pytest.raises(IntegrityError):
+        HostAllocation.objects.create(
+            reservation=mine.reservation,
+            host=mine.host,
+            start_at=mine.start_at + timedelta(minutes=30),
+            end_at=mine.end_at,
+        )
+
+
+SWEEP = """
+import django; django.setup()
+from reservations import events
+print(events.sweep(batch=25))
+"""
+
+
+@pytest.mark.postgres
+def test_two_sweepers_never_fire_an_event_twice(transactional_db, pool):
+    quota_set(project=pool.project, resource="leases", limit=-1)
+    start = timezone.now() - timedelta(hours=2)
+    for n in range(60):
+        lease = host_lease(pool, name=f"l{n}", start=n, end=n + 0.5)
+        Lease.objects.filter(pk=lease.pk).update(
+            start_at=start + timedelta(seconds=n), end_at=start + timedelta(seconds=n + 30)
+        )
+        LeaseEvent.objects.filter(lease=lease).update(time=start + timedelta(seconds=n))
+    outputs = run_all(SWEEP, (), ())
+    fired = [int(o) for o in outputs]
+    assert sum(fired) == 180, fired  # heads_up, start, end of each lease, once
+    assert not LeaseEvent.objects.exclude(status=EventStatus.DONE).exists()
+    per_event = Notification.objects.filter(event_type__startswith="lease.event.")
+    assert per_event.count() == 180
+    assert per_event.values("payload__event_id").distinct().count() == 180
