@@ -3,9 +3,11 @@ servers built through the real pipeline. Every function is safe to run
 again on the same database (the README's demo command may be re-run)."""
 
 import time
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from compute import services as compute
 from compute.models import Flavor, Instance, InstanceStatus
@@ -16,6 +18,8 @@ from networking import selectors
 from networking import services as networking
 from networking.models import Network, Port
 from networking.services import HostNetworkReport
+from reservations import services as reservations
+from reservations.models import HostAllocation, Lease, LeaseStatus, ReservableHost
 
 DEMO_NETWORK = "routed-net"
 # segment name -> (segment spec, subnet cidr)
@@ -69,6 +73,16 @@ DEMO_HOSTS = [
         ),
     ),
 ]
+# Reservable: it takes only instances of a lease that holds it.
+DEMO_RESERVABLE = compute.HostReport(
+    name="compute-5",
+    vcpus=32,
+    memory_mb=65536,
+    disk_gb=1000,
+    capabilities={"node_type": "gpu"},
+    network=HostNetworkReport(host="compute-5", physnets={"physnet1": _OVS}),
+)
+DEMO_LEASE = "demo-lease"
 DEMO_FLAVORS = [
     {"id": "m1.small", "name": "m1.small", "vcpus": 1, "ram": 2048, "disk": 20},
     {"id": "m1.large", "name": "m1.large", "vcpus": 4, "ram": 8192, "disk": 80},
@@ -83,7 +97,7 @@ def demo_context() -> RequestContext:
 
 def hosts_report() -> None:
     """Report (or heartbeat) the demo's hosts, as their agents would."""
-    for report in DEMO_HOSTS:
+    for report in [*DEMO_HOSTS, DEMO_RESERVABLE]:
         compute.host_report(report=report)
 
 
@@ -109,6 +123,11 @@ def network_ensure() -> Network:
             networking.subnet_create(
                 project=project, network=network, segment=segments[name], cidr=cidr, name=name
             )
+    if not ReservableHost.objects.filter(host__name=DEMO_RESERVABLE.name).exists():
+        compute.host_report(report=DEMO_RESERVABLE)
+        reservations.reservable_host_create(
+            name=DEMO_RESERVABLE.name, capabilities=DEMO_RESERVABLE.capabilities
+        )
     for flavor in DEMO_FLAVORS:
         if not Flavor.objects.filter(pk=flavor["id"]).exists():
             compute.flavor_create(**flavor)
@@ -183,7 +202,7 @@ def network_table(network: Network) -> list[str]:
 def servers_table() -> list[str]:
     """Every demo server: status, host, addresses, vif_type, attempts, fault."""
     project = project_get_or_create(name=settings.BERTH_DEMO_PROJECT)
-    row = "  {:<7} {:<7} {:<10} {:<10} {:<10} {:<8} {}"
+    row = "  {:<9} {:<7} {:<10} {:<11} {:<10} {:<8} {}"
     lines = [row.format("server", "status", "host", "ip", "vif_type", "attempts", "hosts tried")]
     servers = (
         Instance.objects.filter(project=project)
@@ -210,4 +229,70 @@ def servers_table() -> list[str]:
         )
         if server.fault:
             lines.append(f"          fault: {server.fault['message']}")
+    return lines
+
+
+def lease_ensure(*, starts_in: int = 20, heads_up: int = 10) -> Lease:
+    """A one-hour lease of the gpu host starting shortly, with a heads-up
+    just before; a lease left by an earlier run is reused while it runs."""
+    context = demo_context()
+    lease = Lease.objects.filter(project=context.project, name=DEMO_LEASE).first()
+    if lease is not None and lease.status in (LeaseStatus.PENDING, LeaseStatus.ACTIVE):
+        return lease
+    if lease is not None:
+        reservations.lease_delete(lease=lease)
+    start = timezone.now() + timedelta(seconds=starts_in)
+    request = reservations.LeaseRequest(
+        name=DEMO_LEASE,
+        start=start,
+        end=start + timedelta(hours=1),
+        heads_up_seconds=heads_up,
+        reservations=[
+            reservations.HostRequest(
+                min=1, max=1, resource_properties='["==", "$node_type", "gpu"]'
+            )
+        ],
+    )
+    return reservations.lease_create(context=context, request=request)
+
+
+def lease_wait_active(lease: Lease, timeout: float = 90) -> Lease:
+    deadline = time.monotonic() + timeout
+    lease.refresh_from_db()
+    while lease.status == LeaseStatus.PENDING and time.monotonic() < deadline:
+        time.sleep(0.5)
+        lease.refresh_from_db()
+    return lease
+
+
+def lease_server_boot(lease: Lease, network: Network) -> list[Instance]:
+    """A server carrying the lease's reservation: it may land only on the
+    reserved host."""
+    context = demo_context()
+    reservation = lease.reservations.get()
+    running = Instance.objects.filter(
+        reservation_id=str(reservation.pk), status=InstanceStatus.ACTIVE
+    )
+    if running.exists():
+        return []
+    return compute.server_create(
+        context=context,
+        name="leased-1",
+        flavor=Flavor.objects.get(pk="m1.large"),
+        nics=[compute.NicRequest(network=network)],
+        reservation_id=str(reservation.pk),
+    )
+
+
+def lease_table(lease: Lease) -> list[str]:
+    lease.refresh_from_db()
+    hosts = sorted(
+        HostAllocation.objects.filter(reservation__lease=lease).values_list("host__name", flat=True)
+    )
+    lines = [f"  lease {lease.name}: {lease.status}, hosts {', '.join(hosts)}"]
+    for event in lease.events.order_by("time", "rank"):
+        fired = event.fired_at.strftime("%H:%M:%S") if event.fired_at else "-"
+        lines.append(
+            f"    {event.event_type:<17} due {event.time:%H:%M:%S}  {event.status:<6} fired {fired}"
+        )
     return lines

@@ -219,7 +219,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("BERTH_MAX_BODY_BYTES", default=1024 * 102
 # --- Celery -----------------------------------------------------------------
 
 BROKER_DIR = DATA_DIR / "broker"
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+# The filesystem transport ignores the host; naming one keeps kombu quiet.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # Producer and consumer share one folder: that folder *is* the queue.
     for folder in ("queue", "control"):

@@ -2,6 +2,7 @@
 boots go through the real pipeline, one of them rescheduled."""
 
 import re
+from datetime import timedelta
 
 import pytest
 
@@ -40,8 +41,9 @@ def test_network_setup_is_idempotent(db):
         "compute-2": ("system", ["physnet1"]),
         "compute-3": ("system", ["physnet2"]),
         "compute-4": ("netdev", ["physnet2"]),
+        "compute-5": ("system", ["physnet1"]),
     }
-    assert HostPhysnet.objects.count() == 4
+    assert HostPhysnet.objects.count() == 5
     assert sorted(Flavor.objects.values_list("pk", flat=True)) == ["m1.large", "m1.small"]
     assert Host.objects.get(name="compute-1").last_heartbeat >= heartbeat  # a heartbeat
 
@@ -73,3 +75,26 @@ def test_servers_are_built_and_one_is_rescheduled(db):
     assert re.search(
         r"web-1\s+ACTIVE\s+compute-\d\s+10\.\d\.0\.\d+\s+(ovs|vhostuser)\s+2\s+compute-3", text
     )
+
+
+def test_lease_starts_and_takes_its_server(db):
+    import time_machine
+    from django.utils import timezone
+
+    from reservations import events
+
+    network = demo.network_ensure()
+    lease = demo.lease_ensure(starts_in=20, heads_up=10)
+    assert demo.lease_ensure() == lease  # re-run: the same lease
+    with time_machine.travel(timezone.now() + timedelta(seconds=25), tick=False):
+        demo.hosts_report()
+        events.sweep()
+        lease = demo.lease_wait_active(lease, timeout=0)
+        assert lease.status == "ACTIVE"
+        (server,) = demo.lease_server_boot(lease, network)
+        server = run_pipeline(server)
+    assert (server.status, server.host.name) == ("ACTIVE", "compute-5")
+    text = "\n".join(demo.lease_table(lease))
+    assert re.search(r"heads_up\s+due \S+\s+DONE", text)
+    assert re.search(r"start_lease\s+due \S+\s+DONE", text)
+    assert "hosts compute-5" in text

@@ -43,7 +43,7 @@ def test_nothing_set_means_sqlite_and_a_serverless_broker(tmp_path):
     s = settings_with(tmp_path)
     assert s["engine"] == "django.db.backends.sqlite3"
     assert s["name"] == str(tmp_path / "data" / "berth.sqlite3")
-    assert s["broker"] == "filesystem://"
+    assert s["broker"] == "filesystem://localhost//"
     assert s["transport"]["data_folder_in"] == s["transport"]["data_folder_out"]
     assert (tmp_path / "data" / "broker" / "queue").is_dir()
     assert s["debug"] is False

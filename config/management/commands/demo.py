@@ -27,6 +27,7 @@ from config.services import membership_ensure, token_create
 ROOT = Path(settings.BASE_DIR)
 # Well inside BERTH_HOST_DOWN_AFTER, so the demo hosts never look dead.
 HEARTBEAT_EVERY = 20
+LEASE_STARTS_IN = 20
 
 
 class Command(BaseCommand):
@@ -56,6 +57,13 @@ class Command(BaseCommand):
             call_command("healthcheck", "--timeout", "60", stdout=self.stdout)
             self.step("booting servers through the pipeline (compute-3 fails every spawn)")
             demo.servers_wait(demo.servers_boot(network))
+            self.step(
+                f"a lease of the gpu host starting in {LEASE_STARTS_IN}s (heads-up 10s before)"
+            )
+            lease = demo.lease_ensure(starts_in=LEASE_STARTS_IN)
+            demo.lease_wait_active(lease)
+            demo.servers_wait(demo.lease_server_boot(lease, network))
+            self.stdout.write("\n".join(demo.lease_table(lease)))
             self.stdout.write("\n".join(demo.servers_table()))
             self.step(f"demo network {demo.DEMO_NETWORK} ({network.pk})")
             self.stdout.write("\n".join(demo.network_table(network)))
@@ -105,6 +113,7 @@ class Command(BaseCommand):
                 "2",
                 "--without-mingle",
                 "--without-gossip",
+                "--quiet",
             ],
             "beat": [python, "-m", "celery", "-A", "config", "beat", "-l", "warning"],
         }
