@@ -106,6 +106,7 @@ class Command(BaseCommand):
                 "celery",
                 "-A",
                 "config",
+                "--quiet",  # no banner
                 "worker",
                 "-l",
                 "warning",
@@ -113,7 +114,6 @@ class Command(BaseCommand):
                 "2",
                 "--without-mingle",
                 "--without-gossip",
-                "--quiet",
             ],
             "beat": [python, "-m", "celery", "-A", "config", "beat", "-l", "warning"],
         }
