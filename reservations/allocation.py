@@ -64,7 +64,6 @@ def allocate_hosts(
     where: Q,
     count_min: int,
     count_max: int,
-    ignore: Reservation | None = None,
 ) -> list[HostAllocation]:
     """Hold between count_min and count_max whole hosts for the reservation,
     as many as are free; Conflict if fewer than count_min are."""
@@ -72,14 +71,12 @@ def allocate_hosts(
         for _ in range(3):
             # A few spares beyond max, in case a concurrent allocator takes
             # some of them while this one waits for their locks.
-            seen = list(
-                host_candidates(start=start, end=end, where=where, ignore=ignore)[: count_max + 8]
-            )
+            seen = list(host_candidates(start=start, end=end, where=where)[: count_max + 8])
             if len(seen) < count_min:
                 break
             _lock(seen)
             free = list(
-                host_candidates(start=start, end=end, where=where, ignore=ignore).filter(
+                host_candidates(start=start, end=end, where=where).filter(
                     pk__in=[r.pk for r in seen]
                 )[:count_max]
             )
@@ -142,13 +139,11 @@ def _peak(usages: list[tuple[datetime, datetime, SlotSize, int]], start, end) ->
 
 
 def free_slots(
-    *, start: datetime, end: datetime, where: Q, size: SlotSize, ignore: Reservation | None = None
+    *, start: datetime, end: datetime, where: Q, size: SlotSize
 ) -> dict[ReservableHost, int]:
     """How many instances of ``size`` each matching host can still promise
     over the whole window, with its allocation ratios."""
     whole = HostAllocation.objects.filter(overlapping(start, end), slots=0, host=OuterRef("host"))
-    if ignore is not None:
-        whole = whole.exclude(reservation=ignore)
     hosts = list(
         ReservableHost.objects.filter(where, host__enabled=True, host__baremetal=False)
         .filter(~Exists(whole))
@@ -159,8 +154,6 @@ def free_slots(
     shared = HostAllocation.objects.filter(
         overlapping(start, end), slots__gt=0, host__in=[r.host_id for r in hosts]
     ).select_related("reservation")
-    if ignore is not None:
-        shared = shared.exclude(reservation=ignore)
     for a in shared:
         r = a.reservation
         usages[a.host_id].append(
@@ -188,15 +181,14 @@ def allocate_slots(
     where: Q,
     amount: int,
     affinity: bool | None,
-    ignore: Reservation | None = None,
 ) -> list[HostAllocation]:
     """Promise ``amount`` instances of the reservation's size: all on one
     host (affinity true), each on its own host (false), or packed anywhere."""
     size = SlotSize(reservation.vcpus, reservation.memory_mb, reservation.disk_gb)
     with transaction.atomic():
-        candidates = free_slots(start=start, end=end, where=where, size=size, ignore=ignore)
+        candidates = free_slots(start=start, end=end, where=where, size=size)
         _lock(list(candidates))
-        free = free_slots(start=start, end=end, where=where, size=size, ignore=ignore)
+        free = free_slots(start=start, end=end, where=where, size=size)
         plan = _plan(free, amount, affinity)
         if plan is None:
             where_to = {True: "on one host", False: "on distinct hosts"}.get(affinity, "in all")

@@ -108,11 +108,7 @@ def _replace(lost: HostAllocation, now: datetime) -> None:
     reservation = Reservation.objects.select_related("lease").get(pk=lost.reservation_id)
     lease = Lease.objects.select_for_update().get(pk=reservation.lease_id)
     start = max(now, lost.start_at)
-    where = properties.resource_filter(
-        properties.parse(reservation.resource_properties, field="resource_properties")
-    ) & properties.hypervisor_filter(
-        properties.parse(reservation.hypervisor_properties, field="hypervisor_properties")
-    )
+    where = properties.reservation_filter(reservation)
     where &= Q(host__last_heartbeat__gte=alive_since()) & ~Q(host=lost.host)
     old_host = Host.objects.get(pk=lost.host_id).name
     try:

@@ -141,3 +141,13 @@ def property_rows(capabilities: dict) -> list[tuple[str, str, float | None]]:
         text = value if isinstance(value, str) else json.dumps(value)
         rows.append((str(key), text[:255], as_number(value)))
     return rows
+
+
+def reservation_filter(reservation) -> Q:
+    """Which reservable hosts can serve the reservation."""
+    where = resource_filter(parse(reservation.resource_properties, field="resource_properties"))
+    if reservation.resource_type == "physical:host":
+        where &= hypervisor_filter(
+            parse(reservation.hypervisor_properties, field="hypervisor_properties")
+        )
+    return where

@@ -121,18 +121,31 @@ def _check_window(start: datetime, end: datetime, before_end: datetime | None) -
         raise Invalid("before_end_date must be between the start and the end of the lease.")
 
 
-def _where(request) -> Q:
-    where = properties.resource_filter(
-        properties.parse(request.resource_properties, field="resource_properties")
-    )
-    if isinstance(request, HostRequest):
-        where &= properties.hypervisor_filter(
-            properties.parse(request.hypervisor_properties, field="hypervisor_properties")
+def _allocate(reservation: Reservation, lease: Lease) -> None:
+    """Hold what the reservation asks for over the lease's window (Conflict
+    if it does not fit)."""
+    where = properties.reservation_filter(reservation)
+    if reservation.resource_type == ResourceType.HOST:
+        allocation.allocate_hosts(
+            reservation=reservation,
+            start=lease.start_at,
+            end=lease.end_at,
+            where=where,
+            count_min=reservation.min,
+            count_max=reservation.max,
         )
-    return where
+    else:
+        allocation.allocate_slots(
+            reservation=reservation,
+            start=lease.start_at,
+            end=lease.end_at,
+            where=where,
+            amount=reservation.amount,
+            affinity=reservation.affinity,
+        )
 
 
-def _reserve(lease: Lease, request, ignore: Reservation | None = None) -> Reservation:
+def _reserve(lease: Lease, request) -> Reservation:
     if isinstance(request, HostRequest):
         if request.min < 1 or request.min > request.max:
             raise Invalid("Invalid values for min/max of hosts.")
@@ -145,51 +158,36 @@ def _reserve(lease: Lease, request, ignore: Reservation | None = None) -> Reserv
             resource_properties=request.resource_properties,
             before_end=request.before_end,
         )
-        allocation.allocate_hosts(
-            reservation=reservation,
-            start=lease.start_at,
-            end=lease.end_at,
-            where=_where(request),
-            count_min=request.min,
-            count_max=request.max,
-            ignore=ignore,
+    else:
+        if request.amount < 1 or min(request.vcpus, request.memory_mb) < 1 or request.disk_gb < 0:
+            raise Invalid(
+                "An instance reservation needs amount, vcpus and memory_mb of at least 1."
+            )
+        template = request.server_template
+        if template is not None and template.get("count", request.amount) > request.amount:
+            raise Invalid("The server template's count cannot exceed the reservation's amount.")
+        reservation = Reservation.objects.create(
+            lease=lease,
+            resource_type=ResourceType.INSTANCE,
+            amount=request.amount,
+            vcpus=request.vcpus,
+            memory_mb=request.memory_mb,
+            disk_gb=request.disk_gb,
+            affinity=request.affinity,
+            resource_properties=request.resource_properties,
+            server_template=template,
         )
-        return reservation
-    if request.amount < 1 or min(request.vcpus, request.memory_mb) < 1 or request.disk_gb < 0:
-        raise Invalid("An instance reservation needs amount, vcpus and memory_mb of at least 1.")
-    template = request.server_template
-    if template is not None and template.get("count", request.amount) > request.amount:
-        raise Invalid("The server template's count cannot exceed the reservation's amount.")
-    reservation = Reservation.objects.create(
-        lease=lease,
-        resource_type=ResourceType.INSTANCE,
-        amount=request.amount,
-        vcpus=request.vcpus,
-        memory_mb=request.memory_mb,
-        disk_gb=request.disk_gb,
-        affinity=request.affinity,
-        resource_properties=request.resource_properties,
-        server_template=template,
-    )
-    # Instances of the reservation boot with its own private flavor.
-    reservation.flavor = compute.flavor_create(
-        id=f"reservation:{reservation.pk}",
-        name=f"reservation:{reservation.pk}",
-        vcpus=request.vcpus,
-        ram=request.memory_mb,
-        disk=request.disk_gb,
-        is_public=False,
-    )
-    reservation.save(update_fields=["flavor"])
-    allocation.allocate_slots(
-        reservation=reservation,
-        start=lease.start_at,
-        end=lease.end_at,
-        where=_where(request),
-        amount=request.amount,
-        affinity=request.affinity,
-        ignore=ignore,
-    )
+        # Instances of the reservation boot with its own private flavor.
+        reservation.flavor = compute.flavor_create(
+            id=f"reservation:{reservation.pk}",
+            name=f"reservation:{reservation.pk}",
+            vcpus=request.vcpus,
+            ram=request.memory_mb,
+            disk=request.disk_gb,
+            is_public=False,
+        )
+        reservation.save(update_fields=["flavor"])
+    _allocate(reservation, lease)
     return reservation
 
 
@@ -287,53 +285,25 @@ def _reallocate(lease: Lease, started: bool) -> None:
     """Fit every reservation to the lease's new window. A started lease keeps
     its hosts (its servers run there); a pending one may move."""
     for reservation in lease.reservations.all():
-        mine = list(HostAllocation.objects.filter(reservation=reservation))
-        hosts = [a.host_id for a in mine]
+        mine = HostAllocation.objects.filter(reservation=reservation)
         if reservation.resource_type == ResourceType.HOST:
+            hosts = list(mine.values_list("host_id", flat=True))
             still_free = allocation.host_candidates(
                 start=lease.start_at,
                 end=lease.end_at,
                 where=Q(host_id__in=hosts),
                 ignore=reservation,
             ).count()
-            count = len(hosts)
-            if still_free == count and reservation.min <= count <= reservation.max:
-                HostAllocation.objects.filter(reservation=reservation).update(
-                    start_at=lease.start_at, end_at=lease.end_at + allocation.buffer()
-                )
+            if still_free == len(hosts) and reservation.min <= len(hosts) <= reservation.max:
+                mine.update(start_at=lease.start_at, end_at=lease.end_at + allocation.buffer())
                 continue
             if started:
                 raise Conflict(
                     "Not enough hosts available: a host of this lease is reserved by another "
                     "lease during the new dates."
                 )
-            HostAllocation.objects.filter(reservation=reservation).delete()
-            request = HostRequest(
-                reservation.min,
-                reservation.max,
-                reservation.hypervisor_properties,
-                reservation.resource_properties,
-            )
-            allocation.allocate_hosts(
-                reservation=reservation,
-                start=lease.start_at,
-                end=lease.end_at,
-                where=_where(request),
-                count_min=request.min,
-                count_max=request.max,
-            )
-        else:
-            HostAllocation.objects.filter(reservation=reservation).delete()
-            allocation.allocate_slots(
-                reservation=reservation,
-                start=lease.start_at,
-                end=lease.end_at,
-                where=properties.resource_filter(
-                    properties.parse(reservation.resource_properties, field="resource_properties")
-                ),
-                amount=reservation.amount,
-                affinity=reservation.affinity,
-            )
+        mine.delete()
+        _allocate(reservation, lease)
 
 
 UNSET = object()
