@@ -28,8 +28,9 @@ from compute.models import (
 from compute.virt import DRIVERS, DriverError, SpawnRequest, Vif
 from config.errors import BerthError
 from config.request_id import current_request_id
+from networking import selectors as net_selectors
 from networking import services as net_services
-from networking.models import IpAllocationMode, Port, PortStatus, VifType
+from networking.models import IpAllocationMode, Port, PortStatus, VifType, VnicType
 
 # The compute service version from which hosts understand ports created
 # before scheduling (seed 001); while any enabled host is older, ports are
@@ -151,6 +152,7 @@ def _ensure_ports(instance: Instance) -> None:
                 fixed_ips=fixed,
                 device_id=device,
                 device_owner=DEVICE_OWNER,
+                binding_vnic_type=VnicType.BAREMETAL if instance.baremetal else VnicType.NORMAL,
             )
             nic.created_by_compute = True
         nic.save(update_fields=["port", "created_by_compute"])
@@ -211,6 +213,25 @@ def _retry_or_fail(instance: Instance, step: str, reason: str, event) -> Outcome
     return Outcome.RESCHEDULE
 
 
+def _baremetal_ports(instance: Instance) -> None:
+    """On a baremetal node (seed 003): a port an admin made for one of its
+    NICs (found by MAC on the NIC's network) replaces the one compute made,
+    and is reused and kept when the instance goes; compute's is deleted.
+    Every port is plugged as vnic baremetal, as Nova does for Ironic."""
+    macs = net_selectors.baremetal_macs(host=instance.host.name)
+    for nic in instance.nics.select_related("port").filter(created_by_compute=True):
+        found = net_selectors.free_ports_by_mac(network_id=nic.port.network_id, macs=macs).first()
+        if found is None:
+            continue
+        net_services.port_attach(port=found, device_id=str(instance.pk), device_owner=DEVICE_OWNER)
+        net_services.port_delete(port=nic.port)
+        nic.port, nic.created_by_compute = found, False
+        nic.save(update_fields=["port", "created_by_compute"])
+    for nic in instance.nics.select_related("port"):
+        if nic.port.binding_vnic_type != VnicType.BAREMETAL:
+            net_services.port_update(port=nic.port, binding_vnic_type=VnicType.BAREMETAL)
+
+
 def _ports_ready(instance: Instance, step: str, event) -> Outcome | None:
     """Get or create the instance's ports: None when they are there, else
     the failed build's outcome (nothing half-made is kept)."""
@@ -248,8 +269,9 @@ def nic_needs(instance: Instance) -> list[scheduler.NicNeed]:
     needs = []
     for nic in instance.nics.select_related("network", "port__network"):
         port = nic.port
-        if port is None:
-            needs.append(scheduler.NicNeed(network=nic.network))
+        if port is None:  # legacy order: the port comes at bind time
+            vnic = VnicType.BAREMETAL if instance.baremetal else VnicType.NORMAL
+            needs.append(scheduler.NicNeed(network=nic.network, vnic_type=vnic))
             continue
         pinned = None
         if port.ip_allocation != IpAllocationMode.DEFERRED:
@@ -299,6 +321,8 @@ def bind_ports(instance_id, attempt: int) -> Outcome:
         failed = _ports_ready(instance, "bind ports", event)
         if failed:
             return failed
+        if instance.baremetal:
+            _baremetal_ports(instance)
         for nic in instance.nics.select_related("port"):
             try:
                 port = net_services.port_bind(port=nic.port, host=host)

@@ -11,6 +11,7 @@ from config.auth import RequestContext
 from networking import ipam
 from networking.binding import HostView, Nic, PhysnetLink, SegmentView
 from networking.models import (
+    BaremetalNic,
     HostAgent,
     HostPhysnet,
     IPAllocation,
@@ -89,8 +90,16 @@ def host_view(*, host: str) -> HostView | None:
     )
 
 
-def port_by_mac(*, mac_address: str) -> QuerySet[Port]:
-    return Port.objects.filter(mac_address=ipam.parse_mac(mac_address))
+def free_ports_by_mac(*, network_id, macs: list[str]) -> QuerySet[Port]:
+    """Unused ports on the network with one of these MACs (seed 003: a
+    baremetal node's NIC is found by its MAC)."""
+    return Port.objects.filter(
+        network_id=network_id, mac_address__in=[ipam.parse_mac(m) for m in macs], device_id=""
+    )
+
+
+def baremetal_macs(*, host: str) -> list[str]:
+    return list(BaremetalNic.objects.filter(agent__host=host).values_list("mac_address", flat=True))
 
 
 @dataclass(frozen=True)

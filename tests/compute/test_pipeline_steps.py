@@ -229,3 +229,60 @@ def test_reaper_resumes_a_stuck_step_then_gives_up(cloud, settings):
     assert instance.status == "ERROR"
     assert "did not finish" in instance.fault["message"]
     assert not Port.objects.exists()
+
+
+def test_baremetal_reuses_the_admins_port_found_by_mac(cloud):
+    flavor = services.flavor_create(id="bm", name="bm", vcpus=1, ram=1024, disk=10, baremetal=True)
+    report_host(
+        "bm1",
+        {},
+        baremetal=True,
+        vnic_types=["baremetal"],
+        baremetal_nics=[{"mac_address": "52:54:00:00:00:bb", "physical_network": "physnet1"}],
+    )
+    admins = net_services.port_create(
+        project=cloud["project"],
+        network=cloud["network"],
+        mac_address="52:54:00:00:00:bb",
+        name="bm1-nic0",
+    )
+    instance = run_pipeline(
+        services.server_create(
+            context=cloud["context"],
+            name="bm",
+            flavor=flavor,
+            nics=[NicRequest(network=cloud["network"])],
+        )[0]
+    )
+    assert instance.status == "ACTIVE" and instance.host.name == "bm1"
+    nic = instance.nics.get()
+    assert nic.port_id == admins.pk and not nic.created_by_compute
+    assert Port.objects.count() == 1  # compute's own port was dropped
+    admins.refresh_from_db()
+    assert (admins.binding_vif_type, admins.binding_vnic_type) == ("other", "baremetal")
+    pipeline.delete(instance.pk)
+    admins.refresh_from_db()
+    assert (admins.binding_host, admins.device_id) == ("", "")  # kept, unbound
+
+
+def test_baremetal_port_made_just_in_time_goes_with_the_instance(cloud):
+    flavor = services.flavor_create(id="bm", name="bm", vcpus=1, ram=1024, disk=10, baremetal=True)
+    report_host(
+        "bm1",
+        {},
+        baremetal=True,
+        vnic_types=["baremetal"],
+        baremetal_nics=[{"mac_address": "52:54:00:00:00:cc", "physical_network": "physnet1"}],
+    )
+    instance = run_pipeline(
+        services.server_create(
+            context=cloud["context"],
+            name="bm",
+            flavor=flavor,
+            nics=[NicRequest(network=cloud["network"])],
+        )[0]
+    )
+    port = instance.nics.get().port
+    assert port.mac_address == "52:54:00:00:00:cc" and instance.nics.get().created_by_compute
+    pipeline.delete(instance.pk)
+    assert not Port.objects.exists()
