@@ -8,9 +8,14 @@ from config.services import token_digest
 
 
 def membership_for_token(*, raw: str) -> Membership | None:
+    # One filter() call: both conditions must hold for the same token (two
+    # calls would join the tokens twice and let an expired token through
+    # whenever the membership has another, valid one).
     return (
         Membership.objects.select_related("user", "project")
-        .filter(tokens__digest=token_digest(raw))
-        .filter(Q(tokens__expires_at__isnull=True) | Q(tokens__expires_at__gt=timezone.now()))
+        .filter(
+            Q(tokens__expires_at__isnull=True) | Q(tokens__expires_at__gt=timezone.now()),
+            tokens__digest=token_digest(raw),
+        )
         .first()
     )

@@ -63,7 +63,9 @@ class FixedIps(AnyOf):
     KEYS = {"ip_address": "fixed_ips__address", "subnet_id": "fixed_ips__subnet_id"}
 
     def filter(self, qs, value):
-        for item in value or []:
+        if not value:
+            return qs
+        for item in value:
             key, sep, wanted = item.partition("=")
             if not sep or key not in self.KEYS:
                 raise Invalid(

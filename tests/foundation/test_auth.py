@@ -76,3 +76,15 @@ def test_create_token_prints_the_token_last_and_stores_only_its_digest(db):
     call_command("create_token", "--project", "p1", "--user", "u1", "--role", "reader", stdout=out)
     assert Token.objects.count() == 2
     assert Token.objects.filter(membership__role="reader").count() == 2
+
+
+def test_an_expired_token_stays_expired_beside_a_valid_one(db, client):
+    _, expired = token_create(
+        project_name="alpha",
+        username="bob",
+        role="member",
+        expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    _, valid = token_create(project_name="alpha", username="bob", role="member")
+    assert client.get(NETWORKS, HTTP_X_AUTH_TOKEN=valid).status_code == 200
+    assert client.get(NETWORKS, HTTP_X_AUTH_TOKEN=expired).status_code == 401
