@@ -29,6 +29,24 @@ class Host(models.Model):
     memory_mb_used = models.PositiveIntegerField(default=0)
     disk_gb_used = models.PositiveIntegerField(default=0)
     running_instances = models.PositiveIntegerField(default=0)
+    # What is left under the allocation ratios, kept by the database. Plain
+    # columns (not expressions in each query) give the planner statistics,
+    # so it walks hosts in weight order and stops at the top candidates.
+    free_vcpus = models.GeneratedField(
+        expression=F("vcpus") * F("cpu_allocation_ratio") - F("vcpus_used"),
+        output_field=models.FloatField(),
+        db_persist=True,
+    )
+    free_ram = models.GeneratedField(
+        expression=F("memory_mb") * F("ram_allocation_ratio") - F("memory_mb_used"),
+        output_field=models.FloatField(),
+        db_persist=True,
+    )
+    free_disk = models.GeneratedField(
+        expression=F("disk_gb") * F("disk_allocation_ratio") - F("disk_gb_used"),
+        output_field=models.FloatField(),
+        db_persist=True,
+    )
     # The host's compute service version; below PORTS_BEFORE_SCHEDULING
     # (compute.pipeline) it does not understand ports created up front.
     service_version = models.PositiveIntegerField(default=2)
@@ -44,6 +62,10 @@ class Host(models.Model):
 
     class Meta:
         ordering = ["name"]
+        indexes = [
+            # The scheduler's weigher: most free RAM first, then name.
+            models.Index(F("free_ram").desc(), F("name"), name="host_by_free_ram"),
+        ]
         constraints = [
             models.CheckConstraint(
                 name="host_vcpus_within_ratio",

@@ -271,7 +271,7 @@ def nic_needs(instance: Instance) -> list[scheduler.NicNeed]:
         port = nic.port
         if port is None:  # legacy order: the port comes at bind time
             vnic = VnicType.BAREMETAL if instance.baremetal else VnicType.NORMAL
-            needs.append(scheduler.NicNeed(network=nic.network, vnic_type=vnic))
+            needs.append(scheduler.NicNeed(network_id=nic.network_id, vnic_type=vnic))
             continue
         pinned = None
         if port.ip_allocation != IpAllocationMode.DEFERRED:
@@ -280,7 +280,7 @@ def nic_needs(instance: Instance) -> list[scheduler.NicNeed]:
                 pinned = tuple(segments)
         needs.append(
             scheduler.NicNeed(
-                network=port.network, vnic_type=port.binding_vnic_type, segment_ids=pinned
+                network_id=port.network_id, vnic_type=port.binding_vnic_type, segment_ids=pinned
             )
         )
     return needs

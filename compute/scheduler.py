@@ -9,23 +9,22 @@ and alternates are kept, spread over segments where possible.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import F, QuerySet
+from django.db.models import F, Q
 from django.utils import timezone
 
 from compute.models import Host, Instance
 from networking import selectors as net_selectors
-from networking.models import Network
 
 
 @dataclass(frozen=True)
 class NicNeed:
     """What one NIC requires of a host."""
 
-    network: Network
+    network_id: object
     vnic_type: str = "normal"
     # A port with a fixed IP on a routed network is pinned to its segment.
     segment_ids: tuple | None = None
@@ -34,10 +33,12 @@ class NicNeed:
 @dataclass
 class Constraints:
     """Placement rules from outside compute (leases): ``only_hosts`` if the
-    instance must land in a reserved set, ``exclude_hosts`` it must avoid."""
+    instance must land in a reserved set, ``avoid`` a filter on Host for the
+    hosts it must not land on (a subquery, so a pool of thousands of
+    reserved hosts stays one clause)."""
 
     only_hosts: set[str] | None = None
-    exclude_hosts: set[str] = field(default_factory=set)
+    avoid: Q | None = None
     reason: str = ""
 
 
@@ -56,7 +57,8 @@ def constraints_for(instance: Instance) -> Constraints:
                 if merged.only_hosts is None
                 else merged.only_hosts & found.only_hosts
             )
-        merged.exclude_hosts |= found.exclude_hosts
+        if found.avoid is not None:
+            merged.avoid = found.avoid if merged.avoid is None else merged.avoid | found.avoid
         merged.reason = merged.reason or found.reason
     return merged
 
@@ -65,29 +67,29 @@ def alive_since():
     return timezone.now() - timedelta(seconds=settings.BERTH_HOST_DOWN_AFTER)
 
 
-def free_capacity(hosts: QuerySet[Host]) -> QuerySet[Host]:
-    return hosts.annotate(
-        free_vcpus=F("vcpus") * F("cpu_allocation_ratio") - F("vcpus_used"),
-        free_ram=F("memory_mb") * F("ram_allocation_ratio") - F("memory_mb_used"),
-        free_disk=F("disk_gb") * F("disk_allocation_ratio") - F("disk_gb_used"),
-    )
+def reaches_of(needs: list[NicNeed]) -> list:
+    reaches = net_selectors.network_reaches(wanted=[(n.network_id, n.segment_ids) for n in needs])
+    return list(zip(needs, reaches, strict=True))
 
 
-def filters(instance: Instance, needs: list[NicNeed], constraints: Constraints):
-    """The filter chain as (why it leaves no host, queryset transform) pairs,
-    in order, so an empty result is explained by the first that emptied it."""
-    excluded = set(instance.excluded_hosts) | constraints.exclude_hosts
+def filters(instance: Instance, reaches: list, constraints: Constraints):
+    """The filter chain as (why it leaves no host, queryset transform,
+    whether it looks beyond the host row) triples, in order, so an empty
+    result is explained by the first that emptied it. ``reaches`` pairs each
+    NIC's need with its network's reach."""
     if instance.baremetal:
         kind = (
             "no baremetal host is free",
             lambda q: q.filter(baremetal=True, running_instances=0),
+            False,
         )
     else:
-        kind = ("no virtual host is enabled", lambda q: q.filter(baremetal=False))
+        kind = ("no virtual host is enabled", lambda q: q.filter(baremetal=False), False)
     chain = [
         (
             "no enabled host is alive",
             lambda q: q.filter(enabled=True, last_heartbeat__gte=alive_since()),
+            False,
         ),
         kind,
         (
@@ -98,37 +100,62 @@ def filters(instance: Instance, needs: list[NicNeed], constraints: Constraints):
                 free_ram__gte=instance.memory_mb,
                 free_disk__gte=instance.disk_gb,
             ),
+            False,
         ),
     ]
-    for need in needs:
-        why = f"no host reaches a segment of network {need.network.pk} with a free IP"
+    for need, reach in reaches:
+        why = f"no host reaches a segment of network {need.network_id} with a free IP"
         if need.vnic_type != "normal":
             why += f" and supports vnic {need.vnic_type}"
-        reaching = net_selectors.hosts_reaching(
-            network=need.network, vnic_type=need.vnic_type, segment_ids=need.segment_ids
-        )
-        chain.append((why, lambda q, r=reaching: q.filter(name__in=r)))
+        reaching = net_selectors.hosts_reaching(reach=reach, vnic_type=need.vnic_type)
+        chain.append((why, lambda q, r=reaching: q.filter(r), True))
     if constraints.only_hosts is not None:
         hosts = constraints.only_hosts
         why = constraints.reason or "no host reserved for this instance fits"
-        chain.append((why, lambda q: q.filter(name__in=hosts)))
-    if excluded:
+        chain.append((why, lambda q: q.filter(name__in=hosts), False))
+    if constraints.avoid is not None:
+        why = constraints.reason or "every host that fits is reserved by a lease"
+        chain.append((why, lambda q: q.exclude(constraints.avoid), False))
+    if instance.excluded_hosts:
         why = f"every eligible host was tried: {', '.join(sorted(instance.excluded_hosts))}"
-        chain.append((why, lambda q: q.exclude(name__in=excluded)))
+        chain.append((why, lambda q: q.exclude(name__in=instance.excluded_hosts), False))
     return chain
 
 
-def candidates(instance: Instance, needs: list[NicNeed], constraints: Constraints):
-    hosts = free_capacity(Host.objects.all())
-    for _, transform in filters(instance, needs, constraints):
-        hosts = transform(hosts)
-    return hosts
+# Hosts by weight that the network filters look at first. The planner
+# cannot estimate the network filters (correlated EXISTS over agents), so it
+# would check them on every host and sort; applied to the best WINDOW hosts
+# by their own row's filters, they cost a few index probes.
+WINDOW = 200
+WEIGHT = ("-free_ram", "name")
+
+
+def candidates(
+    instance: Instance, reaches: list, constraints: Constraints, *, top: int, enough: int
+):
+    """Up to ``top`` of the best hosts passing every filter, best first; from
+    the window of best hosts alone when it yields ``enough``."""
+    chain = filters(instance, reaches, constraints)
+    local = Host.objects.all()
+    for _, transform, wide in chain:
+        local = local if wide else transform(local)
+
+    def wide_filters(hosts):
+        for _, transform, wide in chain:
+            hosts = transform(hosts) if wide else hosts
+        return hosts.order_by(*WEIGHT)
+
+    window = Host.objects.filter(pk__in=local.order_by(*WEIGHT).values("pk")[:WINDOW])
+    best = list(wide_filters(window)[:top])
+    if len(best) < enough and local.order_by(*WEIGHT)[WINDOW : WINDOW + 1].exists():
+        best = list(wide_filters(local)[:top])  # the window was not enough
+    return best
 
 
 def explain_no_host(instance: Instance, needs: list[NicNeed], constraints: Constraints) -> str:
     """Why no host fits: the first filter that left none."""
-    hosts = free_capacity(Host.objects.all())
-    for why, transform in filters(instance, needs, constraints):
+    hosts = Host.objects.all()
+    for why, transform, _ in filters(instance, reaches_of(needs), constraints):
         hosts = transform(hosts)
         if not hosts.exists():
             return why
@@ -141,20 +168,29 @@ def select_hosts(
     """The best host first, then up to ``alternates`` others; among the top
     candidates, alternates on segments the earlier picks do not reach come
     first, so a segment running dry does not sink every retry."""
-    ranked = list(candidates(instance, needs, constraints).order_by("-free_ram", "name")[:50])
-    routed = [n.network for n in needs if n.network.subnets.filter(segment__isnull=False).exists()]
+    reaches = reaches_of(needs)
+    ranked = candidates(instance, reaches, constraints, top=50, enough=alternates + 1)
+    routed = [reach for _, reach in reaches if reach.routed]
     if not ranked or not routed:
         return ranked[: alternates + 1]
-    names = [h.name for h in ranked]
-    reach = [net_selectors.host_segments(hosts=names, network=net) for net in routed]
-    picked, seen = [ranked[0]], [frozenset().union(*(r[ranked[0].name] for r in reach))]
+    physnets = net_selectors.host_physnets(hosts=[h.name for h in ranked])
+
+    def segments(host: Host) -> frozenset:
+        return frozenset(
+            reach.segment_of_physnet[p]
+            for reach in routed
+            for p in physnets[host.name]
+            if p in reach.segment_of_physnet
+        )
+
+    picked, seen = [ranked[0]], [segments(ranked[0])]
     rest = ranked[1:]
     while rest and len(picked) <= alternates:
-        fresh = [h for h in rest if frozenset().union(*(r[h.name] for r in reach)) not in seen]
+        fresh = [h for h in rest if segments(h) not in seen]
         host = (fresh or rest)[0]
         rest.remove(host)
         picked.append(host)
-        seen.append(frozenset().union(*(r[host.name] for r in reach)))
+        seen.append(segments(host))
     return picked
 
 
@@ -166,9 +202,9 @@ def claim(*, host: Host, instance: Instance) -> bool:
     fits = Host.objects.filter(
         pk=host.pk,
         enabled=True,
-        vcpus_used__lte=F("vcpus") * F("cpu_allocation_ratio") - instance.vcpus,
-        memory_mb_used__lte=F("memory_mb") * F("ram_allocation_ratio") - instance.memory_mb,
-        disk_gb_used__lte=F("disk_gb") * F("disk_allocation_ratio") - instance.disk_gb,
+        free_vcpus__gte=instance.vcpus,
+        free_ram__gte=instance.memory_mb,
+        free_disk__gte=instance.disk_gb,
     )
     if instance.baremetal:
         fits = fits.filter(running_instances=0)

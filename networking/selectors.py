@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from config.auth import RequestContext
@@ -42,7 +42,7 @@ def subnet_list(*, context: RequestContext) -> QuerySet[Subnet]:
 
 
 def port_list(*, context: RequestContext) -> QuerySet[Port]:
-    ports = Port.objects.select_related("project").prefetch_related("fixed_ips")
+    ports = Port.objects.prefetch_related("fixed_ips")
     if context.is_admin:
         return ports
     return ports.filter(project=context.project)
@@ -142,47 +142,73 @@ def ip_availability(*, networks: list[Network]) -> tuple[dict, dict]:
     return per_subnet, per_segment
 
 
-def hosts_reaching(
-    *, network: Network, vnic_type: str, segment_ids: list | None = None
-) -> QuerySet:
-    """Host names (a subquery) that reach a segment of the network from which
-    a port can still get an address, and support the vnic type.
+@dataclass(frozen=True)
+class NetworkReach:
+    """Where a port of the network can still get an address: the physical
+    networks of its usable segments, whether a usable one is an overlay, and
+    which segment each physical network carries (for spreading alternates)."""
 
-    On a routed network that means a segment whose subnets have a free IP;
-    ``segment_ids`` narrows it further (a port whose fixed IP pins it to a
-    segment). On a plain network every segment will do, provided its
-    subnets (if it has any) are not exhausted."""
-    per_subnet, per_segment = ip_availability(
-        networks=[Network.objects.prefetch_related("segments", "subnets").get(pk=network.pk)]
+    network_id: object
+    routed: bool
+    physnets: frozenset[str]
+    overlay: bool
+    segment_of_physnet: dict
+
+
+def network_reaches(*, wanted: list[tuple]) -> list[NetworkReach]:
+    """For each (network id, segment ids or None): where a port can still
+    get an address. On a routed network that is the segments whose subnets
+    have a free IP (segment ids narrow them: a fixed IP pins a port to its
+    segment); on a plain network every segment, unless its subnets are all
+    exhausted. Four queries for all of them, whatever the number of hosts."""
+    networks = Network.objects.prefetch_related("segments", "subnets").in_bulk(
+        [network_id for network_id, _ in wanted]
     )
-    routed = any(s.segment_id for s in network.subnets.all())
-    if routed:
-        segments = Segment.objects.filter(pk__in=[k for k, v in per_segment.items() if v.free_ips])
-    elif per_subnet and not any(v.free_ips for v in per_subnet.values()):
-        segments = Segment.objects.none()
-    else:
-        segments = network.segments.all()
-    if segment_ids is not None:
-        segments = segments.filter(pk__in=segment_ids)
-    physnets = segments.exclude(network_type="vxlan").values("physical_network")
-    reach = Q(physnets__physical_network__in=physnets)
-    if segments.filter(network_type="vxlan").exists():
-        reach |= ~Q(tunnel_types=[])
-    return (
-        HostAgent.objects.filter(reach, admin_state_up=True, vnic_types__vnic_type=vnic_type)
-        .values("host")
-        .distinct()
+    per_subnet, per_segment = ip_availability(networks=list(networks.values()))
+    reaches = []
+    for network_id, segment_ids in wanted:
+        network = networks[network_id]
+        subnets = list(network.subnets.all())
+        routed = any(s.segment_id for s in subnets)
+        segments = list(network.segments.all())
+        if routed:
+            segments = [s for s in segments if per_segment[s.id].free_ips]
+        elif subnets and not any(per_subnet[s.id].free_ips for s in subnets):
+            segments = []
+        if segment_ids is not None:
+            segments = [s for s in segments if s.id in segment_ids]
+        flat = [s for s in segments if s.network_type != "vxlan"]
+        reaches.append(
+            NetworkReach(
+                network_id=network.pk,
+                routed=routed,
+                physnets=frozenset(s.physical_network for s in flat),
+                overlay=len(flat) < len(segments),
+                segment_of_physnet={s.physical_network: s.id for s in flat},
+            )
+        )
+    return reaches
+
+
+def hosts_reaching(*, reach: NetworkReach, vnic_type: str, host_field: str = "name") -> Q:
+    """A filter for rows whose ``host_field`` names a host that reaches a
+    usable segment and supports the vnic type: an EXISTS per row, which
+    PostgreSQL answers from the agent indexes without building the set."""
+    where = Q(physnets__physical_network__in=reach.physnets)
+    if reach.overlay:
+        where |= ~Q(tunnel_types=[])
+    agents = HostAgent.objects.filter(
+        where, host=OuterRef(host_field), admin_state_up=True, vnic_types__vnic_type=vnic_type
     )
+    return Q(Exists(agents))
 
 
-def host_segments(*, hosts: list[str], network: Network) -> dict[str, set]:
-    """{host: ids of the network's segments it reaches}, for spreading a
-    server's alternates over segments."""
-    segments = list(network.segments.all())
+def host_physnets(*, hosts: list[str]) -> dict[str, set[str]]:
+    """{host: the physical networks it is wired to}, in one query."""
+    found: dict[str, set[str]] = {host: set() for host in hosts}
     links = HostPhysnet.objects.filter(agent__host__in=hosts).values_list(
         "agent__host", "physical_network"
     )
-    reached: dict[str, set] = {host: set() for host in hosts}
     for host, physnet in links:
-        reached[host] |= {s.id for s in segments if s.physical_network == physnet}
-    return reached
+        found[host].add(physnet)
+    return found

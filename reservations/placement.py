@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from compute.models import Host, Instance, InstanceStatus
@@ -44,8 +44,11 @@ def lease_constraints(instance: Instance) -> Constraints:
     instance of a reservation lands only on its hosts, within its amount."""
     reservation = reservation_of(instance)
     if reservation is None:
-        reservable = set(ReservableHost.objects.values_list("host__name", flat=True))
-        return Constraints(exclude_hosts=reservable)
+        reserved_pool = ReservableHost.objects.filter(host=OuterRef("pk"))
+        return Constraints(
+            avoid=Q(Exists(reserved_pool)),
+            reason="every host that fits is reservable and takes only lease instances",
+        )
     if isinstance(reservation, str) or reservation.lease.project_id != instance.project_id:
         return Constraints(only_hosts=set(), reason=f"reservation {reservation} not found")
     lease = reservation.lease
