@@ -185,6 +185,10 @@ class Instance(models.Model):
     reservation_id = models.CharField(max_length=64, blank=True, db_index=True)
     # The virt driver's rendering of the VIFs (libvirt XML), for admins.
     driver_data = models.TextField(blank=True)
+    # The request (create, delete) whose steps are running or ran last.
+    current_action = models.ForeignKey(
+        "InstanceAction", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     # When the current step must be done by; the reaper resumes it after.
     step_deadline = models.DateTimeField(null=True, blank=True, db_index=True)
     launched_at = models.DateTimeField(null=True, blank=True)

@@ -10,7 +10,8 @@ a reschedule (the task replaces the chain's tail), reusing the same ports.
 """
 
 import enum
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -72,7 +73,7 @@ def _lock(instance_id, attempt: int, state: str) -> Instance | None:
         # Lock only the instance row: the host row is shared by every build
         # on it (and PostgreSQL refuses FOR UPDATE across the outer join).
         Instance.objects.select_for_update(of=("self",))
-        .select_related("host", "project")
+        .select_related("host", "project", "current_action")
         .filter(pk=instance_id)
         .first()
     )
@@ -95,41 +96,59 @@ def _move(instance: Instance, state: str | None) -> None:
 # --- the action log ------------------------------------------------------------
 
 
-def _action(instance: Instance, name: str) -> InstanceAction:
-    """The latest such action; one is recorded if the request made none
-    (a delete the reaper or a lease end started)."""
-    found = instance.actions.filter(action=name).order_by("-start_time", "-id").first()
-    if found is None:
-        found = InstanceAction.objects.create(
-            instance=instance,
-            action=name,
-            request_id=current_request_id(),
-            project_id=instance.project_id,
-        )
-    return found
-
-
-def _event(instance: Instance, state: str, action: str = "create") -> InstanceActionEvent:
-    """The step's event for this attempt; a redelivered step reuses it."""
-    event, _ = InstanceActionEvent.objects.get_or_create(
-        action=_action(instance, action),
-        event=EVENTS[state],
-        attempt=instance.attempt,
-        defaults={
-            "start_time": timezone.now(),
-            "host": instance.host.name if instance.host else "",
-        },
+def action_start(instance: Instance, name: str, user_id: str = "") -> InstanceAction:
+    """Record a request on the instance (create, delete); its steps' events
+    hang off it."""
+    action = InstanceAction.objects.create(
+        instance=instance,
+        action=name,
+        request_id=current_request_id(),
+        user_id=user_id,
+        project_id=instance.project_id,
     )
-    return event
+    instance.current_action = action
+    return action
 
 
-def _finish(event: InstanceActionEvent, result: str, details: str = "", host: str = "") -> None:
-    event.finish_time = timezone.now()
-    event.result = result
-    event.details = details
-    if host:
-        event.host = host
-    event.save()
+@dataclass
+class Step:
+    """One step of one attempt, written to the action log once it ends."""
+
+    instance: Instance
+    state: str
+    started: datetime
+    action: str = "create"
+
+
+def _event(instance: Instance, state: str, action: str = "create") -> Step:
+    return Step(instance, state, timezone.now(), action)
+
+
+def _finish(step: Step, result: str, details: str = "", host: str = "") -> None:
+    """One upsert: a redelivered step overwrites its own event."""
+    instance = step.instance
+    if instance.current_action is None or instance.current_action.action != step.action:
+        # A request that recorded no action (a delete started by the reaper
+        # or a lease's end) gets one now.
+        action_start(instance, step.action)
+        instance.save(update_fields=["current_action"])
+    InstanceActionEvent.objects.bulk_create(
+        [
+            InstanceActionEvent(
+                action=instance.current_action,
+                event=EVENTS[step.state],
+                attempt=instance.attempt,
+                host=host or (instance.host.name if instance.host else ""),
+                start_time=step.started,
+                finish_time=timezone.now(),
+                result=result,
+                details=details,
+            )
+        ],
+        update_conflicts=True,
+        unique_fields=["action", "event", "attempt"],
+        update_fields=["host", "finish_time", "result", "details"],
+    )
 
 
 # --- ports ---------------------------------------------------------------------
@@ -317,13 +336,17 @@ def bind_ports(instance_id, attempt: int) -> Outcome:
             return Outcome.STOP
         event = _event(instance, TaskState.BINDING)
         host = instance.host.name
-        # Legacy fleets create the ports only now (a no-op otherwise).
-        failed = _ports_ready(instance, "bind ports", event)
-        if failed:
-            return failed
+        nics = list(instance.nics.select_related("port"))
+        if any(nic.port is None for nic in nics):
+            # A legacy fleet: the ports are created only now.
+            failed = _ports_ready(instance, "bind ports", event)
+            if failed:
+                return failed
         if instance.baremetal:
             _baremetal_ports(instance)
-        for nic in instance.nics.select_related("port"):
+        if instance.baremetal or any(nic.port is None for nic in nics):
+            nics = list(instance.nics.select_related("port"))
+        for nic in nics:
             try:
                 port = net_services.port_bind(port=nic.port, host=host)
             except BerthError as error:
@@ -363,7 +386,7 @@ def spawn(instance_id, attempt: int) -> Outcome:
         instance = _lock(instance_id, attempt, TaskState.SPAWNING)
         if instance is None:
             return Outcome.STOP
-        _event(instance, TaskState.SPAWNING)
+        started = timezone.now()
         request = _spawn_request(instance)
         driver = DRIVERS[instance.host.virt_driver]
     # The driver may take its time; no lock is held meanwhile.
@@ -375,12 +398,13 @@ def spawn(instance_id, attempt: int) -> Outcome:
         instance = _lock(instance_id, attempt, TaskState.SPAWNING)
         if instance is None:  # deleted while spawning: the delete cleans up
             return Outcome.STOP
-        event = _event(instance, TaskState.SPAWNING)
+        event = Step(instance, TaskState.SPAWNING, started)
         if error is not None:
             reason = f"spawn failed on {request.host}: {error}"
             return _retry_or_fail(instance, "spawn", reason, event)
-        for nic in instance.nics.select_related("port"):
-            net_services.port_set_status(port=nic.port, status=PortStatus.ACTIVE)
+        net_services.ports_set_status(
+            port_ids=[vif.port_id for vif in request.vifs], status=PortStatus.ACTIVE
+        )
         instance.status = InstanceStatus.ACTIVE
         instance.driver_data = driver_data
         instance.launched_at = timezone.now()

@@ -15,7 +15,6 @@ from compute.models import (
     Flavor,
     Host,
     Instance,
-    InstanceAction,
     InstanceNic,
     InstanceStatus,
     TaskState,
@@ -23,7 +22,6 @@ from compute.models import (
 from config.auth import RequestContext
 from config.errors import Conflict, Invalid, NotFound
 from config.quotas import quota_fit
-from config.request_id import current_request_id
 from networking.models import Network, Port
 from networking.services import HostNetworkReport, host_agent_report
 
@@ -223,13 +221,8 @@ def server_create(
             )
             for i, nic in enumerate(nics)
         )
-        InstanceAction.objects.create(
-            instance=instance,
-            action="create",
-            request_id=current_request_id(),
-            user_id=context.user_id,
-            project_id=context.project_id,
-        )
+        pipeline.action_start(instance, "create", context.user_id)
+        instance.save(update_fields=["current_action"])
         tasks.start_build(instance)
         instances.append(instance)
     return instances
@@ -242,16 +235,10 @@ def server_delete(*, context: RequestContext, instance: Instance) -> None:
     if instance.status == InstanceStatus.DELETED:
         raise NotFound(f"Instance {instance.pk} could not be found.")
     if instance.task_state != TaskState.DELETING:
-        InstanceAction.objects.create(
-            instance=instance,
-            action="delete",
-            request_id=current_request_id(),
-            user_id=context.user_id,
-            project_id=context.project_id,
-        )
+        pipeline.action_start(instance, "delete", context.user_id)
         instance.task_state = TaskState.DELETING
         instance.step_deadline = timezone.now() + timedelta(seconds=settings.BERTH_STEP_TIMEOUT)
-        instance.save(update_fields=["task_state", "step_deadline", "updated_at"])
+        instance.save(update_fields=["current_action", "task_state", "step_deadline", "updated_at"])
     tasks.start_delete(instance)
 
 

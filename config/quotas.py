@@ -54,7 +54,7 @@ def quota_enforce(*, project: Project, requested: dict[str, int]) -> None:
     """quota_check under the project's row lock. Call it inside the
     transaction that consumes the resource: the lock is held until that
     commits (SQLite's IMMEDIATE transactions serialize writers anyway)."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         list(Project.objects.select_for_update().filter(pk=project.pk).values_list("pk"))
         quota_check(project=project, requested=requested)
 
@@ -73,7 +73,7 @@ def quota_fit(
     quotas, between ``wanted_min`` and ``wanted_max``: as many as possible,
     all or nothing at ``wanted_min`` (Nova's multi-create). Takes the
     project's row lock; call inside the consuming transaction."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         list(Project.objects.select_for_update().filter(pk=project.pk).values_list("pk"))
         limits = quota_limits(project=project)
         fits, short = wanted_max, None

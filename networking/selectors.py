@@ -48,10 +48,6 @@ def port_list(*, context: RequestContext) -> QuerySet[Port]:
     return ports.filter(project=context.project)
 
 
-def network_is_routed(*, network: Network) -> bool:
-    return network.subnets.filter(segment__isnull=False).exists()
-
-
 def segment_view(segment: Segment) -> SegmentView:
     return SegmentView(
         segment.id, segment.network_type, segment.physical_network, segment.segmentation_id

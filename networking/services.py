@@ -325,7 +325,7 @@ def _pick_free_address(subnet: Subnet) -> str | None:
     Random candidates first: one query nearly always finds a free address
     and concurrent allocators rarely collide. A pool too full for that is
     walked in order, which also proves exhaustion."""
-    taken_of = IPAllocation.objects.filter(subnet=subnet)
+    taken_of = IPAllocation.objects.filter(subnet=subnet).order_by()
     candidates = ipam.random_candidates(subnet.allocation_pools, 16, _rng)
     taken = set(taken_of.filter(address__in=candidates).values_list("address", flat=True))
     free = [c for c in candidates if c not in taken]
@@ -347,10 +347,11 @@ def _check_fixed_address(subnet: Subnet, address: netaddr.IPAddress) -> None:
         raise Invalid(f"IP address {address} is reserved in subnet {subnet.pk}.")
 
 
-def ip_allocate(*, port: Port, subnet: Subnet, address: str | None = None) -> IPAllocation:
-    """One address of the subnet for the port: the requested one if free,
-    else a free one from the pools. Raises Conflict when none is left."""
-    with transaction.atomic():
+def _allocate(*, port: Port, subnet: Subnet, address: str | None) -> IPAllocation | None:
+    """The requested address, or a free one from the pools; None when the
+    pools are exhausted (no exception: callers may try another subnet in the
+    same transaction)."""
+    with transaction.atomic(savepoint=False):
         subnet = Subnet.objects.select_for_update().get(pk=subnet.pk)
         if address is not None:
             wanted = ipam.parse_ip(address)
@@ -359,7 +360,7 @@ def ip_allocate(*, port: Port, subnet: Subnet, address: str | None = None) -> IP
         else:
             address = _pick_free_address(subnet)
             if address is None:
-                raise _exhausted([subnet])
+                return None
         try:
             with transaction.atomic():
                 return IPAllocation.objects.create(port=port, subnet=subnet, address=address)
@@ -371,14 +372,21 @@ def ip_allocate(*, port: Port, subnet: Subnet, address: str | None = None) -> IP
             ) from None
 
 
+def ip_allocate(*, port: Port, subnet: Subnet, address: str | None = None) -> IPAllocation:
+    """One address of the subnet for the port: the requested one if free,
+    else a free one from the pools. Raises Conflict when none is left."""
+    allocation = _allocate(port=port, subnet=subnet, address=address)
+    if allocation is None:
+        raise _exhausted([subnet])
+    return allocation
+
+
 def _allocate_from_any(*, port: Port, subnets: list[Subnet]) -> IPAllocation:
     """An address from the first of ``subnets`` that has one left."""
     for subnet in subnets:
-        try:
-            return ip_allocate(port=port, subnet=subnet)
-        except Conflict as error:
-            if error.type != "IpAddressGenerationFailure":
-                raise
+        allocation = _allocate(port=port, subnet=subnet, address=None)
+        if allocation is not None:
+            return allocation
     raise _exhausted(subnets)
 
 
@@ -448,7 +456,7 @@ def port_create(
     (the address must come from the segment of the host it lands on)."""
     quota_enforce(project=project, requested={"port": 1})
     mac = ipam.parse_mac(mac_address) if mac_address else _free_mac(network)
-    if Port.objects.filter(network=network, mac_address=mac).exists():
+    if mac_address and Port.objects.filter(network=network, mac_address=mac).exists():
         raise _mac_in_use(network, mac)
     subnets = list(network.subnets.all())
     routed = any(s.segment_id for s in subnets)
@@ -524,13 +532,15 @@ def port_delete(*, port: Port) -> None:
     Port.objects.filter(pk=port.pk).delete()
 
 
-def _ensure_addresses_on(port: Port, segment: Segment) -> None:
-    """Give a routed-network port its addresses from ``segment``: keep ones
-    already there, re-request ones on another segment (the port moved).
-    A fixed IP the user asked for cannot move: Conflict."""
-    current = list(port.fixed_ips.select_related("subnet"))
+def _addresses_on(port: Port, segment: Segment, subnets: list[Subnet], current: list) -> bool:
+    """Give a routed-network port its addresses from ``segment`` (whose
+    ``subnets`` are given): keep ones already there, re-request ones on
+    another segment (the port moved). False, with nothing changed, when the
+    segment has no address left; a fixed IP the user asked for cannot move
+    (Conflict). The new addresses are taken before the old ones are let go,
+    so a failure needs no savepoint to undo."""
     if current and all(a.subnet.segment_id == segment.pk for a in current):
-        return
+        return True
     if current and port.ip_allocation != IpAllocationMode.DEFERRED:
         address = current[0]
         raise Conflict(
@@ -538,21 +548,35 @@ def _ensure_addresses_on(port: Port, segment: Segment) -> None:
             f"{address.subnet.segment_id}, which the host does not reach.",
             type="HostNotCompatibleWithFixedIps",
         )
-    port.fixed_ips.all().delete()
-    _allocate_per_version(port=port, subnets=list(segment.subnets.all()))
+    taken = []
+    for version in (4, 6):
+        candidates = [s for s in subnets if s.segment_id == segment.pk and s.ip_version == version]
+        found = next(
+            (a for a in (_allocate(port=port, subnet=s, address=None) for s in candidates) if a),
+            None,
+        )
+        if candidates and found is None:
+            IPAllocation.objects.filter(pk__in=[a.pk for a in taken]).delete()
+            return False
+        taken += [found] if found else []
+    IPAllocation.objects.filter(pk__in=[a.pk for a in current]).delete()
+    return True
 
 
-def _segments_for(port: Port, host: binding.HostView | None, routed: bool) -> list[Segment]:
+def _segments_for(
+    port: Port, host: binding.HostView | None, subnets: list[Subnet], current: list
+) -> list[Segment]:
     segments = list(port.network.segments.all())
     if host is None:
         return segments
     reachable = [s for s in segments if host.reaches(s.network_type, s.physical_network)]
-    if routed:
+    if any(s.segment_id for s in subnets):
         # Only segments with subnets can give the port an address.
-        reachable = [s for s in reachable if s.subnets.exists()]
+        with_subnets = {s.segment_id for s in subnets}
+        reachable = [s for s in reachable if s.pk in with_subnets]
         # Keep the port's current segment first: no needless re-addressing.
-        current = {a.subnet.segment_id for a in port.fixed_ips.select_related("subnet")}
-        reachable.sort(key=lambda s: s.pk not in current)
+        here = {a.subnet.segment_id for a in current}
+        reachable.sort(key=lambda s: s.pk not in here)
     return reachable
 
 
@@ -565,10 +589,12 @@ def port_bind(*, port: Port, host: str) -> Port:
     Raises Conflict HostNotConnectedToAnySegment (routed network the host
     does not reach) or IpAddressGenerationFailure (every reachable segment is
     out of addresses); the port is then left as it was."""
-    port = Port.objects.select_for_update().select_related("network").get(pk=port.pk)
+    port = Port.objects.select_for_update(of=("self",)).select_related("network").get(pk=port.pk)
     view = selectors.host_view(host=host)
-    routed = selectors.network_is_routed(network=port.network)
-    segments = _segments_for(port, view, routed)
+    subnets = list(port.network.subnets.all())
+    routed = any(s.segment_id for s in subnets)
+    current = list(port.fixed_ips.select_related("subnet"))
+    segments = _segments_for(port, view, subnets, current)
     if routed and (view is None or not segments):
         raise Conflict(
             f"Host {host} is not connected to any segments on routed provider network "
@@ -576,7 +602,7 @@ def port_bind(*, port: Port, host: str) -> Port:
             type="HostNotConnectedToAnySegment",
         )
     failures: list[str] = []
-    exhausted: Conflict | None = None
+    exhausted = None
     chosen = None
     for segment in segments if view is not None else []:
         result = binding.bind(
@@ -589,15 +615,9 @@ def port_bind(*, port: Port, host: str) -> Port:
         if isinstance(result, str):
             failures.append(result)
             continue
-        if routed:
-            try:
-                with transaction.atomic():
-                    _ensure_addresses_on(port, segment)
-            except Conflict as error:
-                if error.type != "IpAddressGenerationFailure":
-                    raise
-                exhausted = error
-                continue
+        if routed and not _addresses_on(port, segment, subnets, current):
+            exhausted = _exhausted([s for s in subnets if s.segment_id == segment.pk])
+            continue
         chosen = result
         break
     port.binding_host = host
@@ -760,6 +780,6 @@ def port_attach(*, port: Port, device_id: str, device_owner: str) -> Port:
     return port
 
 
-@transaction.atomic
-def port_set_status(*, port: Port, status: str) -> None:
-    Port.objects.filter(pk=port.pk).update(status=status, updated_at=timezone.now())
+def ports_set_status(*, port_ids: list, status: str) -> None:
+    # One UPDATE: atomic on its own, no savepoint needed.
+    Port.objects.filter(pk__in=port_ids).update(status=status, updated_at=timezone.now())
