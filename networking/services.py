@@ -5,13 +5,14 @@ to change a port, the network row to add a subnet (overlap and
 routed-or-not checks). Unique constraints are the backstop of each.
 """
 
+import os
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import netaddr
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -37,7 +38,11 @@ from networking.models import (
     VnicType,
 )
 
-_rng = random.SystemRandom()
+# Candidate addresses need to be spread, not unpredictable: a seeded PRNG
+# spares a system call per pick.
+_rng = random.Random()
+# Forked worker processes would otherwise all draw the same sequence.
+os.register_at_fork(after_in_child=_rng.seed)
 
 
 def _check_shared_allowed(context: RequestContext, fields: dict) -> None:
@@ -347,12 +352,24 @@ def _check_fixed_address(subnet: Subnet, address: netaddr.IPAddress) -> None:
         raise Invalid(f"IP address {address} is reserved in subnet {subnet.pk}.")
 
 
+# The unique constraint settles a race in the same statement: no savepoint
+# (two round trips) is needed to survive a duplicate, as with a plain INSERT.
+INSERT_ADDRESS = (
+    "INSERT INTO networking_ipallocation (port_id, subnet_id, address, created_at) "
+    "VALUES (%s, %s, %s, %s) ON CONFLICT (subnet_id, address) DO NOTHING RETURNING id"
+)
+
+
 def _allocate(*, port: Port, subnet: Subnet, address: str | None) -> IPAllocation | None:
     """The requested address, or a free one from the pools; None when the
     pools are exhausted (no exception: callers may try another subnet in the
     same transaction)."""
     with transaction.atomic(savepoint=False):
-        subnet = Subnet.objects.select_for_update().get(pk=subnet.pk)
+        subnet = (
+            Subnet.objects.select_for_update()
+            .only("id", "network_id", "segment_id", "cidr", "gateway_ip", "allocation_pools")
+            .get(pk=subnet.pk)
+        )
         if address is not None:
             wanted = ipam.parse_ip(address)
             _check_fixed_address(subnet, wanted)
@@ -361,15 +378,26 @@ def _allocate(*, port: Port, subnet: Subnet, address: str | None) -> IPAllocatio
             address = _pick_free_address(subnet)
             if address is None:
                 return None
-        try:
-            with transaction.atomic():
-                return IPAllocation.objects.create(port=port, subnet=subnet, address=address)
-        except IntegrityError:
+        fields = IPAllocation._meta
+        params = [
+            fields.get_field(name).get_db_prep_save(value, connection)
+            for name, value in (
+                ("port", port.pk),
+                ("subnet", subnet.pk),
+                ("address", address),
+                ("created_at", timezone.now()),
+            )
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(INSERT_ADDRESS, params)
+            inserted = cursor.fetchone()
+        if inserted is None:
             raise Conflict(
                 f"Unable to complete operation for network {subnet.network_id}. The IP address "
                 f"{address} is in use.",
                 type="IpAddressAlreadyAllocated",
-            ) from None
+            )
+        return IPAllocation(pk=inserted[0], port=port, subnet=subnet, address=address)
 
 
 def ip_allocate(*, port: Port, subnet: Subnet, address: str | None = None) -> IPAllocation:
