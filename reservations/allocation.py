@@ -70,8 +70,12 @@ def allocate_hosts(
     with transaction.atomic():
         for _ in range(3):
             # A few spares beyond max, in case a concurrent allocator takes
-            # some of them while this one waits for their locks.
-            seen = list(host_candidates(start=start, end=end, where=where)[: count_max + 8])
+            # some of them while this one waits for their locks. Unordered:
+            # sorting by name would make PostgreSQL find every free host
+            # first; the re-check below orders the few it found.
+            seen = list(
+                host_candidates(start=start, end=end, where=where).order_by()[: count_max + 8]
+            )
             if len(seen) < count_min:
                 break
             _lock(seen)

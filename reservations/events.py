@@ -55,13 +55,14 @@ def events_sync(*, lease: Lease, now: datetime | None = None) -> None:
     lease's current dates."""
     wanted = plan(lease, now or timezone.now())
     existing = {e.event_type: e for e in lease.events.all()}
+    LeaseEvent.objects.bulk_create(
+        LeaseEvent(lease=lease, event_type=t, time=time, rank=EVENT_ORDER[t])
+        for t, time in wanted.items()
+        if t not in existing
+    )
     for event_type, time in wanted.items():
         event = existing.get(event_type)
-        if event is None:
-            LeaseEvent.objects.create(
-                lease=lease, event_type=event_type, time=time, rank=EVENT_ORDER[event_type]
-            )
-        elif event.status == EventStatus.UNDONE and event.time != time:
+        if event is not None and event.status == EventStatus.UNDONE and event.time != time:
             LeaseEvent.objects.filter(pk=event.pk).update(time=time)
     stale = [t for t, e in existing.items() if t not in wanted and e.status == EventStatus.UNDONE]
     LeaseEvent.objects.filter(lease=lease, event_type__in=stale).delete()
@@ -111,7 +112,11 @@ def fire(event: LeaseEvent, now: datetime | None = None) -> None:
     )
     for previous in earlier:
         fire(previous, now=now)
-    lease = Lease.objects.select_for_update().get(pk=event.lease_id)
+    lease = (
+        Lease.objects.select_for_update(of=("self",))
+        .select_related("project")
+        .get(pk=event.lease_id)
+    )
     try:
         with transaction.atomic():
             HANDLERS[event.event_type](lease, now)
