@@ -316,7 +316,7 @@ def schedule(instance_id, attempt: int) -> Outcome:
         picked = scheduler.select_hosts(
             instance, needs, constraints, alternates=settings.BERTH_SCHEDULER_ALTERNATES
         )
-        host = next((h for h in picked if scheduler.claim(host=h, instance=instance)), None)
+        host = scheduler.claim_first(hosts=picked, instance=instance)
         if host is None:
             why = scheduler.explain_no_host(instance, needs, constraints)
             if instance.last_failure:

@@ -194,11 +194,15 @@ def select_hosts(
     return picked
 
 
-def claim(*, host: Host, instance: Instance) -> bool:
+def claim(*, host: Host, instance: Instance, wait: bool = True) -> bool:
     """Take the instance's resources on the host if they still fit: one
     conditional UPDATE whose conditions are on the row itself, so
     PostgreSQL re-checks them on the latest version after waiting for a
-    concurrent claim. The check constraints on Host are the backstop."""
+    concurrent claim. The check constraints on Host are the backstop.
+
+    ``wait=False`` gives up at once if another build holds the host's row
+    (SKIP LOCKED), so concurrent builds spread over the candidates instead
+    of queueing on the best one."""
     fits = Host.objects.filter(
         pk=host.pk,
         enabled=True,
@@ -208,6 +212,8 @@ def claim(*, host: Host, instance: Instance) -> bool:
     )
     if instance.baremetal:
         fits = fits.filter(running_instances=0)
+    if not wait and not fits.select_for_update(skip_locked=True).exists():
+        return False
     updated = fits.update(
         vcpus_used=F("vcpus_used") + instance.vcpus,
         memory_mb_used=F("memory_mb_used") + instance.memory_mb,
@@ -215,6 +221,16 @@ def claim(*, host: Host, instance: Instance) -> bool:
         running_instances=F("running_instances") + 1,
     )
     return updated == 1
+
+
+def claim_first(*, hosts: list[Host], instance: Instance) -> Host | None:
+    """The first of ``hosts`` (best first) whose resources could be taken:
+    hosts nobody else is claiming right now first, then waiting in turn."""
+    for wait in (False, True):
+        for host in hosts:
+            if claim(host=host, instance=instance, wait=wait):
+                return host
+    return None
 
 
 def release(*, host_id, instance: Instance) -> None:

@@ -1,0 +1,90 @@
+"""What both benchmarks share: the throwaway PostgreSQL database, Django
+setup and percentiles. Imported by the scripts in this folder."""
+
+import os
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/berth_bench"
+
+
+def database_url() -> str:
+    """DATABASE_URL, or the default bench database; PostgreSQL only."""
+    url = os.environ.setdefault("DATABASE_URL", DEFAULT_URL)
+    if not url.startswith(("postgres://", "postgresql://")):
+        sys.exit(f"DATABASE_URL must name a PostgreSQL database, not {url!r}")
+    return url
+
+
+def django_setup() -> None:
+    """Django on the bench database; also what each spawned process runs."""
+    database_url()
+    # The scripts run as bench/<name>.py; the project's packages live one up.
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+
+
+def database_prepare() -> None:
+    """Create the bench database if missing and migrate it, then set up Django."""
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(database_url())
+    name = params.pop("dbname")
+    # The scripts write and delete rows, and migrate: keep them off real databases.
+    if "bench" not in name:
+        sys.exit(f"refusing to run on database {name!r}: its name must contain 'bench'")
+    with psycopg.connect(**params, dbname="postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    django_setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+# Children before parents. Plain DELETEs, not the ORM's: its collector would
+# load every port, and follows relations into other apps, whose tables may
+# not be migrated yet while they are being written.
+CLEANUP = [
+    "DELETE FROM networking_ipallocation WHERE port_id IN "
+    "(SELECT id FROM networking_port WHERE project_id = %(p)s)",
+    "DELETE FROM networking_port WHERE project_id = %(p)s",
+    "DELETE FROM networking_subnet WHERE project_id = %(p)s",
+    "DELETE FROM networking_segment WHERE network_id IN "
+    "(SELECT id FROM networking_network WHERE project_id = %(p)s)",
+    "DELETE FROM networking_network WHERE project_id = %(p)s",
+    "DELETE FROM identity_token WHERE membership_id IN "
+    "(SELECT id FROM identity_membership WHERE project_id = %(p)s)",
+    "DELETE FROM identity_membership WHERE project_id = %(p)s",
+    "DELETE FROM identity_quota WHERE project_id = %(p)s",
+    "DELETE FROM identity_project WHERE id = %(p)s",
+]
+
+
+def project_delete(name: str) -> None:
+    """Delete the project and every row the benchmarks give it, also those
+    an interrupted run left behind."""
+    from django.db import connection, transaction
+
+    from config.models import Project
+
+    for project_id in Project.objects.filter(name=name).values_list("pk", flat=True):
+        with transaction.atomic(), connection.cursor() as cursor:
+            for statement in CLEANUP:
+                cursor.execute(statement, {"p": project_id})
+
+
+def mac(number: int) -> str:
+    """A MAC under Neutron's default prefix, lower case as ports store them."""
+    return "fa:16:3e:" + ":".join(f"{b:02x}" for b in number.to_bytes(3, "big"))
+
+
+def percentile(values: list[float], p: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[p - 1]

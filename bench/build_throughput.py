@@ -1,0 +1,354 @@
+"""1,000 builds through a real worker, against the floor: builds/s and time-to-ACTIVE.
+
+A Celery worker (prefork, concurrency 2) on Redis and PostgreSQL builds
+servers with the fake driver (no delay): each build is the pipeline's chain
+prepare_ports | schedule | bind_ports | spawn, one NIC on a routed network of
+two segments, 50 hosts. The floor, in the same run and on the same worker, is
+a chain of four tasks that each do one ORM update (floor_step, below; the
+worker imports this module with --include). Goal: builds/s at least half the
+floor's chains/s.
+
+The broker's Redis database is flushed before and after the run: give the
+benchmark one of its own (the default is database 13).
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/berth_bench \\
+    CELERY_BROKER_URL=redis://127.0.0.1:6379/13 \\
+        .venv/bin/python bench/build_throughput.py [--builds 1000]
+"""
+
+import argparse
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import benchdb
+from celery import chain, shared_task
+
+PROJECT = "bench-build-throughput"
+HOST_PREFIX = "bench-build-"
+HOSTS = 50
+PHYSNETS = ["bench-build-physnet0", "bench-build-physnet1"]
+# Loopback space, so no real address appears even in the database; a /20
+# per segment holds every build's port.
+CIDRS = ["127.16.0.0/20", "127.32.0.0/20"]
+FLAVOR = "bench-build"
+DEFAULT_BROKER = "redis://127.0.0.1:6379/13"
+BATCH = 50
+WARMUP = 10
+GOAL = 0.5
+# The hosts report more often than BERTH_HOST_DOWN_AFTER (75 s), or the
+# scheduler would see them die during a long run.
+HEARTBEAT_EVERY = 20
+
+# Children before parents, as benchdb.CLEANUP, which follows for the
+# project's networks and ports; hosts, the flavor and the floor's rows are
+# not a project's, so by name.
+INSTANCE_CLEANUP = [
+    "DELETE FROM compute_instanceactionevent WHERE action_id IN "
+    "(SELECT id FROM compute_instanceaction WHERE project_id = %(p)s)",
+    "DELETE FROM compute_instanceaction WHERE project_id = %(p)s",
+    "DELETE FROM compute_instancenic WHERE instance_id IN "
+    "(SELECT id FROM compute_instance WHERE project_id = %(p)s)",
+    "DELETE FROM compute_instance WHERE project_id = %(p)s",
+]
+GLOBAL_CLEANUP = [
+    "DELETE FROM networking_hostphysnet WHERE agent_id IN "
+    "(SELECT id FROM networking_hostagent WHERE host LIKE %(h)s)",
+    "DELETE FROM networking_hostvnictype WHERE agent_id IN "
+    "(SELECT id FROM networking_hostagent WHERE host LIKE %(h)s)",
+    "DELETE FROM networking_hostagent WHERE host LIKE %(h)s",
+    "DELETE FROM compute_host WHERE name LIKE %(h)s",
+    "DELETE FROM compute_flavor WHERE id = %(f)s",
+    "DELETE FROM identity_healthprobe WHERE request_id = %(r)s",
+]
+
+
+@shared_task(name="bench.floor_step")
+def floor_step(probe_id: str, step: int) -> None:
+    """One step of the floor: one ORM update, by id."""
+    from django.utils import timezone
+
+    from config.models import HealthProbe
+
+    HealthProbe.objects.filter(pk=probe_id).update(
+        worker=f"floor step {step}", answered_at=timezone.now()
+    )
+
+
+def cleanup() -> None:
+    """Delete every row this benchmark makes, also those an interrupted run left."""
+    from django.db import connection, transaction
+
+    from config.models import Project
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        for project_id in Project.objects.filter(name=PROJECT).values_list("pk", flat=True):
+            for statement in INSTANCE_CLEANUP + benchdb.CLEANUP:
+                cursor.execute(statement, {"p": project_id})
+        for statement in GLOBAL_CLEANUP:
+            cursor.execute(statement, {"h": HOST_PREFIX + "%", "f": FLAVOR, "r": PROJECT})
+
+
+def broker_url() -> str:
+    url = os.environ.setdefault("CELERY_BROKER_URL", DEFAULT_BROKER)
+    if not url.startswith("redis://"):
+        sys.exit(f"CELERY_BROKER_URL must name a Redis database, not {url!r}")
+    return url
+
+
+def broker_flush() -> None:
+    # Messages an interrupted run left would run against deleted rows.
+    import redis
+
+    redis.Redis.from_url(broker_url()).flushdb()
+
+
+def setup():
+    """The project (no quota in the way), flavor, routed network and hosts,
+    through the services; returns the request context, flavor and network."""
+    from compute import services as compute
+    from config.auth import RequestContext
+    from config.models import Project, Role
+    from config.quotas import quota_set
+    from networking import services as networking
+    from networking.services import HostNetworkReport
+
+    project = Project.objects.create(name=PROJECT)
+    for resource in ("instances", "cores", "ram", "port"):
+        quota_set(project=project, resource=resource, limit=-1)
+    context = RequestContext(user_id="bench", project=project, role=Role.ADMIN)
+    flavor = compute.flavor_create(id=FLAVOR, name=FLAVOR, vcpus=1, ram=512, disk=1)
+    network = networking.network_create(
+        context=context,
+        project=project,
+        name=PROJECT,
+        segments=[
+            {"network_type": "vlan", "physical_network": p, "segmentation_id": 101 + i}
+            for i, p in enumerate(PHYSNETS)
+        ],
+    )
+    for segment, cidr in zip(network.segments.order_by("segmentation_id"), CIDRS, strict=True):
+        networking.subnet_create(project=project, network=network, segment=segment, cidr=cidr)
+    for n in range(HOSTS):
+        name = f"{HOST_PREFIX}{n:03d}"
+        physnet = PHYSNETS[n % len(PHYSNETS)]
+        compute.host_report(
+            report=compute.HostReport(
+                name=name,
+                vcpus=8,
+                memory_mb=32768,
+                disk_gb=400,
+                network=HostNetworkReport(host=name, physnets={physnet: {"bridge": "br-ex"}}),
+            )
+        )
+    return context, flavor, network
+
+
+def heartbeat() -> None:
+    # Stands in for the hosts' periodic reports: only the heartbeat matters here.
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE compute_host SET last_heartbeat = now() WHERE name LIKE %s", [HOST_PREFIX + "%"]
+        )
+
+
+def worker_start(log) -> subprocess.Popen:
+    """The worker as operations run it, plus this module for floor_step. Its
+    own session, so that it and its pool processes can be ended together."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parent), env.get("PYTHONPATH")) if p
+    )
+    name = f"bench-{uuid.uuid4().hex[:8]}@%h"
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-c", "2", "-l", "warning",
+         "-n", name, "--without-mingle", "--without-gossip", "--include", "build_throughput"],
+        cwd=benchdb.ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def worker_wait_ready(proc: subprocess.Popen) -> None:
+    from config.celery import app
+
+    deadline = time.monotonic() + 60
+    while not app.control.ping(timeout=0.5):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            sys.exit("the worker did not start")
+
+
+def worker_stop(proc: subprocess.Popen) -> None:
+    # SIGTERM is Celery's warm shutdown; whatever still runs after it is killed.
+    proc.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def wait_until(done, count: int, deadline: float, what: str) -> None:
+    beat = 0.0
+    while (finished := done()) < count:
+        if time.monotonic() > deadline:
+            sys.exit(f"time limit reached: {finished} of {count} {what} finished")
+        if time.monotonic() - beat > HEARTBEAT_EVERY:
+            heartbeat()
+            beat = time.monotonic()
+        time.sleep(0.2)
+
+
+def floor_run(chains: int, deadline: float) -> tuple[float, list[float]]:
+    """Chains/s from first enqueue to last step, and each chain's latency (s)."""
+    from django.utils import timezone
+
+    from config.models import HealthProbe
+
+    probes = HealthProbe.objects.bulk_create(HealthProbe(request_id=PROJECT) for _ in range(chains))
+    ids = [p.pk for p in probes]
+    start = timezone.now()
+    for probe in probes:
+        chain(*(floor_step.si(str(probe.pk), step) for step in range(1, 5))).apply_async()
+    done = HealthProbe.objects.filter(pk__in=ids, worker="floor step 4")
+    wait_until(done.count, chains, deadline, "floor chains")
+    rows = list(done.values_list("created_at", "answered_at"))
+    end = max(answered for _, answered in rows)
+    return chains / (end - start).total_seconds(), [(a - c).total_seconds() for c, a in rows]
+
+
+def builds_run(context, flavor, network, builds: int, deadline: float):
+    """Builds/s from first enqueue to last ACTIVE, and each build's
+    time-to-ACTIVE (s); exits if a build failed."""
+    from django.utils import timezone
+
+    from compute import services as compute
+    from compute.models import Instance, InstanceStatus
+
+    start = timezone.now()
+    for first in range(0, builds, BATCH):
+        count = min(BATCH, builds - first)
+        # One request for a batch of servers, as `--min-count`: the builds
+        # are enqueued when it commits.
+        compute.server_create(
+            context=context,
+            name=f"bench-{first}",
+            flavor=flavor,
+            nics=[compute.NicRequest(network=network)],
+            min_count=count,
+            max_count=count,
+        )
+    mine = Instance.objects.filter(project=context.project)
+    wait_until(mine.exclude(status=InstanceStatus.BUILD).count, builds, deadline, "builds")
+    failed = mine.exclude(status=InstanceStatus.ACTIVE)
+    if failed.exists():
+        faults = {str(f) for f in failed.values_list("fault", flat=True)}
+        sys.exit(f"{failed.count()} builds failed: {'; '.join(sorted(faults)[:5])}")
+    rows = list(mine.values_list("created_at", "launched_at"))
+    end = max(launched for _, launched in rows)
+    return builds / (end - start).total_seconds(), [(a - c).total_seconds() for c, a in rows]
+
+
+def step_times(context) -> tuple[dict, float]:
+    """Mean ms each step's event lasted, and mean ms a build spent between
+    steps (from its creation to its last step's end, minus the steps)."""
+    from compute.models import Instance, InstanceActionEvent
+    from compute.pipeline import EVENTS
+    from compute.tasks import STEP_ORDER
+
+    created = dict(Instance.objects.filter(project=context.project).values_list("pk", "created_at"))
+    events = InstanceActionEvent.objects.filter(action__project_id=context.project.pk)
+    durations: dict[str, list[float]] = {EVENTS[step]: [] for step in STEP_ORDER}
+    busy: dict = {}
+    last: dict = {}
+    for instance_id, event, started, finished in events.values_list(
+        "action__instance_id", "event", "start_time", "finish_time"
+    ):
+        took = (finished - started).total_seconds()
+        durations[event].append(took)
+        busy[instance_id] = busy.get(instance_id, 0) + took
+        last[instance_id] = max(last.get(instance_id, finished), finished)
+    waiting = [(last[i] - created[i]).total_seconds() - busy[i] for i in last]
+    means = {step: statistics.mean(values) * 1000 for step, values in durations.items()}
+    return means, statistics.mean(waiting) * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--builds", type=int, default=1000, help="and floor chains (default: 1000)")
+    parser.add_argument(
+        "--time-limit", type=float, default=300, help="seconds for both phases (default: 300)"
+    )
+    args = parser.parse_args()
+    if args.builds < 2:
+        parser.error("--builds must be at least 2")
+
+    broker_url()
+    benchdb.database_prepare()
+    from django.conf import settings
+    from django.db import connection
+
+    cleanup()
+    broker_flush()
+    with tempfile.TemporaryFile() as log:
+        proc = worker_start(log)
+        try:
+            context, flavor, network = setup()
+            worker_wait_ready(proc)
+            deadline = time.monotonic() + args.time_limit
+            # The pool processes connect and warm up on these, not on the floor.
+            floor_run(WARMUP, deadline)
+            floor_rate, floor_latencies = floor_run(args.builds, deadline)
+            build_rate, build_latencies = builds_run(
+                context, flavor, network, args.builds, deadline
+            )
+            steps, waiting = step_times(context)
+        except BaseException:
+            # With -l warning, what the worker said is what went wrong.
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace")[-5000:])
+            raise
+        finally:
+            worker_stop(proc)
+            broker_flush()
+            cleanup()
+
+    print(
+        f"Builds through a real worker (prefork, concurrency 2), fake driver, {HOSTS} hosts; "
+        f"Redis, PostgreSQL {connection.pg_version // 10000}, {os.cpu_count()} CPUs; "
+        f"CELERY_DB_REUSE_MAX={settings.BERTH_CELERY_DB_REUSE_MAX}"
+    )
+    print(f"{'':30} {'count':>6} {'per s':>7} {'p50 ms':>8} {'p95 ms':>8}")
+    for label, rate, latencies in (
+        ("floor: 4 tasks, 1 update each", floor_rate, floor_latencies),
+        ("builds: to ACTIVE", build_rate, build_latencies),
+    ):
+        print(
+            f"{label:30} {len(latencies):>6} {rate:>7.1f} "
+            f"{benchdb.percentile(latencies, 50) * 1000:>8.0f} "
+            f"{benchdb.percentile(latencies, 95) * 1000:>8.0f}"
+        )
+    ratio = build_rate / floor_rate
+    verdict = "MET" if ratio >= GOAL else "NOT MET"
+    print(f"ratio builds/floor: {ratio:.2f} (goal >= {GOAL}): {verdict}")
+    print(
+        "mean ms per build step (InstanceActionEvent): "
+        + ", ".join(f"{step.removeprefix('compute_')} {ms:.1f}" for step, ms in steps.items())
+        + f"; outside the steps (queue, task overhead): {waiting:.0f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
