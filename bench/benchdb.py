@@ -1,9 +1,14 @@
 """What both benchmarks share: the throwaway PostgreSQL database, Django
 setup and percentiles. Imported by the scripts in this folder."""
 
+import contextlib
 import os
+import signal
 import statistics
+import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,3 +93,52 @@ def mac(number: int) -> str:
 
 def percentile(values: list[float], p: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
+
+
+def worker_start(log, *, include: str = "", path: str = "") -> subprocess.Popen:
+    """A Celery worker as operations run it (prefork, concurrency 2), in its
+    own session so that it and its pool processes can be ended together;
+    ``include`` adds a module of tasks found on ``path``."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if path:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (path, env.get("PYTHONPATH")) if p)
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        "-c",
+        "2",
+        "-l",
+        "warning",
+        "-n",
+        f"bench-{uuid.uuid4().hex[:8]}@%h",
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    if include:
+        command += ["--include", include]
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def worker_wait_ready(proc: subprocess.Popen) -> None:
+    from config.celery import app
+
+    deadline = time.monotonic() + 60
+    while not app.control.ping(timeout=0.5):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            sys.exit("the worker did not start")
+
+
+def worker_stop(proc: subprocess.Popen) -> None:
+    # SIGTERM is Celery's warm shutdown; whatever still runs after it is killed.
+    proc.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -17,15 +17,12 @@ benchmark one of its own (the default is database 13).
 """
 
 import argparse
-import contextlib
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import benchdb
@@ -162,41 +159,10 @@ def heartbeat() -> None:
 
 
 def worker_start(log) -> subprocess.Popen:
-    """The worker as operations run it, plus this module for floor_step. Its
-    own session, so that it and its pool processes can be ended together."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(Path(__file__).resolve().parent), env.get("PYTHONPATH")) if p
+    """The worker as operations run it, plus this module for floor_step."""
+    return benchdb.worker_start(
+        log, include="build_throughput", path=str(Path(__file__).resolve().parent)
     )
-    name = f"bench-{uuid.uuid4().hex[:8]}@%h"
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-c", "2", "-l", "warning",
-         "-n", name, "--without-mingle", "--without-gossip", "--include", "build_throughput"],
-        cwd=benchdb.ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-
-
-def worker_wait_ready(proc: subprocess.Popen) -> None:
-    from config.celery import app
-
-    deadline = time.monotonic() + 60
-    while not app.control.ping(timeout=0.5):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            sys.exit("the worker did not start")
-
-
-def worker_stop(proc: subprocess.Popen) -> None:
-    # SIGTERM is Celery's warm shutdown; whatever still runs after it is killed.
-    proc.terminate()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=30)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def wait_until(done, count: int, deadline: float, what: str) -> None:
@@ -305,7 +271,7 @@ def main() -> int:
         proc = worker_start(log)
         try:
             context, flavor, network = setup()
-            worker_wait_ready(proc)
+            benchdb.worker_wait_ready(proc)
             deadline = time.monotonic() + args.time_limit
             # The pool processes connect and warm up on these, not on the floor.
             floor_run(WARMUP, deadline)
@@ -320,7 +286,7 @@ def main() -> int:
             sys.stderr.write(log.read().decode(errors="replace")[-5000:])
             raise
         finally:
-            worker_stop(proc)
+            benchdb.worker_stop(proc)
             broker_flush()
             cleanup()
 

@@ -20,15 +20,11 @@ benchmark one of its own (the default is database 12).
 """
 
 import argparse
-import contextlib
 import multiprocessing
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import timedelta
 
 import benchdb
@@ -146,40 +142,6 @@ def due_at(project, when) -> None:
         ).update(time=when)
 
 
-def worker_start(log) -> subprocess.Popen:
-    """The worker as operations run it. Its own session, so that it and its
-    pool processes can be ended together."""
-    name = f"bench-{uuid.uuid4().hex[:8]}@%h"
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-c", "2", "-l", "warning",
-         "-n", name, "--without-mingle", "--without-gossip"],
-        cwd=benchdb.ROOT,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-
-
-def worker_wait_ready(proc: subprocess.Popen) -> None:
-    from config.celery import app
-
-    deadline = time.monotonic() + 60
-    while not app.control.ping(timeout=0.5):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            sys.exit("the worker did not start")
-
-
-def worker_stop(proc: subprocess.Popen) -> None:
-    # SIGTERM is Celery's warm shutdown; whatever still runs after it is killed.
-    proc.terminate()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=30)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 def sweeper(stop) -> None:
     """One beat's sending of the sweep task, twice as often as beat's 1 s."""
     benchdb.django_setup()
@@ -243,7 +205,7 @@ def main() -> int:
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     with tempfile.TemporaryFile() as log:
-        proc = worker_start(log)
+        proc = benchdb.worker_start(log)
         sweepers = []
         try:
             t0 = time.monotonic()
@@ -251,7 +213,7 @@ def main() -> int:
             total = LeaseEvent.objects.filter(lease__project=project).count()
             vacuum()
             built = time.monotonic() - t0
-            worker_wait_ready(proc)
+            benchdb.worker_wait_ready(proc)
             for _ in range(SWEEPERS):
                 sweepers.append(ctx.Process(target=sweeper, args=(stop,)))
                 sweepers[-1].start()
@@ -273,7 +235,7 @@ def main() -> int:
                 p.join(timeout=10)
                 if p.is_alive():
                     p.terminate()
-            worker_stop(proc)
+            benchdb.worker_stop(proc)
             broker_flush()
             cleanup()
 
