@@ -5,6 +5,7 @@ to change a port, the network row to add a subnet (overlap and
 routed-or-not checks). Unique constraints are the backstop of each.
 """
 
+import json
 import os
 import random
 from dataclasses import dataclass, field
@@ -302,6 +303,8 @@ def subnet_update(*, subnet: Subnet, gateway_ip=UNSET, allocation_pools=None, **
 
 @transaction.atomic
 def subnet_delete(*, subnet: Subnet) -> None:
+    # FOR UPDATE waits for allocations in flight (they share the row).
+    subnet = Subnet.objects.select_for_update().get(pk=subnet.pk)
     if subnet.allocations.exists():
         raise Conflict(
             f"Unable to complete operation on subnet {subnet.pk}: one or more ports have an IP "
@@ -324,20 +327,32 @@ def _exhausted(subnets: list[Subnet]) -> Conflict:
     )
 
 
-def _pick_free_address(subnet: Subnet) -> str | None:
-    """A free address of the subnet's pools (caller holds the subnet lock).
+def _taken(subnet_id, addresses: list[str]) -> set[str]:
+    if not addresses:
+        return set()
+    marks = ", ".join(["%s"] * len(addresses))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT address FROM networking_ipallocation "
+            f"WHERE subnet_id = %s AND address IN ({marks})",
+            [_db(IPAllocation, "subnet", subnet_id), *addresses],
+        )
+        return {str(row[0]) for row in cursor.fetchall()}
+
+
+def _pick_free_address(subnet_id, pools: list[dict], skip: set[str]) -> str | None:
+    """A free address of the pools, other than ``skip`` (lost races).
 
     Random candidates first: one query nearly always finds a free address
     and concurrent allocators rarely collide. A pool too full for that is
     walked in order, which also proves exhaustion."""
-    taken_of = IPAllocation.objects.filter(subnet=subnet).order_by()
-    candidates = ipam.random_candidates(subnet.allocation_pools, 16, _rng)
-    taken = set(taken_of.filter(address__in=candidates).values_list("address", flat=True))
+    candidates = [c for c in ipam.random_candidates(pools, 16, _rng) if c not in skip]
+    taken = _taken(subnet_id, candidates)
     free = [c for c in candidates if c not in taken]
     if free:
         return free[0]
-    for chunk in ipam.addresses_in_order(subnet.allocation_pools, 1024):
-        taken = set(taken_of.filter(address__in=chunk).values_list("address", flat=True))
+    for chunk in ipam.addresses_in_order(pools, 1024):
+        taken = _taken(subnet_id, chunk) | skip
         free = [c for c in chunk if c not in taken]
         if free:
             return free[0]
@@ -358,6 +373,29 @@ INSERT_ADDRESS = (
     "INSERT INTO networking_ipallocation (port_id, subnet_id, address, created_at) "
     "VALUES (%s, %s, %s, %s) ON CONFLICT (subnet_id, address) DO NOTHING RETURNING id"
 )
+# Automatic picks share the subnet's row: they run side by side, and the
+# unique constraint settles two picking one address (the loser picks
+# again). Changing or deleting the subnet takes the row FOR UPDATE and waits
+# for them. SQLite has no row locks; its IMMEDIATE transactions serialise.
+SHARE_SUBNET = "SELECT allocation_pools FROM networking_subnet WHERE id = %s"
+
+
+def _db(model, field: str, value):
+    return model._meta.get_field(field).get_db_prep_save(value, connection)
+
+
+def _insert(port: Port, subnet_id, address: str) -> int | None:
+    """The new allocation's id, or None if the address was taken meanwhile."""
+    params = [
+        _db(IPAllocation, "port", port.pk),
+        _db(IPAllocation, "subnet", subnet_id),
+        _db(IPAllocation, "address", address),
+        _db(IPAllocation, "created_at", timezone.now()),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(INSERT_ADDRESS, params)
+        inserted = cursor.fetchone()
+    return inserted[0] if inserted else None
 
 
 def _allocate(*, port: Port, subnet: Subnet, address: str | None) -> IPAllocation | None:
@@ -365,39 +403,40 @@ def _allocate(*, port: Port, subnet: Subnet, address: str | None) -> IPAllocatio
     pools are exhausted (no exception: callers may try another subnet in the
     same transaction)."""
     with transaction.atomic(savepoint=False):
-        subnet = (
-            Subnet.objects.select_for_update()
-            .only("id", "network_id", "segment_id", "cidr", "gateway_ip", "allocation_pools")
-            .get(pk=subnet.pk)
-        )
         if address is not None:
+            locked = Subnet.objects.select_for_update().get(pk=subnet.pk)
             wanted = ipam.parse_ip(address)
-            _check_fixed_address(subnet, wanted)
-            address = str(wanted)
-        else:
-            address = _pick_free_address(subnet)
-            if address is None:
-                return None
-        fields = IPAllocation._meta
-        params = [
-            fields.get_field(name).get_db_prep_save(value, connection)
-            for name, value in (
-                ("port", port.pk),
-                ("subnet", subnet.pk),
-                ("address", address),
-                ("created_at", timezone.now()),
-            )
-        ]
+            _check_fixed_address(locked, wanted)
+            inserted = _insert(port, subnet.pk, str(wanted))
+            if inserted is None:
+                raise Conflict(
+                    f"Unable to complete operation for network {locked.network_id}. The IP "
+                    f"address {wanted} is in use.",
+                    type="IpAddressAlreadyAllocated",
+                )
+            return IPAllocation(pk=inserted, port=port, subnet=locked, address=str(wanted))
+        share = SHARE_SUBNET + (" FOR SHARE" if connection.vendor == "postgresql" else "")
         with connection.cursor() as cursor:
-            cursor.execute(INSERT_ADDRESS, params)
-            inserted = cursor.fetchone()
-        if inserted is None:
-            raise Conflict(
-                f"Unable to complete operation for network {subnet.network_id}. The IP address "
-                f"{address} is in use.",
-                type="IpAddressAlreadyAllocated",
-            )
-        return IPAllocation(pk=inserted[0], port=port, subnet=subnet, address=address)
+            cursor.execute(share, [_db(Subnet, "id", subnet.pk)])
+            (pools,) = cursor.fetchone()
+        pools = json.loads(pools) if isinstance(pools, str) else pools
+        # Straight to the insert: in a pool that is not nearly full a random
+        # address is almost always free, and the unique constraint says when
+        # it is not. That is the floor's two statements.
+        lost: set[str] = set()
+        for picked in ipam.random_candidates(pools, 3, _rng):
+            inserted = _insert(port, subnet.pk, picked)
+            if inserted is not None:
+                return IPAllocation(pk=inserted, port=port, subnet=subnet, address=picked)
+            lost.add(picked)
+        # A pool that full: check candidates in bulk, then walk it in order,
+        # which also proves exhaustion.
+        while (picked := _pick_free_address(subnet.pk, pools, lost)) is not None:
+            inserted = _insert(port, subnet.pk, picked)
+            if inserted is not None:
+                return IPAllocation(pk=inserted, port=port, subnet=subnet, address=picked)
+            lost.add(picked)
+        return None
 
 
 def ip_allocate(*, port: Port, subnet: Subnet, address: str | None = None) -> IPAllocation:
