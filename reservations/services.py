@@ -219,15 +219,20 @@ def lease_create(
             raise Conflict(f"The lease with name: {request.name} already exists") from None
         for wanted in request.reservations:
             _reserve(lease, wanted)
-        events.events_sync(lease=lease, now=now)
-        notify(
-            project=lease.project,
-            event_type="lease.create",
-            lease=lease,
-            start=lease.start_at.isoformat(),
-            end=lease.end_at.isoformat(),
-        )
+        _lease_changed(lease, "lease.create", now)
     return lease
+
+
+def _lease_changed(lease: Lease, event_type: str, now: datetime) -> None:
+    """Move the lease's events to its dates and tell subscribers."""
+    events.events_sync(lease=lease, now=now)
+    notify(
+        project=lease.project,
+        event_type=event_type,
+        lease=lease,
+        start=lease.start_at.isoformat(),
+        end=lease.end_at.isoformat(),
+    )
 
 
 @dataclass
@@ -347,14 +352,7 @@ def lease_update(
             _change_reservation(lease, change)
         lease.save()
         _reallocate(lease, started)
-        events.events_sync(lease=lease, now=now)
-        notify(
-            project=lease.project,
-            event_type="lease.update",
-            lease=lease,
-            start=lease.start_at.isoformat(),
-            end=lease.end_at.isoformat(),
-        )
+        _lease_changed(lease, "lease.update", now)
     return lease
 
 
