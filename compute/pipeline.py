@@ -77,14 +77,16 @@ def _lock(instance_id, attempt: int, state: str) -> Instance | None:
         .filter(pk=instance_id)
         .first()
     )
-    if (
-        instance is None
-        or instance.status != InstanceStatus.BUILD
-        or instance.task_state != state
-        or instance.attempt != attempt
-    ):
-        return None
-    return instance
+    return instance if _in_step(instance, attempt, state) else None
+
+
+def _in_step(instance: Instance | None, attempt: int, state: str) -> bool:
+    """Whether a task for (state, attempt) still has work on the instance."""
+    return (
+        instance is not None
+        and instance.status == InstanceStatus.BUILD
+        and (instance.task_state, instance.attempt) == (state, attempt)
+    )
 
 
 def _move(instance: Instance, state: str | None) -> None:
@@ -382,14 +384,14 @@ def _spawn_request(instance: Instance) -> SpawnRequest:
 
 
 def spawn(instance_id, attempt: int) -> Outcome:
-    with transaction.atomic():
-        instance = _lock(instance_id, attempt, TaskState.SPAWNING)
-        if instance is None:
-            return Outcome.STOP
-        started = timezone.now()
-        request = _spawn_request(instance)
-        driver = DRIVERS[instance.host.virt_driver]
-    # The driver may take its time; no lock is held meanwhile.
+    started = timezone.now()
+    # Read without a lock: the driver may take its time, and the locked
+    # re-check below decides whether what it did still counts.
+    instance = Instance.objects.select_related("host").filter(pk=instance_id).first()
+    if not _in_step(instance, attempt, TaskState.SPAWNING):
+        return Outcome.STOP
+    request = _spawn_request(instance)
+    driver = DRIVERS[instance.host.virt_driver]
     try:
         driver_data, error = driver.spawn(request), None
     except DriverError as failure:
