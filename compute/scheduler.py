@@ -10,11 +10,8 @@ and alternates are kept, spread over segments where possible.
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 
-from django.conf import settings
 from django.db.models import F, Q
-from django.utils import timezone
 
 from compute.models import Host, Instance
 from networking import selectors as net_selectors
@@ -63,8 +60,8 @@ def constraints_for(instance: Instance) -> Constraints:
     return merged
 
 
-def alive_since():
-    return timezone.now() - timedelta(seconds=settings.BERTH_HOST_DOWN_AFTER)
+# One liveness rule for a host's compute and network reports.
+alive_since = net_selectors.agents_alive_since
 
 
 def reaches_of(needs: list[NicNeed]) -> list:

@@ -53,11 +53,6 @@ class OverQuota(Conflict):
     type = "OverQuota"
 
 
-class Unavailable(BerthError):
-    status = 503
-    type = "ServiceUnavailable"
-
-
 # --- rendering ----------------------------------------------------------------
 
 NOVA_FAULTS = {

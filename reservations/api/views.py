@@ -29,7 +29,15 @@ class LeaseFilter(django_filters.FilterSet):
         return queryset.filter(status=value.upper())
 
 
-class LeaseViewSet(OpenStackViewSet):
+class BlazarViewSet(OpenStackViewSet):
+    def body(self) -> dict:
+        # Blazar's request bodies are not wrapped in an envelope.
+        if not isinstance(self.request.data, dict):
+            raise Invalid("Request body must be a JSON object.")
+        return self.request.data
+
+
+class LeaseViewSet(BlazarViewSet):
     resource = "lease"
     collection = "leases"
     not_found_type = "LeaseNotFound"
@@ -39,12 +47,6 @@ class LeaseViewSet(OpenStackViewSet):
 
     def visible(self, context):
         return selectors.lease_list(context=context)
-
-    def body(self) -> dict:
-        # Blazar's lease bodies are not wrapped.
-        if not isinstance(self.request.data, dict):
-            raise Invalid("Request body must be a JSON object.")
-        return self.request.data
 
     def create(self, request):
         body = self.body()
@@ -93,7 +95,7 @@ class LeaseViewSet(OpenStackViewSet):
         services.lease_delete(lease=lease)
 
 
-class HostViewSet(OpenStackViewSet):
+class HostViewSet(BlazarViewSet):
     """os-hosts: the reservable pool. Changing it is the operator's."""
 
     resource = "host"
@@ -114,11 +116,6 @@ class HostViewSet(OpenStackViewSet):
 
     def visible(self, context):
         return ReservableHost.objects.select_related("host")
-
-    def body(self) -> dict:
-        if not isinstance(self.request.data, dict):
-            raise Invalid("Request body must be a JSON object.")
-        return self.request.data
 
     def create(self, request):
         body = dict(self.body())
