@@ -89,10 +89,30 @@ def _in_step(instance: Instance | None, attempt: int, state: str) -> bool:
     )
 
 
+# What the pipeline changes on an instance; saving only these keeps each
+# step's UPDATE small (the request's own fields never change here).
+PIPELINE_FIELDS = [
+    "task_state",
+    "step_deadline",
+    "status",
+    "host",
+    "claimed_host",
+    "attempt",
+    "excluded_hosts",
+    "alternate_hosts",
+    "last_failure",
+    "fault",
+    "driver_data",
+    "launched_at",
+    "deleted_at",
+    "updated_at",
+]
+
+
 def _move(instance: Instance, state: str | None) -> None:
     instance.task_state = state
     instance.step_deadline = _deadline() if state else None
-    instance.save()
+    instance.save(update_fields=PIPELINE_FIELDS)
 
 
 # --- the action log ------------------------------------------------------------
@@ -273,13 +293,9 @@ def prepare_ports(instance_id, attempt: int) -> Outcome:
         if instance is None:
             return Outcome.STOP
         event = _event(instance, TaskState.PREPARING_PORTS)
-        try:
-            with transaction.atomic():
-                _ensure_ports(instance)
-        except BerthError as error:
-            return _fail(
-                instance, "prepare ports", f"preparing ports failed: {error.message}", event
-            )
+        failed = _ports_ready(instance, "prepare ports", event)
+        if failed:
+            return failed
         _finish(event, "Success")
         _move(instance, TaskState.SCHEDULING)
         return Outcome.NEXT

@@ -133,7 +133,9 @@ def candidates(
     """Up to ``top`` of the best hosts passing every filter, best first; from
     the window of best hosts alone when it yields ``enough``."""
     chain = filters(instance, reaches, constraints)
-    local = Host.objects.all()
+    # The picks are claimed by id and named in the log; later steps load
+    # the host they need in full.
+    local = Host.objects.only("pk", "name")
     for _, transform, wide in chain:
         local = local if wide else transform(local)
 
@@ -142,7 +144,9 @@ def candidates(
             hosts = transform(hosts) if wide else hosts
         return hosts.order_by(*WEIGHT)
 
-    window = Host.objects.filter(pk__in=local.order_by(*WEIGHT).values("pk")[:WINDOW])
+    window = Host.objects.only("pk", "name").filter(
+        pk__in=local.order_by(*WEIGHT).values("pk")[:WINDOW]
+    )
     best = list(wide_filters(window)[:top])
     if len(best) < enough and local.order_by(*WEIGHT)[WINDOW : WINDOW + 1].exists():
         best = list(wide_filters(local)[:top])  # the window was not enough

@@ -53,7 +53,13 @@ def quota_check(*, project: Project, requested: dict[str, int]) -> None:
 def quota_enforce(*, project: Project, requested: dict[str, int]) -> None:
     """quota_check under the project's row lock. Call it inside the
     transaction that consumes the resource: the lock is held until that
-    commits (SQLite's IMMEDIATE transactions serialize writers anyway)."""
+    commits (SQLite's IMMEDIATE transactions serialize writers anyway).
+
+    Nothing is counted for unlimited resources, so then no lock is taken:
+    consumers in a project without limits run side by side."""
+    limits = quota_limits(project=project)
+    if all(limits.get(resource, -1) < 0 or amount <= 0 for resource, amount in requested.items()):
+        return
     with transaction.atomic(savepoint=False):
         list(Project.objects.select_for_update().filter(pk=project.pk).values_list("pk"))
         quota_check(project=project, requested=requested)

@@ -534,10 +534,11 @@ def port_create(
     else:
         mode = IpAllocationMode.IMMEDIATE
     try:
-        with transaction.atomic():
-            port = Port.objects.create(
-                project=project, network=network, mac_address=mac, ip_allocation=mode, **fields
-            )
+        # No savepoint of its own: on a MAC taken meanwhile nothing more runs
+        # here, and this function's atomic block undoes the port.
+        port = Port.objects.create(
+            project=project, network=network, mac_address=mac, ip_allocation=mode, **fields
+        )
     except IntegrityError:
         raise _mac_in_use(network, mac) from None
     if fixed_ips:

@@ -4,9 +4,11 @@ import subprocess
 import sys
 
 import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from config.models import Project
-from config.quotas import quota_limits, quota_set, quota_usage
+from config.quotas import quota_enforce, quota_limits, quota_set, quota_usage
 from networking.models import Network
 from tests.conftest import ROOT, process_env
 from tests.factories import NetworkFactory, ProjectFactory
@@ -31,6 +33,25 @@ def test_unlimited(caller):
     quota_set(project=alice.project, resource="network", limit=-1)
     for _ in range(3):
         assert alice.post("/networking/v2.0/networks", {"network": {}}).status_code == 201
+
+
+def project_locks(queries) -> list[str]:
+    return [
+        q["sql"] for q in queries if "identity_project" in q["sql"] and "FOR UPDATE" in q["sql"]
+    ]
+
+
+def test_enforce_locks_the_project_only_when_a_limit_applies(db):
+    project = ProjectFactory()
+    quota_set(project=project, resource="network", limit=-1)
+    with CaptureQueriesContext(connection) as unlimited, transaction.atomic():
+        quota_enforce(project=project, requested={"network": 1})
+    quota_set(project=project, resource="network", limit=1)
+    with CaptureQueriesContext(connection) as limited, transaction.atomic():
+        quota_enforce(project=project, requested={"network": 1})
+    # Without a limit nothing is counted, so consumers need not queue.
+    assert project_locks(unlimited.captured_queries) == []
+    assert len(project_locks(limited.captured_queries)) == 1
 
 
 CREATE_ONE = """
