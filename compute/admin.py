@@ -1,7 +1,13 @@
+from django.conf import settings
 from django.contrib import admin, messages
-from django.utils.html import format_html
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
-from compute import services
+from compute import selectors, services
 from compute.models import Flavor, Host, Instance, InstanceAction, InstanceActionEvent, InstanceNic
 from compute.selectors import host_is_up
 from config.errors import BerthError
@@ -11,12 +17,14 @@ from config.errors import BerthError
 def disable_hosts(modeladmin, request, queryset):
     for host in queryset:
         services.host_set_enabled(host=host, enabled=False, reason=f"disabled by {request.user}")
+    modeladmin.message_user(request, f"{len(queryset)} host(s) disabled.", messages.SUCCESS)
 
 
 @admin.action(description="Enable the selected hosts")
 def enable_hosts(modeladmin, request, queryset):
     for host in queryset:
         services.host_set_enabled(host=host, enabled=True)
+    modeladmin.message_user(request, f"{len(queryset)} host(s) enabled.", messages.SUCCESS)
 
 
 @admin.register(Host)
@@ -99,22 +107,33 @@ class ActionInline(admin.TabularInline):
 
     @admin.display(description="steps (attempt: event on host -> result)")
     def steps(self, action):
-        return format_html(
-            "<br>".join(
-                f"{e.attempt}: {e.event} on {e.host or '-'} -> {e.result or 'running'}"
-                + (f" ({e.details})" if e.details else "")
+        return format_html_join(
+            mark_safe("<br>"),
+            "{}: {} on {} -> {}{}",
+            (
+                (
+                    e.attempt,
+                    e.event,
+                    e.host or "-",
+                    e.result or "running",
+                    f" ({e.details})" if e.details else "",
+                )
                 for e in action.events.all()
-            )
+            ),
         )
 
 
 @admin.action(description="Retry the selected failed builds")
 def retry_builds(modeladmin, request, queryset):
+    retried = 0
     for instance in queryset:
         try:
             services.server_retry(instance=instance)
+            retried += 1
         except BerthError as error:
             modeladmin.message_user(request, error.message, messages.WARNING)
+    if retried:
+        modeladmin.message_user(request, f"{retried} build(s) started again.", messages.SUCCESS)
 
 
 @admin.register(Instance)
@@ -129,6 +148,7 @@ class InstanceAdmin(admin.ModelAdmin):
         "attempt",
         "fault_message",
         "created_at",
+        "history_link",
     ]
     list_filter = ["status", "task_state", "baremetal", "host"]
     list_select_related = ["project", "host"]
@@ -166,6 +186,44 @@ class InstanceAdmin(admin.ModelAdmin):
     @admin.display(description="fault")
     def fault_message(self, instance):
         return (instance.fault or {}).get("message", "")
+
+    @admin.display(description="build history")
+    def history_link(self, instance):
+        url = reverse("admin:compute_instance_build_history", args=[instance.pk])
+        return format_html('<a href="{}">build history</a>', url)
+
+    def get_urls(self):
+        # history/ is where the admin keeps its own change log; for an
+        # instance the history worth reading is its action log, so that path
+        # shows it and the admin's log moves to log/ (linked beside it).
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "<uuid:object_id>/history/",
+                wrap(self.build_history_view),
+                name="compute_instance_build_history",
+            ),
+            path("<path:object_id>/log/", wrap(self.history_view), name="compute_instance_log"),
+            *super().get_urls(),
+        ]
+
+    def build_history_view(self, request, object_id):
+        """Every action on the instance, its steps per attempt and where the
+        time went: why a build failed, in one page."""
+        instance = self.get_object(request, str(object_id))
+        if instance is None:
+            raise Http404("No such instance.")
+        if not self.has_view_permission(request, instance):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Build history of {instance}",
+            "instance": instance,
+            "max_attempts": settings.BERTH_BUILD_MAX_ATTEMPTS,
+            "actions": selectors.build_history(instance=instance),
+        }
+        return TemplateResponse(request, "admin/compute/build_history.html", context)
 
 
 @admin.register(InstanceActionEvent)

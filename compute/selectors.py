@@ -1,8 +1,18 @@
 """Reads for compute."""
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from django.db.models import QuerySet
 
-from compute.models import Flavor, Host, Instance, InstanceStatus
+from compute.models import (
+    Flavor,
+    Host,
+    Instance,
+    InstanceAction,
+    InstanceActionEvent,
+    InstanceStatus,
+)
 from compute.scheduler import alive_since
 from config.auth import RequestContext
 
@@ -31,3 +41,85 @@ def host_list() -> QuerySet[Host]:
 
 def host_is_up(host: Host) -> bool:
     return host.last_heartbeat >= alive_since()
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One pipeline step of one attempt, as the action log has it, placed on
+    its action's timeline (offset and width in percent of the action's span)."""
+
+    event: InstanceActionEvent
+    duration_ms: int | None
+    offset: float
+    width: float
+
+    @property
+    def label(self) -> str:
+        return self.event.event.removeprefix("compute_").replace("_", " ")
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    number: int
+    steps: list[StepRecord]
+
+    @property
+    def host(self) -> str:
+        return next((s.event.host for s in self.steps if s.event.host), "")
+
+    @property
+    def result(self) -> str:
+        results = {s.event.result for s in self.steps}
+        return "Error" if "Error" in results else self.steps[-1].event.result
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    action: InstanceAction
+    # In the order they ran, for the timeline; attempts group the same steps.
+    steps: list[StepRecord]
+    attempts: list[AttemptRecord]
+    duration_ms: int | None
+
+
+def _ms(start: datetime, finish: datetime | None) -> int | None:
+    return None if finish is None else round((finish - start).total_seconds() * 1000)
+
+
+# Below this a bar would vanish; a step that took no time still happened.
+MIN_BAR_WIDTH = 0.5
+
+
+def _action_record(action: InstanceAction) -> ActionRecord:
+    events = list(action.events.all())
+    if not events:
+        return ActionRecord(action, [], [], None)
+    begin = min(e.start_time for e in events)
+    end = max(e.finish_time or e.start_time for e in events)
+    span = (end - begin).total_seconds()
+    steps = []
+    for e in events:
+        offset = (e.start_time - begin).total_seconds() / span * 100 if span else 0.0
+        length = ((e.finish_time or e.start_time) - e.start_time).total_seconds()
+        width = length / span * 100 if span else 100.0
+        steps.append(
+            StepRecord(
+                event=e,
+                duration_ms=_ms(e.start_time, e.finish_time),
+                offset=round(min(offset, 100 - MIN_BAR_WIDTH), 2),
+                width=round(max(width, MIN_BAR_WIDTH), 2),
+            )
+        )
+    attempts = [
+        AttemptRecord(n, [s for s in steps if s.event.attempt == n])
+        for n in sorted({e.attempt for e in events})
+    ]
+    return ActionRecord(action, steps, attempts, _ms(begin, end))
+
+
+def build_history(*, instance: Instance) -> list[ActionRecord]:
+    """Every request on the instance (create, delete) with its steps per
+    attempt: host tried, outcome, duration and what went wrong. Two queries,
+    whatever the number of actions and events."""
+    actions = InstanceAction.objects.filter(instance=instance).prefetch_related("events")
+    return [_action_record(action) for action in actions]

@@ -8,6 +8,7 @@ so that revision numbers move as they do for API writes.
 """
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import (
     Count,
     IntegerField,
@@ -17,6 +18,9 @@ from django.db.models import (
     prefetch_related_objects,
 )
 from django.db.models.functions import Coalesce
+from django.http import Http404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from config.auth import RequestContext
@@ -127,6 +131,7 @@ class NetworkAdmin(NoAddAdmin):
         "port_count",
         "shared",
         "admin_state_up",
+        "view_link",
     ]
     list_filter = ["shared", "admin_state_up", "project"]
     list_select_related = ["project"]
@@ -199,6 +204,35 @@ class NetworkAdmin(NoAddAdmin):
             "<table><tbody>{}</tbody></table>",
             format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),
         )
+
+    @admin.display(description="view")
+    def view_link(self, network):
+        url = reverse("admin:networking_network_view", args=[network.pk])
+        return format_html('<a href="{}">IP usage</a>', url)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.network_view)
+        return [
+            path("<uuid:object_id>/view/", view, name="networking_network_view"),
+            *super().get_urls(),
+        ]
+
+    def network_view(self, request, object_id):
+        """Per segment: its subnets, how full they are and the hosts that
+        reach it, fullest first."""
+        network = self.get_object(request, str(object_id))
+        if network is None:
+            raise Http404("No such network.")
+        if not self.has_view_permission(request, network):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Network {network}: segments and IP usage",
+            "network": network,
+            "usage": selectors.segment_usage(network=network),
+        }
+        return TemplateResponse(request, "admin/networking/network_view.html", context)
 
     def save_model(self, request, obj, form, change):
         if form.changed_data:

@@ -208,3 +208,113 @@ def host_physnets(*, hosts: list[str]) -> dict[str, set[str]]:
     for host, physnet in links:
         found[host].add(physnet)
     return found
+
+
+@dataclass(frozen=True)
+class HostReach:
+    agent_id: object
+    host: str
+    alive: bool
+    admin_state_up: bool
+
+
+@dataclass(frozen=True)
+class SubnetUsage:
+    subnet: Subnet
+    availability: Availability
+
+
+@dataclass(frozen=True)
+class SegmentUsage:
+    """One segment of a network: the subnets its ports draw addresses from,
+    how full they are, and the hosts that can plug a port into it."""
+
+    segment: Segment
+    subnets: list[SubnetUsage]
+    availability: Availability
+    hosts: list[HostReach]
+
+    @property
+    def fill(self) -> float | None:
+        """Used share of the addresses; None when the segment has none."""
+        total = self.availability.total_ips
+        return self.availability.used_ips / total if total else None
+
+    @property
+    def level(self) -> str:
+        if self.fill is None:
+            return "none"
+        if self.fill >= 1:
+            return "danger"
+        return "warning" if self.fill > 0.8 else "ok"
+
+    @property
+    def bar_width(self) -> float:
+        # Addresses outside the pools count as used, so used can pass total.
+        return round(min(self.fill or 0.0, 1.0) * 100, 1)
+
+
+@dataclass(frozen=True)
+class NetworkUsage:
+    routed: bool
+    # Fullest first: what an operator looks for is the segment running dry.
+    segments: list[SegmentUsage]
+    # Subnets no segment row accounts for: those of a network without
+    # segments, or one left on no segment of a routed network.
+    unplaced: list[SubnetUsage]
+
+
+def segment_usage(*, network: Network) -> NetworkUsage:
+    """Per segment of the network: its subnets and their IP usage, and the
+    hosts that reach it (a flat or VLAN segment through its physical
+    network, an overlay through a tunnel). On a plain network every segment
+    draws on all the subnets. Six queries at most, whatever the number of
+    segments, subnets, addresses and hosts."""
+    network = Network.objects.prefetch_related("segments", "subnets").get(pk=network.pk)
+    per_subnet, per_segment = ip_availability(networks=[network])
+    segments = list(network.segments.all())
+    subnets = [SubnetUsage(s, per_subnet[s.id]) for s in network.subnets.all()]
+    routed = any(s.subnet.segment_id for s in subnets)
+    if not routed:
+        shared = Availability(
+            sum(s.availability.total_ips for s in subnets),
+            sum(s.availability.used_ips for s in subnets),
+        )
+        per_segment = dict.fromkeys(per_segment, shared)
+
+    since = agents_alive_since()
+    on_physnet: dict[str, list[HostReach]] = {}
+    physnets = {s.physical_network for s in segments if s.network_type != "vxlan"}
+    links = (
+        HostPhysnet.objects.filter(physical_network__in=physnets)
+        .select_related("agent")
+        .order_by("agent__host")
+    )
+    for link in links:
+        agent = link.agent
+        on_physnet.setdefault(link.physical_network, []).append(
+            HostReach(agent.pk, agent.host, agent.heartbeat_at >= since, agent.admin_state_up)
+        )
+    tunnelled = []
+    if any(s.network_type == "vxlan" for s in segments):
+        tunnelled = [
+            HostReach(a.pk, a.host, a.heartbeat_at >= since, a.admin_state_up)
+            for a in HostAgent.objects.exclude(tunnel_types=[])
+        ]
+
+    rows = [
+        SegmentUsage(
+            segment=segment,
+            subnets=[s for s in subnets if not routed or s.subnet.segment_id == segment.id],
+            availability=per_segment[segment.id],
+            hosts=(
+                tunnelled
+                if segment.network_type == "vxlan"
+                else on_physnet.get(segment.physical_network, [])
+            ),
+        )
+        for segment in segments
+    ]
+    rows.sort(key=lambda row: 1 if row.fill is None else -row.fill)
+    unplaced = [s for s in subnets if s.subnet.segment_id is None] if routed or not segments else []
+    return NetworkUsage(routed=routed, segments=rows, unplaced=unplaced)

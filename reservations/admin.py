@@ -1,7 +1,12 @@
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils import timezone
 
-from config.errors import BerthError
-from reservations import events, notifications, services
+from config.errors import BerthError, Invalid
+from reservations import calendar, events, notifications, selectors, services
 from reservations.models import (
     Delivery,
     HostAllocation,
@@ -59,11 +64,15 @@ class AllocationInline(admin.TabularInline):
 
 @admin.action(description="End the selected leases now")
 def end_now(modeladmin, request, queryset):
+    ended = 0
     for lease in queryset:
         try:
             services.lease_end_now(lease=lease)
+            ended += 1
         except BerthError as error:
             modeladmin.message_user(request, f"{lease}: {error.message}", messages.WARNING)
+    if ended:
+        modeladmin.message_user(request, f"{ended} lease(s) ended.", messages.SUCCESS)
 
 
 @admin.register(Lease)
@@ -100,6 +109,7 @@ class ReservationAdmin(admin.ModelAdmin):
 def fire_now(modeladmin, request, queryset):
     for event in queryset:
         events.fire_now(event=event)
+    modeladmin.message_user(request, f"{len(queryset)} event(s) fired.", messages.SUCCESS)
 
 
 @admin.register(LeaseEvent)
@@ -153,6 +163,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
 def redeliver(modeladmin, request, queryset):
     for delivery in queryset:
         notifications.delivery_retry(delivery=delivery)
+    modeladmin.message_user(request, f"{len(queryset)} delivery(ies) queued.", messages.SUCCESS)
 
 
 @admin.register(Delivery)
@@ -178,3 +189,66 @@ class DeliveryAdmin(admin.ModelAdmin):
         "delivered_at",
     ]
     actions = [redeliver]
+
+
+# --- capacity calendar ---------------------------------------------------------------
+
+
+def _calendar(request) -> calendar.Calendar:
+    """The calendar the request's parameters ask for (Invalid if malformed)."""
+    # Staff who may not see leases may not see them drawn either.
+    if not request.user.has_perm("reservations.view_lease"):
+        raise PermissionDenied
+    window = calendar.calendar_window(start=request.GET.get("start"), zoom=request.GET.get("zoom"))
+    return calendar.calendar_data(window=window, query=request.GET.get("query", ""))
+
+
+def calendar_view(request):
+    try:
+        chart = calendar.calendar_chart(calendar=_calendar(request), now=timezone.now())
+    except Invalid as error:
+        chart = {"error": error.message}
+    context = {
+        **admin.site.each_context(request),
+        "title": "Capacity calendar",
+        "zooms": list(calendar.ZOOMS),
+        "start": request.GET.get("start", ""),
+        "zoom": request.GET.get("zoom") or "week",
+        "query": request.GET.get("query", ""),
+        "keys": [p["property"] for p in selectors.host_properties(detail=False)],
+        **chart,
+    }
+    return TemplateResponse(request, "admin/reservations/calendar.html", context)
+
+
+def calendar_data_view(request):
+    try:
+        data = _calendar(request)
+    except Invalid as error:
+        return JsonResponse({"error": error.message}, status=400)
+    return JsonResponse(calendar.calendar_json(calendar=data))
+
+
+def _with_calendar(get_urls):
+    # The calendar spans every host and lease, so it sits beside the app's
+    # models rather than under one model's URLs; the project uses the default
+    # admin site, whose URL list is extended here rather than replaced.
+    def urls():
+        return [
+            path(
+                "reservations/calendar/",
+                admin.site.admin_view(calendar_view),
+                name="reservations_calendar",
+            ),
+            path(
+                "reservations/calendar/data",
+                admin.site.admin_view(calendar_data_view),
+                name="reservations_calendar_data",
+            ),
+            *get_urls(),
+        ]
+
+    return urls
+
+
+admin.site.get_urls = _with_calendar(admin.site.get_urls)
