@@ -2,15 +2,22 @@
 servers built through the real pipeline. Every function is safe to run
 again on the same database (the README's demo command may be re-run)."""
 
+import io
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from compute import services as compute
-from compute.models import Flavor, Instance, InstanceStatus
+from compute.models import Flavor, Host, Instance, InstanceStatus
+from compute.selectors import host_is_up
 from config.auth import RequestContext
 from config.models import Role
 from config.services import project_get_or_create
@@ -88,6 +95,13 @@ DEMO_FLAVORS = [
     {"id": "m1.large", "name": "m1.large", "vcpus": 4, "ram": 8192, "disk": 80},
 ]
 DEMO_SERVERS = ["web-1", "web-2", "db-1"]
+# How often network_ensure calls its ``tick``: the network, then each host
+# (DEMO_HOSTS and DEMO_RESERVABLE).
+SETUP_STEPS = 1 + len(DEMO_HOSTS) + 1
+
+
+def _nothing(*_) -> None:
+    pass
 
 
 def demo_context() -> RequestContext:
@@ -95,15 +109,17 @@ def demo_context() -> RequestContext:
     return RequestContext(user_id="demo", project=project, role=Role.ADMIN)
 
 
-def hosts_report() -> None:
+def hosts_report(*, tick: Callable[[], object] = _nothing) -> None:
     """Report (or heartbeat) the demo's hosts, as their agents would."""
     for report in [*DEMO_HOSTS, DEMO_RESERVABLE]:
         compute.host_report(report=report)
+        tick()
 
 
 @transaction.atomic
-def network_ensure() -> Network:
-    """The routed network, its segments and subnets, and the hosts."""
+def network_ensure(*, tick: Callable[[], object] = _nothing) -> Network:
+    """The routed network, its segments and subnets, and the hosts; ``tick``
+    is called after each of them (SETUP_STEPS in all), for a progress bar."""
     context = demo_context()
     project = context.project
     network = Network.objects.filter(project=project, name=DEMO_NETWORK).first()
@@ -131,7 +147,8 @@ def network_ensure() -> Network:
     for flavor in DEMO_FLAVORS:
         if not Flavor.objects.filter(pk=flavor["id"]).exists():
             compute.flavor_create(**flavor)
-    hosts_report()
+    tick()
+    hosts_report(tick=tick)
     return network
 
 
@@ -158,78 +175,19 @@ def servers_boot(network: Network) -> list[Instance]:
     return booted
 
 
-def servers_wait(instances: list[Instance], timeout: float = 90) -> None:
+def servers_wait(
+    instances: list[Instance], timeout: float = 90, *, tick: Callable[[int], object] = _nothing
+) -> None:
+    """Until every instance has left BUILD (ACTIVE or ERROR); ``tick`` gets
+    how many have, at every poll."""
     deadline = time.monotonic() + timeout
     ids = [i.pk for i in instances]
     while time.monotonic() < deadline:
-        if not Instance.objects.filter(pk__in=ids, status=InstanceStatus.BUILD).exists():
+        building = Instance.objects.filter(pk__in=ids, status=InstanceStatus.BUILD).count()
+        tick(len(ids) - building)
+        if not building:
             return
         time.sleep(0.3)
-
-
-def network_table(network: Network) -> list[str]:
-    """The network's segments with their subnets and usage, and which
-    segments each reported host reaches."""
-    network = Network.objects.prefetch_related("segments", "subnets").get(pk=network.pk)
-    per_subnet, _ = selectors.ip_availability(networks=[network])
-    segments = list(network.segments.all())
-    row = "  {:<8} {:<10} {:<5} {:<14} {}"
-    lines = [row.format("segment", "physnet", "vlan", "subnet", "used/total IPs")]
-    for segment in segments:
-        for subnet in [s for s in network.subnets.all() if s.segment_id == segment.id] or [None]:
-            cidr, used = "-", "-"
-            if subnet is not None:
-                here = per_subnet[subnet.id]
-                cidr, used = subnet.cidr, f"{here.used_ips}/{here.total_ips}"
-            lines.append(
-                row.format(
-                    segment.name,
-                    segment.physical_network or "-",
-                    segment.segmentation_id or "-",
-                    cidr,
-                    used,
-                )
-            )
-    host_row = "  {:<10} {:<9} {}"
-    lines += ["", host_row.format("host", "datapath", "reaches")]
-    for agent in selectors.agent_list():
-        physnets = {p.physical_network for p in agent.physnets.all()}
-        reached = [s.name for s in segments if s.physical_network in physnets] or ["-"]
-        lines.append(host_row.format(agent.host, agent.datapath_type, ", ".join(reached)))
-    return lines
-
-
-def servers_table() -> list[str]:
-    """Every demo server: status, host, addresses, vif_type, attempts, fault."""
-    project = project_get_or_create(name=settings.BERTH_DEMO_PROJECT)
-    row = "  {:<9} {:<7} {:<10} {:<11} {:<10} {:<8} {}"
-    lines = [row.format("server", "status", "host", "ip", "vif_type", "attempts", "hosts tried")]
-    servers = (
-        Instance.objects.filter(project=project)
-        .exclude(status=InstanceStatus.DELETED)
-        .select_related("host")
-        .prefetch_related("nics__port__fixed_ips")
-        .order_by("name")
-    )
-    for server in servers:
-        ports = [nic.port for nic in server.nics.all() if nic.port]
-        ips = ", ".join(a.address for p in ports for a in p.fixed_ips.all()) or "-"
-        vif = ", ".join(p.binding_vif_type for p in ports) or "-"
-        tried = ", ".join(server.excluded_hosts) or "-"
-        lines.append(
-            row.format(
-                server.name,
-                server.status,
-                server.host.name if server.host else "-",
-                ips,
-                vif,
-                server.attempt,
-                tried,
-            )
-        )
-        if server.fault:
-            lines.append(f"          fault: {server.fault['message']}")
-    return lines
 
 
 def lease_ensure(*, starts_in: int = 20, heads_up: int = 10) -> Lease:
@@ -256,10 +214,13 @@ def lease_ensure(*, starts_in: int = 20, heads_up: int = 10) -> Lease:
     return reservations.lease_create(context=context, request=request)
 
 
-def lease_wait_active(lease: Lease, timeout: float = 90) -> Lease:
+def lease_wait_active(
+    lease: Lease, timeout: float = 90, *, tick: Callable[[], object] = _nothing
+) -> Lease:
     deadline = time.monotonic() + timeout
     lease.refresh_from_db()
     while lease.status == LeaseStatus.PENDING and time.monotonic() < deadline:
+        tick()
         time.sleep(0.5)
         lease.refresh_from_db()
     return lease
@@ -284,15 +245,145 @@ def lease_server_boot(lease: Lease, network: Network) -> list[Instance]:
     )
 
 
-def lease_table(lease: Lease) -> list[str]:
-    lease.refresh_from_db()
-    hosts = sorted(
-        HostAllocation.objects.filter(reservation__lease=lease).values_list("host__name", flat=True)
+# --- the summary ---------------------------------------------------------------
+
+STATUS_STYLE = {"ACTIVE": "green", "ERROR": "red", "BUILD": "yellow", "PENDING": "yellow"}
+
+
+def render(*tables: Table, width: int = 120, color: bool = False) -> str:
+    """Tables as text for a command's stdout. Cells are plain text (no rich
+    markup), so a fault message with brackets shows as it is."""
+    console = Console(
+        file=io.StringIO(),
+        width=width,
+        force_terminal=color,
+        no_color=not color,
+        markup=False,
+        emoji=False,
+        highlight=False,
     )
-    lines = [f"  lease {lease.name}: {lease.status}, hosts {', '.join(hosts)}"]
-    for event in lease.events.order_by("time", "rank"):
-        fired = event.fired_at.strftime("%H:%M:%S") if event.fired_at else "-"
-        lines.append(
-            f"    {event.event_type:<17} due {event.time:%H:%M:%S}  {event.status:<6} fired {fired}"
+    for table in tables:
+        console.print(table)
+        console.print()
+    # Cells are padded to the column width; logs need no trailing blanks.
+    return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines()).strip("\n")
+
+
+def _table(title: str, *columns: str) -> Table:
+    return Table(*columns, title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+
+
+def _status(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def hosts_table(network: Network) -> Table:
+    """Every reported host: up or down, how it plugs ports, which of the
+    network's segments it reaches, and what is free under its ratios."""
+    segments = list(network.segments.all())
+    agents = {agent.host: agent for agent in selectors.agent_list()}
+    table = _table(
+        "hosts", "host", "state", "datapath", "physnets", "reaches", "free vCPUs", "free RAM MiB"
+    )
+    for host in Host.objects.order_by("name"):
+        agent = agents.get(host.name)
+        physnets = sorted(p.physical_network for p in agent.physnets.all()) if agent else []
+        reached = [s.name for s in segments if s.physical_network in physnets]
+        up = host_is_up(host)
+        state = Text("up" if up else "down", style="green" if up else "red")
+        if not host.enabled:
+            state.append(", disabled", style="yellow")
+        table.add_row(
+            host.name,
+            state,
+            agent.datapath_type if agent else "-",
+            ", ".join(physnets) or "-",
+            ", ".join(reached) or "-",
+            f"{host.free_vcpus:g}",
+            f"{host.free_ram:g}",
         )
-    return lines
+    return table
+
+
+def network_table(network: Network) -> Table:
+    """The network's segments with their subnets and addresses in use."""
+    network = Network.objects.prefetch_related("segments", "subnets").get(pk=network.pk)
+    per_subnet, _ = selectors.ip_availability(networks=[network])
+    table = _table(
+        f"network {network.name} ({network.pk})",
+        "segment",
+        "physnet",
+        "vlan",
+        "subnet",
+        "used/total IPs",
+    )
+    for segment in network.segments.all():
+        for subnet in [s for s in network.subnets.all() if s.segment_id == segment.id] or [None]:
+            cidr, used = "-", "-"
+            if subnet is not None:
+                here = per_subnet[subnet.id]
+                cidr, used = str(subnet.cidr), f"{here.used_ips}/{here.total_ips}"
+            table.add_row(
+                segment.name,
+                segment.physical_network or "-",
+                str(segment.segmentation_id or "-"),
+                cidr,
+                used,
+            )
+    return table
+
+
+def leases_table() -> Table:
+    """The demo project's leases: status, time, hosts and events."""
+    project = project_get_or_create(name=settings.BERTH_DEMO_PROJECT)
+    leases = Lease.objects.filter(project=project).prefetch_related("events")
+    hosts: dict = {}
+    for lease_id, host in HostAllocation.objects.filter(reservation__lease__in=leases).values_list(
+        "reservation__lease_id", "host__name"
+    ):
+        hosts.setdefault(lease_id, []).append(host)
+    table = _table("leases", "lease", "status", "start", "end", "hosts", "events")
+    for lease in leases:
+        events = [
+            f"{e.event_type} {e.status} "
+            + (f"{e.fired_at:%H:%M:%S}" if e.fired_at else f"due {e.time:%H:%M:%S}")
+            for e in lease.events.all()
+        ]
+        table.add_row(
+            lease.name,
+            _status(lease.status),
+            f"{lease.start_at:%Y-%m-%d %H:%M:%S}",
+            f"{lease.end_at:%Y-%m-%d %H:%M:%S}",
+            ", ".join(sorted(hosts.get(lease.pk, []))) or "-",
+            "\n".join(events) or "-",
+        )
+    return table
+
+
+def servers_table() -> Table:
+    """Every demo server: status, host, addresses, vif_type of each port,
+    build attempts with the hosts that failed it, and the fault if any."""
+    project = project_get_or_create(name=settings.BERTH_DEMO_PROJECT)
+    servers = (
+        Instance.objects.filter(project=project)
+        .exclude(status=InstanceStatus.DELETED)
+        .select_related("host")
+        .prefetch_related("nics__port__fixed_ips")
+        .order_by("name")
+    )
+    table = _table(
+        "servers", "server", "status", "host", "IPs", "vif_type", "attempts", "hosts tried", "fault"
+    )
+    for server in servers:
+        ports = [nic.port for nic in server.nics.all() if nic.port]
+        table.add_row(
+            server.name,
+            _status(server.status),
+            server.host.name if server.host else "-",
+            ", ".join(a.address for p in ports for a in p.fixed_ips.all()) or "-",
+            ", ".join(p.binding_vif_type for p in ports) or "-",
+            str(server.attempt),
+            ", ".join(server.excluded_hosts) or "-",
+            (server.fault or {}).get("message", "-"),
+        )
+    return table

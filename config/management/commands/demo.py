@@ -9,6 +9,7 @@ production.
 import io
 import json
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,8 +21,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
 from config import demo
+from config.management.commands._progress import progress_bar
 from config.services import membership_ensure, token_create
 
 ROOT = Path(settings.BASE_DIR)
@@ -45,7 +48,10 @@ class Command(BaseCommand):
             project_name=settings.BERTH_DEMO_PROJECT, username="demo", role="admin"
         )
         self.step(f"making the demo cloud: network {demo.DEMO_NETWORK}, hosts, flavors")
-        network = demo.network_ensure()
+        with progress_bar(self.stderr) as bar:
+            task = bar.add_task("network and hosts", total=demo.SETUP_STEPS)
+            network = demo.network_ensure(tick=lambda: bar.advance(task))
+        self.beat = time.monotonic()
 
         base = f"http://127.0.0.1:{port}"
         # Stop the children on SIGTERM too, not only on Ctrl-C.
@@ -56,25 +62,17 @@ class Command(BaseCommand):
             self.step("checking a worker round trip")
             call_command("healthcheck", "--timeout", "60", stdout=self.stdout)
             self.step("booting servers through the pipeline (compute-3 fails every spawn)")
-            demo.servers_wait(demo.servers_boot(network))
+            self.servers_wait("servers building", demo.servers_boot(network))
             self.step(
                 f"a lease of the gpu host starting in {LEASE_STARTS_IN}s (heads-up 10s before)"
             )
-            lease = demo.lease_ensure(starts_in=LEASE_STARTS_IN)
-            demo.lease_wait_active(lease)
-            demo.servers_wait(demo.lease_server_boot(lease, network))
-            self.stdout.write("\n".join(demo.lease_table(lease)))
-            self.stdout.write("\n".join(demo.servers_table()))
-            self.step(f"demo network {demo.DEMO_NETWORK} ({network.pk})")
-            self.stdout.write("\n".join(demo.network_table(network)))
+            lease = self.lease_wait_active(demo.lease_ensure(starts_in=LEASE_STARTS_IN))
+            self.servers_wait("leased server building", demo.lease_server_boot(lease, network))
             self.stdout.write("Press Ctrl-C to stop.")
-            self.summary(base, token, password)
-            beat = time.monotonic()
+            self.summary(base, token, password, network)
             while all(p.poll() is None for p in processes.values()):
                 time.sleep(1)
-                if time.monotonic() - beat > HEARTBEAT_EVERY:
-                    demo.hosts_report()  # the demo hosts' heartbeat
-                    beat = time.monotonic()
+                self.heartbeat()
             dead = [name for name, p in processes.items() if p.poll() is not None]
             raise CommandError(f"{', '.join(dead)} stopped; see the output above")
         except KeyboardInterrupt:
@@ -84,6 +82,40 @@ class Command(BaseCommand):
 
     def step(self, text: str) -> None:
         self.stdout.write(self.style.MIGRATE_HEADING(f"==> {text}"))
+
+    def heartbeat(self) -> None:
+        """The demo hosts' heartbeat, as their agents would send it. The
+        waits below send it too: booting and the lease's start can take
+        longer than BERTH_HOST_DOWN_AFTER, and then the hosts look dead."""
+        if time.monotonic() - self.beat > HEARTBEAT_EVERY:
+            demo.hosts_report()
+            self.beat = time.monotonic()
+
+    def servers_wait(self, description: str, instances: list) -> None:
+        with progress_bar(self.stderr) as bar:
+            task = bar.add_task(description, total=len(instances))
+
+            def tick(done: int) -> None:
+                bar.update(task, completed=done)
+                self.heartbeat()
+
+            demo.servers_wait(instances, tick=tick)
+
+    def lease_wait_active(self, lease):
+        """Until the lease starts; the bar counts the seconds to its start."""
+
+        def seconds_left() -> float:
+            return max(0.0, (lease.start_at - timezone.now()).total_seconds())
+
+        wait = seconds_left()
+        with progress_bar(self.stderr) as bar:
+            task = bar.add_task(f"lease {lease.name} starts in (s)", total=round(wait))
+
+            def tick() -> None:
+                bar.update(task, completed=round(wait - seconds_left()))
+                self.heartbeat()
+
+            return demo.lease_wait_active(lease, tick=tick)
 
     def ensure_admin_user(self) -> str:
         """An admin console login, with a fresh password each run."""
@@ -142,7 +174,19 @@ class Command(BaseCommand):
             except subprocess.TimeoutExpired:
                 process.kill()
 
-    def summary(self, base: str, token: str, password: str) -> None:
+    def summary(self, base: str, token: str, password: str, network) -> None:
+        """Tables of what the demo made, then how to reach it; the token is
+        the last line, where scripts (and the tests) read it."""
+        color = self.stdout.isatty()
+        # Piped output gets a fixed width, not rich's 80 columns.
+        width = shutil.get_terminal_size((120, 24)).columns
+        tables = [
+            demo.hosts_table(network),
+            demo.network_table(network),
+            demo.leases_table(),
+            demo.servers_table(),
+        ]
+        self.stdout.write(demo.render(*tables, width=width, color=color))
         auth = settings.BERTH_AUTH_MODE
         networking = f"{base}/{settings.BERTH_NETWORKING_PREFIX}"
         compute = f"{base}/{settings.BERTH_COMPUTE_PREFIX}/v2.1"

@@ -1,0 +1,91 @@
+"""The operator dashboard on the admin index: its counts, and the changelist
+each one opens."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from compute import services
+from compute.models import Host
+from config.auth import RequestContext
+from config.models import Project
+from reservations import notifications
+from reservations import services as reservations
+from tests.browser.conftest import expect, flat_network, screenshot
+from tests.compute.conftest import report_host, run_pipeline
+
+pytestmark = pytest.mark.browser
+
+EXPECTED = {
+    "hosts_up": 3,
+    "hosts_down": 1,
+    "hosts_disabled": 1,
+    "builds_in_flight": 1,
+    "builds_failed_last_hour": 1,
+    "leases_starting_next_hour": 1,
+    "undelivered_notifications": 1,
+}
+
+
+@pytest.fixture
+def fleet(transactional_db, no_worker, settings):
+    """Hosts up-1, up-2 and off-1 (up, disabled) reporting, gone-1 silent
+    for an hour; one build waiting for a worker, one failed (no host has
+    room for it); a lease starting in 30 minutes whose webhook is still to
+    be delivered."""
+    settings.BERTH_WEBHOOK_ALLOWED = ["hooks.example.com"]
+
+    for name in ("up-1", "up-2", "off-1", "gone-1"):
+        report_host(name, {"physnet1": {"bridge": "br-ex"}})
+    services.host_set_enabled(host=Host.objects.get(name="off-1"), enabled=False, reason="rma")
+    # Silence has no service: the heartbeat is simply set an hour back.
+    Host.objects.filter(name="gone-1").update(last_heartbeat=timezone.now() - timedelta(hours=1))
+
+    project = Project.objects.create(name="acme")
+    context = RequestContext(user_id="u1", project=project, role="admin")
+    network = flat_network(context)
+    small = services.flavor_create(id="small", name="small", vcpus=1, ram=1024, disk=10)
+    huge = services.flavor_create(id="huge", name="huge", vcpus=64, ram=1024, disk=10)
+    nics = [services.NicRequest(network=network)]
+    services.server_create(context=context, name="waiting", flavor=small, nics=nics)
+    failed = services.server_create(context=context, name="too-big", flavor=huge, nics=nics)[0]
+    assert run_pipeline(failed).status == "ERROR"
+
+    reservations.reservable_host_create(name="up-2", capabilities={})
+    notifications.subscription_create(
+        project=project, url="https://hooks.example.com/berth", event_types=[], secret="s"
+    )
+    now = timezone.now()
+    reservations.lease_create(
+        context=context,
+        request=reservations.LeaseRequest(
+            name="soon",
+            start=now + timedelta(minutes=30),
+            end=now + timedelta(hours=4),
+            reservations=[reservations.HostRequest(min=1, max=1)],
+        ),
+    )
+
+
+def test_dashboard_counts_and_links(page, fleet):
+    page.goto("/admin/")
+    dashboard = page.locator("div.dashboard")
+    values = {
+        metric: int(dashboard.locator(f"a.count[data-metric='{metric}'] .value").inner_text())
+        for metric in EXPECTED
+    }
+    assert values == EXPECTED
+    screenshot(page, "dashboard")
+
+    # Each count opens the changelist of exactly what it counted.
+    with page.expect_navigation():
+        dashboard.locator("a.count[data-metric='hosts_down']").click()
+    assert "/admin/compute/host/" in page.url
+    expect(page.locator("#result_list tbody tr th.field-name")).to_have_text(["gone-1"])
+
+    page.go_back()
+    with page.expect_navigation():
+        dashboard.locator("a.count[data-metric='builds_failed_last_hour']").click()
+    expect(page.locator("#result_list tbody tr")).to_have_count(1)
+    expect(page.locator("#result_list tbody tr")).to_contain_text("too-big")
