@@ -11,6 +11,7 @@ from django.db import InterfaceError, OperationalError, transaction
 
 from compute import pipeline
 from compute.models import Instance, TaskState
+from config.celery import enqueue_after_commit
 
 # Lost database connections are worth a retry; domain failures are not
 # exceptions at all (they are states with a fault).
@@ -43,7 +44,7 @@ def build_chain(instance_id, attempt: int, first: str = TaskState.PREPARING_PORT
 def start_build(instance: Instance) -> None:
     """Enqueue the instance's build once the transaction that stored it commits."""
     instance_id, attempt, first = instance.pk, instance.attempt, instance.task_state
-    transaction.on_commit(lambda: build_chain(instance_id, attempt, first).apply_async())
+    enqueue_after_commit(lambda: build_chain(instance_id, attempt, first).apply_async())
 
 
 def _continue(task, outcome: pipeline.Outcome, instance_id, attempt: int):
@@ -84,7 +85,7 @@ def delete_instance(instance_id: str) -> None:
 
 def start_delete(instance: Instance) -> None:
     instance_id = str(instance.pk)
-    transaction.on_commit(lambda: delete_instance.delay(instance_id))
+    enqueue_after_commit(lambda: delete_instance.delay(instance_id))
 
 
 @shared_task(name="compute.reap_stuck_builds", **TRANSIENT)
@@ -107,7 +108,7 @@ def reap_stuck_builds() -> int:
                 start_delete(instance)
             elif step is not None:
                 attempt = instance.attempt
-                transaction.on_commit(
+                enqueue_after_commit(
                     lambda i=instance_id, a=attempt, s=step: build_chain(i, a, s).apply_async()
                 )
             resumed += 1

@@ -4,9 +4,11 @@ All settings live in config.settings under CELERY_*; see the comments there.
 """
 
 import os
+from collections.abc import Callable
 
 from celery import Celery, signals
 from django.conf import settings
+from django.db import transaction
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -28,6 +30,16 @@ PERIODIC_TASKS = {
     "berth: fire due lease events": {"task": "reservations.events.sweep", "every": 1},
     "berth: heal leases": {"task": "reservations.heal", "every": 60},
 }
+
+
+def enqueue_after_commit(send: Callable[[], object]) -> None:
+    """Run ``send``, a task enqueue, once the current transaction commits.
+
+    Robust: a broker that is down must not turn an accepted request into an
+    error after its rows are committed. The failure is logged and the work
+    is not lost: its rows say what is due, and the periodic sweeps (the
+    reaper for builds) enqueue it again."""
+    transaction.on_commit(send, robust=True)
 
 
 @signals.task_prerun.connect

@@ -9,7 +9,8 @@ import logging
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DatabaseError, DataError, InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -51,6 +52,11 @@ class Conflict(BerthError):
 class OverQuota(Conflict):
     # Neutron answers 409 OverQuota; Nova answers 403 forbidden.
     type = "OverQuota"
+
+
+class TooLarge(BerthError):
+    status = 413
+    type = "RequestEntityTooLarge"
 
 
 # --- rendering ----------------------------------------------------------------
@@ -138,6 +144,16 @@ def classify(exc: Exception, api: str | None) -> tuple[int, str, str] | None:
                     message = "Policy does not allow this operation."
                 return status, type_, message
         return exc.status_code, "BadRequest", _flatten(exc.detail)
+    if isinstance(exc, DjangoValidationError):
+        # A model field refused a value that reached the ORM unchecked (a
+        # filter or lookup): the caller's input, not the service, is wrong.
+        return 400, "InvalidInput", " ".join(exc.messages)
+    if isinstance(exc, DataError):
+        # PostgreSQL's "data exception" class (out of range, too long, NUL
+        # in text): a value the API let through. Still the caller's input;
+        # logged so the missing check at the edge gets added.
+        log.warning("database refused a value: %s", exc)
+        return 400, "InvalidInput", "A value is out of range or malformed."
     if isinstance(exc, OperationalError | InterfaceError):
         # The database is down or dropped the connection: nothing was
         # committed, so the caller may simply retry.

@@ -2,6 +2,11 @@
 
 import django_filters
 from django import forms
+from django.core.exceptions import FieldDoesNotExist, ValidationError
+from django.db import connection
+from django.db.models.constants import LOOKUP_SEP
+
+from config.errors import Invalid
 
 
 class _RepeatedValueField(forms.Field):
@@ -12,15 +17,52 @@ class _RepeatedValueField(forms.Field):
         return [item for item in (value or []) if item != ""]
 
 
+def model_field(model, path: str):
+    """The model field at the end of a lookup path such as ``host__name``."""
+    *relations, last = path.split(LOOKUP_SEP)
+    for name in relations:
+        model = model._meta.get_field(name).related_model
+    return model._meta.get_field(last)
+
+
 class AnyOf(django_filters.Filter):
-    """``?key=a&key=b`` matches either value, as Neutron's filters do."""
+    """``?key=a&key=b`` matches either value, as Neutron's filters do.
+
+    Values are converted by the model field first: a query string is text,
+    and one the column cannot hold (``id=abc``, ``segmentation_id=2**63``)
+    would otherwise fail inside the database query as a 500."""
 
     field_class = _RepeatedValueField
 
     def filter(self, qs, value):
         if not value:
             return qs
+        try:
+            field = model_field(qs.model, self.field_name)
+        except FieldDoesNotExist:
+            field = None
+        if field is not None:
+            value = [self.column_value(field, item) for item in value]
         return qs.filter(**{f"{self.field_name}__in": value})
+
+    def column_value(self, field, item):
+        wire = self.field_name.split(LOOKUP_SEP)[0]
+        try:
+            converted = field.to_python(item)
+            # Some checks live only in validators (an IP address field's
+            # to_python takes any text).
+            field.run_validators(converted)
+        except (ValidationError, ValueError, TypeError):
+            raise Invalid(f"Invalid value for {wire}: {item!r}.") from None
+        if isinstance(converted, int) and not isinstance(converted, bool):
+            column = field.target_field if field.is_relation else field
+            try:
+                low, high = connection.ops.integer_field_range(column.get_internal_type())
+            except KeyError:  # not an integer column after all
+                return converted
+            if (low is not None and converted < low) or (high is not None and converted > high):
+                raise Invalid(f"Invalid value for {wire}: {item!r} is out of range.")
+        return converted
 
 
 class OpenStackBoolean(django_filters.BooleanFilter):

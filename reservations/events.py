@@ -8,6 +8,7 @@ and finds it DONE afterwards. Never one beat entry per event (beat reloads
 every entry on each change and stalls at 10^4 entries).
 """
 
+import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -18,9 +19,9 @@ from django.utils import timezone
 from compute import services as compute
 from compute.models import Instance, InstanceStatus, TaskState
 from config.auth import RequestContext
-from config.errors import BerthError
+from config.errors import BerthError, NotFound
 from config.models import Role
-from networking.models import Network, Port
+from networking import selectors as net_selectors
 from reservations import allocation
 from reservations.models import (
     EVENT_ORDER,
@@ -164,10 +165,19 @@ def _boot_template(lease: Lease, reservation) -> None:
     context = RequestContext(user_id=lease.user_id, project=lease.project, role=Role.MEMBER)
     nics = []
     for entry in template.get("networks", []):
+        # Only what the lease's project may use, as POST /servers resolves
+        # it, and looked up now: the template names ids given when the lease
+        # was made, which may name another project's rows or be gone.
         if "port" in entry:
-            nics.append(compute.NicRequest(port=Port.objects.get(pk=entry["port"])))
+            port = _visible(net_selectors.port_list(context=context), entry["port"])
+            if port is None:
+                raise NotFound(f"Port id {entry['port']} could not be found.")
+            nics.append(compute.NicRequest(port=port))
         else:
-            nics.append(compute.NicRequest(network=Network.objects.get(pk=entry["uuid"])))
+            network = _visible(net_selectors.network_list(context=context), entry.get("uuid"))
+            if network is None:
+                raise NotFound(f"Network {entry.get('uuid')} could not be found.")
+            nics.append(compute.NicRequest(network=network))
     count = template.get("count", reservation.amount)
     compute.server_create(
         context=context,
@@ -180,13 +190,23 @@ def _boot_template(lease: Lease, reservation) -> None:
     )
 
 
+def _visible(queryset, pk):
+    try:
+        return queryset.filter(pk=uuid.UUID(str(pk))).first()
+    except ValueError:
+        return None
+
+
 def _before_end(lease: Lease, now: datetime) -> None:
     """Only the notification: the lease's users may save their work."""
 
 
 def lease_servers(lease: Lease):
     ids = [str(pk) for pk in lease.reservations.values_list("pk", flat=True)]
-    return Instance.objects.filter(reservation_id__in=ids).exclude(status=InstanceStatus.DELETED)
+    # The hint is whatever id a caller typed: another project's server may
+    # name this reservation (and fail to build); it is not this lease's.
+    servers = Instance.objects.filter(reservation_id__in=ids, project_id=lease.project_id)
+    return servers.exclude(status=InstanceStatus.DELETED)
 
 
 def _end(lease: Lease, now: datetime) -> None:

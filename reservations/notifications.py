@@ -9,17 +9,18 @@ backoff. Destinations outside BERTH_WEBHOOK_ALLOWED are never contacted.
 
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import json
 import socket
-import urllib.error
-import urllib.request
+import ssl
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from config.celery import enqueue_after_commit
 from config.errors import Invalid
 from config.models import Project
 from reservations.models import Delivery, DeliveryStatus, Lease, Notification, Subscription
@@ -48,7 +49,7 @@ def notify(
         from reservations.tasks import deliver
 
         ids = [d.pk for d in deliveries]
-        transaction.on_commit(lambda: [deliver.delay(i) for i in ids])
+        enqueue_after_commit(lambda: [deliver.delay(i) for i in ids])
     return notification
 
 
@@ -70,27 +71,43 @@ def destination_allowed(url: str) -> str | None:
     """None if the URL may be contacted, else why not. Every address the
     host name resolves to must be inside an allowed network (or the name
     itself allowed), so a name cannot smuggle in an internal address."""
-    parts = urlsplit(url)
+    return checked_destination(url)[0]
+
+
+def checked_destination(url: str) -> tuple[str | None, str | None]:
+    """(why the URL is refused, or None; the address to connect to: one
+    that was checked, or None when the operator allowed the name itself)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a bad IPv6 literal or port
+        return f"{url} is not a valid URL", None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"{url} is not an http(s) URL"
+        return f"{url} is not an http(s) URL", None
     allowed = settings.BERTH_WEBHOOK_ALLOWED
     if parts.hostname in allowed:
-        return None
+        return None, None
     networks = []
     for entry in allowed:
         try:
             networks.append(ipaddress.ip_network(entry, strict=False))
         except ValueError:
             continue  # a host name, checked above
+    if not networks:
+        # No address can be allowed: refuse without asking DNS about a name
+        # the caller chose.
+        return f"{parts.hostname} is not an allowed webhook destination", None
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 80)}
-    except OSError:
-        return f"{parts.hostname} does not resolve"
+        # In the resolver's order of preference, without repeats.
+        answers = socket.getaddrinfo(parts.hostname, port or 80, proto=socket.IPPROTO_TCP)
+        addresses = list(dict.fromkeys(info[4][0] for info in answers))
+    except (OSError, UnicodeError):  # UnicodeError: a label IDNA cannot encode
+        return f"{parts.hostname} does not resolve", None
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%")[0])
         if not any(ip in network for network in networks):
-            return f"{parts.hostname} ({ip}) is not an allowed webhook destination"
-    return None
+            return f"{parts.hostname} ({ip}) is not an allowed webhook destination", None
+    return None, addresses[0]
 
 
 def subscription_create(
@@ -106,6 +123,31 @@ def subscription_create(
     )
 
 
+def post(url: str, address: str | None, body: bytes, headers: dict) -> int:
+    """POST to ``address``, the one checked_destination checked, not to a
+    second lookup of the name (its DNS may answer differently a moment
+    later), and follow no redirect (where it points was never checked): a
+    3xx is the answer. TLS is still verified against the URL's host name."""
+    parts = urlsplit(url)
+    timeout = settings.BERTH_WEBHOOK_TIMEOUT
+    https = parts.scheme == "https"
+    kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
+    connection = kind(parts.hostname, parts.port, timeout=timeout)
+    # http.client sends on a socket it is given instead of connecting itself.
+    connection.sock = socket.create_connection(
+        (address or parts.hostname, connection.port), timeout
+    )
+    try:
+        if https:
+            context = ssl.create_default_context()
+            connection.sock = context.wrap_socket(connection.sock, server_hostname=parts.hostname)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        connection.request("POST", target, body=body, headers=headers)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
 def delivery_attempt(*, delivery_id: int) -> bool:
     """POST one delivery. True when it is settled (delivered, or failed for
     good), False when it should be tried again later."""
@@ -117,30 +159,24 @@ def delivery_attempt(*, delivery_id: int) -> bool:
     if delivery is None:
         return True  # already settled: a redelivered task does nothing
     subscription = delivery.subscription
-    refused = destination_allowed(subscription.url)
+    refused, address = checked_destination(subscription.url)
     status, error = None, refused or ""
     if not refused:
         body = json.dumps(body_of(delivery.notification), sort_keys=True).encode()
-        request = urllib.request.Request(
-            subscription.url,
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "User-Agent": "berth-webhook",
-                "X-Berth-Event": delivery.notification.event_type,
-                # Receivers drop repeats by this key: a delivery may be
-                # retried after the receiver answered but before berth saw it.
-                "X-Berth-Delivery": f"{delivery.notification.seq}-{subscription.pk}",
-                SIGNATURE_HEADER: sign(subscription.secret, body),
-            },
-        )
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "berth-webhook",
+            "X-Berth-Event": delivery.notification.event_type,
+            # Receivers drop repeats by this key: a delivery may be
+            # retried after the receiver answered but before berth saw it.
+            "X-Berth-Delivery": f"{delivery.notification.seq}-{subscription.pk}",
+            SIGNATURE_HEADER: sign(subscription.secret, body),
+        }
         try:
-            with urllib.request.urlopen(request, timeout=settings.BERTH_WEBHOOK_TIMEOUT) as answer:
-                status = answer.status
-        except urllib.error.HTTPError as answer:
-            status, error = answer.code, f"HTTP {answer.code}"
-        except (OSError, ValueError) as failure:
+            status = post(subscription.url, address, body, headers)
+            if not 200 <= status < 300:
+                error = f"HTTP {status}"
+        except (OSError, http.client.HTTPException, ValueError) as failure:
             error = str(failure)[:500]
     delivered = status is not None and 200 <= status < 300
     attempts = delivery.attempts + 1
@@ -163,4 +199,4 @@ def delivery_retry(*, delivery: Delivery) -> None:
         Delivery.objects.filter(pk=delivery.pk).update(status=DeliveryStatus.PENDING, attempts=0)
         from reservations.tasks import deliver
 
-        transaction.on_commit(lambda: deliver.delay(delivery.pk))
+        enqueue_after_commit(lambda: deliver.delay(delivery.pk))

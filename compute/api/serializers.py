@@ -8,6 +8,12 @@ from rest_framework import serializers
 
 from compute import selectors
 from compute.models import Flavor, Host, Instance, InstanceStatus
+from config.api import MAX_DB_INT
+from config.schema import typed
+
+# Allocation ratios multiply capacity; past this the products stop being
+# numbers a host could have.
+MAX_RATIO = 10_000.0
 
 NOVA_TIME = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -53,16 +59,16 @@ class FlavorSerializer(serializers.Serializer):
 class FlavorCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=255)
     id = serializers.CharField(max_length=255, required=False, allow_null=True)
-    vcpus = serializers.IntegerField(min_value=1)
-    ram = serializers.IntegerField(min_value=1)
-    disk = serializers.IntegerField(min_value=0)
-    swap = serializers.IntegerField(min_value=0, required=False)
+    vcpus = serializers.IntegerField(min_value=1, max_value=MAX_DB_INT)
+    ram = serializers.IntegerField(min_value=1, max_value=MAX_DB_INT)
+    disk = serializers.IntegerField(min_value=0, max_value=MAX_DB_INT)
+    swap = serializers.IntegerField(min_value=0, max_value=MAX_DB_INT, required=False)
     rxtx_factor = serializers.FloatField(min_value=0, required=False)
 
     def get_fields(self):
         fields = super().get_fields()
         fields["OS-FLV-EXT-DATA:ephemeral"] = serializers.IntegerField(
-            min_value=0, required=False, source="ephemeral"
+            min_value=0, max_value=MAX_DB_INT, required=False, source="ephemeral"
         )
         fields["os-flavor-access:is_public"] = serializers.BooleanField(
             required=False, source="is_public"
@@ -169,7 +175,25 @@ class ServerCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=255, trim_whitespace=False)
     flavorRef = serializers.CharField(max_length=255)
     imageRef = serializers.CharField(max_length=255, required=False, allow_blank=True)
-    networks = serializers.JSONField(required=False)
+    networks = typed(
+        {
+            "oneOf": [
+                {"type": "string", "enum": ["auto", "none"]},
+                {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "uuid": {"type": "string", "format": "uuid"},
+                            "port": {"type": "string", "format": "uuid"},
+                            "fixed_ip": {"type": "string"},
+                        },
+                    },
+                },
+            ]
+        },
+        required=False,
+    )
     metadata = serializers.DictField(child=serializers.CharField(max_length=255), required=False)
     min_count = serializers.IntegerField(min_value=1, required=False, default=1)
     max_count = serializers.IntegerField(min_value=1, required=False)
@@ -279,36 +303,78 @@ def instance_action(action, *, with_events: bool, is_admin: bool) -> dict:
                 "start_time": _time(event.start_time),
                 "finish_time": _time(event.finish_time),
                 "result": event.result or None,
-                "details": event.details or None,
                 "berth:attempt": event.attempt,
-                **({"host": event.host, "traceback": None} if is_admin else {}),
+                # Why a step failed names hosts and repeats the port's
+                # binding:failure_reason: admin-only, as Nova's
+                # os-instance-actions:events:details policy has it.
+                **(
+                    {"details": event.details or None, "host": event.host, "traceback": None}
+                    if is_admin
+                    else {}
+                ),
             }
             for event in action.events.all()
         ]
     return data
 
 
+class PhysnetLinksSerializer(serializers.Serializer):
+    """How a host reaches one physical network."""
+
+    bridge = serializers.CharField(max_length=64, allow_blank=True, required=False)
+    sriov_interface = serializers.CharField(max_length=64, allow_blank=True, required=False)
+    macvtap_interface = serializers.CharField(max_length=64, allow_blank=True, required=False)
+
+
+class BaremetalNicSerializer(serializers.Serializer):
+    """A baremetal node's NIC and the switch port it is cabled to."""
+
+    mac_address = serializers.CharField(max_length=64)
+    physical_network = serializers.CharField(max_length=64)
+    switch_id = serializers.CharField(max_length=64, allow_blank=True, required=False)
+    switch_port = serializers.CharField(max_length=64, allow_blank=True, required=False)
+    switch_info = serializers.CharField(max_length=255, allow_blank=True, required=False)
+
+
 class HostReportSerializer(serializers.Serializer):
     """The body of POST os-host-reports: a host reporting itself."""
 
     name = serializers.CharField(max_length=255)
-    vcpus = serializers.IntegerField(min_value=0)
-    memory_mb = serializers.IntegerField(min_value=0)
-    disk_gb = serializers.IntegerField(min_value=0)
+    vcpus = serializers.IntegerField(min_value=0, max_value=MAX_DB_INT)
+    memory_mb = serializers.IntegerField(min_value=0, max_value=MAX_DB_INT)
+    disk_gb = serializers.IntegerField(min_value=0, max_value=MAX_DB_INT)
     hypervisor_type = serializers.CharField(max_length=32, required=False)
     virt_driver = serializers.CharField(max_length=32, required=False)
     baremetal = serializers.BooleanField(required=False)
-    cpu_allocation_ratio = serializers.FloatField(min_value=0.0001, required=False)
-    ram_allocation_ratio = serializers.FloatField(min_value=0.0001, required=False)
-    disk_allocation_ratio = serializers.FloatField(min_value=0.0001, required=False)
-    service_version = serializers.IntegerField(min_value=0, required=False)
+    cpu_allocation_ratio = serializers.FloatField(
+        min_value=0.0001, max_value=MAX_RATIO, required=False
+    )
+    ram_allocation_ratio = serializers.FloatField(
+        min_value=0.0001, max_value=MAX_RATIO, required=False
+    )
+    disk_allocation_ratio = serializers.FloatField(
+        min_value=0.0001, max_value=MAX_RATIO, required=False
+    )
+    service_version = serializers.IntegerField(min_value=0, max_value=MAX_DB_INT, required=False)
     capabilities = serializers.DictField(required=False)
     driver_options = serializers.DictField(required=False)
-    # Network side, as networking's HostNetworkReport.
-    physnets = serializers.DictField(child=serializers.DictField(), required=False)
+    # Network side, as networking's HostNetworkReport, typed to its columns:
+    # the service compares and stores these values as given.
+    physnets = serializers.DictField(child=PhysnetLinksSerializer(), required=False)
     vnic_types = serializers.ListField(child=serializers.CharField(), required=False)
     datapath_type = serializers.ChoiceField(["system", "netdev"], required=False)
     interface_types = serializers.ListField(child=serializers.CharField(), required=False)
     ovs_hybrid_plug = serializers.BooleanField(required=False)
     tunnel_types = serializers.ListField(child=serializers.CharField(), required=False)
-    baremetal_nics = serializers.ListField(child=serializers.DictField(), required=False)
+    baremetal_nics = BaremetalNicSerializer(many=True, required=False)
+
+    def validate_physnets(self, value):
+        for name in value:
+            if not name or len(name) > 64:
+                raise serializers.ValidationError(
+                    f"physical network names have 1 to 64 characters, not {name!r}."
+                )
+        return {name: dict(links) for name, links in value.items()}
+
+    def validate_baremetal_nics(self, value):
+        return [dict(nic) for nic in value]

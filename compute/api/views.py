@@ -7,10 +7,11 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from compute import selectors, services
+from compute.api import schema as docs
 from compute.api import serializers as s
 from compute.filters import FlavorFilter, HostFilter, ServerFilter
 from compute.models import Flavor, Host, Instance
-from config.api import OpenStackViewSet
+from config.api import OpenStackGenericViewSet, OpenStackViewSet
 from config.discovery import COMPUTE_MAX_MICROVERSION
 from config.errors import BerthError, Invalid, NotFound
 from networking import selectors as net_selectors
@@ -32,7 +33,7 @@ def requested_microversion(request) -> str | None:
     return request.headers.get("X-OpenStack-Nova-API-Version")
 
 
-class NovaViewSet(OpenStackViewSet):
+class NovaMixin:
     """Microversion negotiation: berth implements 2.1 only; anything else
     asked for is 406, as Nova answers an unsupported version."""
 
@@ -53,6 +54,11 @@ class NovaViewSet(OpenStackViewSet):
         return response
 
 
+class NovaViewSet(NovaMixin, OpenStackViewSet):
+    """A Nova collection: list and show, with microversion negotiation."""
+
+
+@docs.flavor_schema
 class FlavorViewSet(NovaViewSet):
     resource = "flavor"
     collection = "flavors"
@@ -92,6 +98,8 @@ class FlavorViewSet(NovaViewSet):
 
     def create(self, request):
         fields = self.validated(s.FlavorCreateSerializer, self.body())
+        # No id (or null) means the service picks one, as Nova does.
+        fields.setdefault("id", None)
         return self.respond(services.flavor_create(**fields))
 
     def destroy(self, request, pk=None):
@@ -153,6 +161,7 @@ def resolve_nics(context, requested) -> list[services.NicRequest]:
     return nics
 
 
+@docs.server_schema
 class ServerViewSet(NovaViewSet):
     resource = "server"
     collection = "servers"
@@ -165,6 +174,9 @@ class ServerViewSet(NovaViewSet):
         params = self.request.query_params
         flag = params.get("all_tenants", params.get("all_projects"))
         everything = flag is not None and flag.lower() in ("", "1", "true", "yes")
+        # all_tenants only widens lists: an admin names any project's server
+        # by its id, as in Nova (the selector ignores the flag for others).
+        everything = everything or bool(self.detail)
         return selectors.server_list(context=context, all_projects=everything)
 
     def get_serializer_class(self):
@@ -249,9 +261,11 @@ class ServerViewSet(NovaViewSet):
         return Response({"instanceAction": data})
 
 
+@docs.hypervisor_schema
 class HypervisorViewSet(NovaViewSet):
     resource = "hypervisor"
     collection = "hypervisors"
+    paged = False
     filterset_class = HostFilter
     admin_actions = ("list", "retrieve", "list_detail")
     queryset = Host.objects.none()
@@ -272,12 +286,14 @@ class HypervisorViewSet(NovaViewSet):
         return Response({"hypervisor": s.hypervisor(self.get_object(), detail=True)})
 
 
-class ServiceViewSet(NovaViewSet):
+@docs.service_schema
+class ServiceViewSet(NovaMixin, OpenStackGenericViewSet):
     """os-services: one nova-compute service per host; disabling a host
     takes it out of scheduling."""
 
     resource = "service"
     collection = "services"
+    paged = False
     filterset_class = HostFilter
     admin_actions = ("list", "disable", "enable", "disable_log_reason", "update")
     queryset = Host.objects.none()
@@ -329,7 +345,8 @@ class ServiceViewSet(NovaViewSet):
         return Response({"service": s.service(host)})
 
 
-class HostReportViewSet(NovaViewSet):
+@docs.host_report_schema
+class HostReportViewSet(NovaMixin, OpenStackGenericViewSet):
     """berth's host reporting (not in Nova): a host upserts itself; a
     repeated report is a heartbeat. Admin only."""
 
@@ -353,9 +370,6 @@ class HostReportViewSet(NovaViewSet):
             "baremetal_nics",
         )
         network = {k: fields.pop(k) for k in network_keys if k in fields}
-        for nic in network.get("baremetal_nics", []):
-            if "mac_address" not in nic or "physical_network" not in nic:
-                raise Invalid("Each baremetal NIC needs mac_address and physical_network.")
         report = services.HostReport(
             **fields, network=HostNetworkReport(host=fields["name"], **network)
         )

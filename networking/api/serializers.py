@@ -6,6 +6,8 @@ import copy
 
 from rest_framework import serializers
 
+from config.api import MAX_DB_INT
+from config.schema import InlineChoiceField
 from networking.models import HostAgent, Network, NetworkType, Port, Segment, Subnet, VnicType
 from networking.selectors import agents_alive_since
 
@@ -104,9 +106,7 @@ class NetworkSerializer(StandardAttrs, serializers.ModelSerializer):
 
 class ProviderSerializer(ColonFieldsMixin, serializers.Serializer):
     colon_fields = {
-        "provider:network_type": serializers.ChoiceField(
-            NetworkType.choices, source="network_type"
-        ),
+        "provider:network_type": InlineChoiceField(NetworkType.choices, source="network_type"),
         "provider:physical_network": serializers.CharField(
             max_length=64,
             source="physical_network",
@@ -115,7 +115,7 @@ class ProviderSerializer(ColonFieldsMixin, serializers.Serializer):
             allow_blank=True,
         ),
         "provider:segmentation_id": serializers.IntegerField(
-            source="segmentation_id", required=False, allow_null=True
+            source="segmentation_id", max_value=MAX_DB_INT, required=False, allow_null=True
         ),
     }
 
@@ -187,7 +187,9 @@ class SegmentCreateSerializer(serializers.Serializer):
     physical_network = serializers.CharField(
         max_length=64, required=False, allow_null=True, allow_blank=True
     )
-    segmentation_id = serializers.IntegerField(required=False, allow_null=True)
+    segmentation_id = serializers.IntegerField(
+        max_value=MAX_DB_INT, required=False, allow_null=True
+    )
 
 
 class SegmentUpdateSerializer(serializers.Serializer):

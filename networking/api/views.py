@@ -1,12 +1,15 @@
 """Neutron v2.0 endpoints: thin views over networking's services and selectors."""
 
+import uuid
+
 from rest_framework import views
 from rest_framework.response import Response
 
-from config.api import OpenStackViewSet
+from config.api import DestroyMixin, OpenStackAutoSchema, OpenStackViewSet
 from config.auth import RequestContext
-from config.errors import Forbidden, NotFound
+from config.errors import Forbidden, Invalid, NotFound
 from networking import selectors, services
+from networking.api import schema as docs
 from networking.api import serializers as s
 from networking.filters import (
     AgentFilter,
@@ -29,7 +32,8 @@ def visible_network(context: RequestContext, network_id, *, to_change: bool = Fa
     return network
 
 
-class NetworkViewSet(OpenStackViewSet):
+@docs.network_schema
+class NetworkViewSet(DestroyMixin, OpenStackViewSet):
     queryset = Network.objects.none()
     resource = "network"
     collection = "networks"
@@ -57,7 +61,8 @@ class NetworkViewSet(OpenStackViewSet):
         services.network_delete(network=network)
 
 
-class SegmentViewSet(OpenStackViewSet):
+@docs.segment_schema
+class SegmentViewSet(DestroyMixin, OpenStackViewSet):
     queryset = Segment.objects.none()
     resource = "segment"
     collection = "segments"
@@ -85,7 +90,8 @@ class SegmentViewSet(OpenStackViewSet):
         services.segment_delete(segment=segment)
 
 
-class SubnetViewSet(OpenStackViewSet):
+@docs.subnet_schema
+class SubnetViewSet(DestroyMixin, OpenStackViewSet):
     queryset = Subnet.objects.none()
     resource = "subnet"
     collection = "subnets"
@@ -102,7 +108,10 @@ class SubnetViewSet(OpenStackViewSet):
         segment_id = fields.pop("segment_id", None)
         segment = None
         if segment_id is not None:
-            segment = Segment.objects.filter(pk=segment_id).first()
+            # Only segments the caller can see: another project's segment is
+            # "not found", not "not a segment of this network", which would
+            # confirm that it exists.
+            segment = selectors.segment_list(context=self.context).filter(pk=segment_id).first()
             if segment is None:
                 raise NotFound(f"Segment {segment_id} could not be found.", type="SegmentNotFound")
         project = self.target_project(fields)
@@ -120,7 +129,8 @@ class SubnetViewSet(OpenStackViewSet):
 ADMIN_ONLY_PORT_INPUT = {"binding_host": "binding:host_id", "binding_profile": "binding:profile"}
 
 
-class PortViewSet(OpenStackViewSet):
+@docs.port_schema
+class PortViewSet(DestroyMixin, OpenStackViewSet):
     queryset = Port.objects.none()
     resource = "port"
     collection = "ports"
@@ -160,10 +170,12 @@ class PortViewSet(OpenStackViewSet):
         services.port_delete(port=port)
 
 
+@docs.ip_availability_schema
 class IpAvailabilityViewSet(OpenStackViewSet):
     queryset = Network.objects.none()
     resource = "network_ip_availability"
     collection = "network_ip_availabilities"
+    paged = False
     not_found_type = "NetworkNotFound"
     serializer_class = s.NetworkSerializer
     filterset_class = NetworkFilter
@@ -176,10 +188,17 @@ class IpAvailabilityViewSet(OpenStackViewSet):
         queryset = super().filter_queryset(queryset)
         params = self.request.query_params
         if params.getlist("network_id"):
-            queryset = queryset.filter(pk__in=params.getlist("network_id"))
+            ids = params.getlist("network_id")
+            try:
+                ids = [uuid.UUID(value) for value in ids]
+            except ValueError:
+                raise Invalid(f"Invalid value for network_id: {ids!r}.") from None
+            queryset = queryset.filter(pk__in=ids)
         if params.getlist("network_name"):
             queryset = queryset.filter(name__in=params.getlist("network_name"))
         if params.get("ip_version"):
+            if params["ip_version"] not in ("4", "6"):
+                raise Invalid(f"Invalid value for ip_version: {params['ip_version']!r}.")
             queryset = queryset.filter(subnets__ip_version=params["ip_version"]).distinct()
         return queryset
 
@@ -195,7 +214,8 @@ class IpAvailabilityViewSet(OpenStackViewSet):
         return Response({self.resource: self.render([self.get_object()])[0]})
 
 
-class AgentViewSet(OpenStackViewSet):
+@docs.agent_schema
+class AgentViewSet(DestroyMixin, OpenStackViewSet):
     queryset = HostAgent.objects.none()
     resource = "agent"
     collection = "agents"
@@ -243,11 +263,17 @@ def extension(alias: str, name: str, description: str) -> dict:
 
 
 class ExtensionList(views.APIView):
+    schema = OpenStackAutoSchema()
+
+    @docs.extension_list_schema
     def get(self, request):
         return Response({"extensions": [extension(*e) for e in EXTENSIONS]})
 
 
 class ExtensionDetail(views.APIView):
+    schema = OpenStackAutoSchema()
+
+    @docs.extension_detail_schema
     def get(self, request, alias):
         for e in EXTENSIONS:
             if e[0] == alias:

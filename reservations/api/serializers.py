@@ -3,11 +3,13 @@
 created/updated as ``%Y-%m-%d %H:%M:%S``; request dates are
 ``%Y-%m-%d %H:%M`` (UTC) or ``now``."""
 
+import uuid
 from datetime import UTC, datetime
 
 from django.utils import timezone
 from rest_framework import serializers
 
+from config.api import MAX_DB_INT
 from config.errors import Invalid
 from reservations import services
 from reservations.models import HostAllocation, Lease, ResourceType
@@ -15,6 +17,10 @@ from reservations.models import HostAllocation, Lease, ResourceType
 LEASE_DATE = "%Y-%m-%dT%H:%M:%S.%f"
 STAMP = "%Y-%m-%d %H:%M:%S"
 REQUEST_DATE = "%Y-%m-%d %H:%M"
+# No reservation is planned a millennium ahead. The bound keeps the date
+# arithmetic done with request dates (durations, cleaning buffers, the dry
+# run shifting a window by its own length) inside datetime's range (9999).
+LATEST_DATE = datetime(3000, 1, 1, tzinfo=UTC)
 
 
 def lease_date(value: datetime | None) -> str | None:
@@ -33,9 +39,14 @@ def parse_date(value, *, field: str, now: datetime) -> datetime:
     if isinstance(value, str):
         for fmt in (REQUEST_DATE, LEASE_DATE, "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"):
             try:
-                return datetime.strptime(value, fmt).replace(tzinfo=UTC)
+                parsed = datetime.strptime(value, fmt).replace(tzinfo=UTC)
             except ValueError:
                 continue
+            if parsed >= LATEST_DATE:
+                raise Invalid(
+                    f"{value} is too far ahead: dates end before {LATEST_DATE:%Y} ({field})."
+                )
+            return parsed
     raise Invalid(f"{value} is an invalid date. Required format: %Y-%m-%d %H:%M ({field}).")
 
 
@@ -46,6 +57,8 @@ def as_int(value, *, field: str) -> int:
         raise Invalid(f"{field} must be an integer, not {value!r}.") from None
     if number < 0:
         raise Invalid(f"{field} must not be negative.")
+    if number > MAX_DB_INT:
+        raise Invalid(f"{field} must be at most {MAX_DB_INT}.")
     return number
 
 
@@ -70,6 +83,40 @@ def as_text(value, *, field: str) -> str:
     return value
 
 
+def before_end_action(value) -> str:
+    """What happens at before_end_date: Blazar knows "default" and
+    "snapshot"; anything else short is kept as given."""
+    if value in (None, ""):
+        return "default"
+    if not isinstance(value, str) or len(value) > 16:
+        raise Invalid("before_end must be a string of at most 16 characters.")
+    return value
+
+
+def server_template(template) -> dict | None:
+    """The servers an instance reservation boots at its start. Checked now:
+    at the start it is read by the event worker, where a bad value would
+    fail the lease instead of answering 400."""
+    if template is None:
+        return None
+    if not isinstance(template, dict):
+        raise Invalid("server_template must be an object.")
+    checked = dict(template)
+    if "count" in template:
+        checked["count"] = as_int(template["count"], field="server_template count")
+        if checked["count"] < 1:
+            raise Invalid("server_template count must be at least 1.")
+    name = template.get("name")
+    if name is not None and (not isinstance(name, str) or len(name) > 255):
+        raise Invalid("server_template name must be a string of at most 255 characters.")
+    networks = template.get("networks", [])
+    if not isinstance(networks, list) or not all(
+        isinstance(n, dict) and ("port" in n or "uuid" in n) for n in networks
+    ):
+        raise Invalid("server_template networks must be a list of {'uuid'} or {'port'} objects.")
+    return checked
+
+
 def reservation_request(body: dict):
     if not isinstance(body, dict):
         raise Invalid("Each reservation must be an object.")
@@ -84,12 +131,10 @@ def reservation_request(body: dict):
             resource_properties=as_text(
                 body.get("resource_properties"), field="resource_properties"
             ),
-            before_end=str(body.get("before_end") or "default"),
+            before_end=before_end_action(body.get("before_end")),
         )
     if kind == ResourceType.INSTANCE:
-        template = body.get("server_template")
-        if template is not None and not isinstance(template, dict):
-            raise Invalid("server_template must be an object.")
+        template = server_template(body.get("server_template"))
         return services.InstanceRequest(
             amount=as_int(body.get("amount"), field="amount"),
             vcpus=as_int(body.get("vcpus"), field="vcpus"),
@@ -106,6 +151,30 @@ def reservation_request(body: dict):
     )
 
 
+def lease_name(value) -> str:
+    if not isinstance(value, str) or not value or len(value) > 80:
+        raise Invalid("name must be a string of 1 to 80 characters.")
+    return value
+
+
+def reservation_change(body) -> dict:
+    """One entry of a lease update's ``reservations``: the reservation's id
+    and the values to change, checked as a new reservation's are."""
+    if not isinstance(body, dict):
+        raise Invalid("Each reservation must be an object.")
+    try:
+        change = {"id": uuid.UUID(str(body.get("id")))}
+    except ValueError:
+        raise Invalid(f"Reservation id {body.get('id')!r} is not a valid id.") from None
+    for key in ("min", "max", "amount"):
+        if key in body:
+            change[key] = as_int(body[key], field=key)
+    for key in ("hypervisor_properties", "resource_properties"):
+        if key in body:
+            change[key] = as_text(body[key], field=key)
+    return change
+
+
 def minute_now() -> datetime:
     # Request dates have minute resolution: "12:00" asked at 12:00:30 is now.
     return timezone.now().replace(second=0, microsecond=0)
@@ -116,8 +185,7 @@ def lease_request(body: dict) -> services.LeaseRequest:
     for key in ("name", "start_date", "end_date"):
         if not body.get(key):
             raise Invalid(f"{key} is required.")
-    if not isinstance(body["name"], str) or len(body["name"]) > 80:
-        raise Invalid("name must be a string of at most 80 characters.")
+    lease_name(body["name"])
     start = parse_date(body["start_date"], field="start_date", now=timezone.now())
     if body["start_date"] != "now" and start < now:
         raise Invalid(f"Start date {body['start_date']} must be later than current date.")

@@ -9,9 +9,10 @@ from django.utils import timezone
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from config.api import OpenStackViewSet
+from config.api import DestroyMixin, OpenStackViewSet, parse_limit
 from config.errors import Invalid, NotFound
 from reservations import notifications, selectors, services
+from reservations.api import schema as docs
 from reservations.api import serializers as s
 from reservations.models import Lease, Notification, ReservableHost, Subscription
 
@@ -29,6 +30,15 @@ class LeaseFilter(django_filters.FilterSet):
         return queryset.filter(status=value.upper())
 
 
+def capabilities(values: dict) -> dict:
+    """Extra capabilities of a reservable host; each becomes a property row
+    whose key column holds 255 characters."""
+    for key in values:
+        if not key or len(key) > 255:
+            raise Invalid(f"Capability names have 1 to 255 characters, not {key[:40]!r}.")
+    return values
+
+
 class BlazarViewSet(OpenStackViewSet):
     def body(self) -> dict:
         # Blazar's request bodies are not wrapped in an envelope.
@@ -37,7 +47,8 @@ class BlazarViewSet(OpenStackViewSet):
         return self.request.data
 
 
-class LeaseViewSet(BlazarViewSet):
+@docs.lease_schema
+class LeaseViewSet(DestroyMixin, BlazarViewSet):
     resource = "lease"
     collection = "leases"
     not_found_type = "LeaseNotFound"
@@ -72,7 +83,7 @@ class LeaseViewSet(BlazarViewSet):
         now = timezone.now()
         changes = {}
         if "name" in body:
-            changes["name"] = str(body["name"])
+            changes["name"] = s.lease_name(body["name"])
         for key, field in (("start_date", "start"), ("end_date", "end")):
             if body.get(key):
                 changes[field] = s.parse_date(body[key], field=key, now=now)
@@ -86,7 +97,7 @@ class LeaseViewSet(BlazarViewSet):
         if "reservations" in body:
             if not isinstance(body["reservations"], list):
                 raise Invalid("reservations must be a list.")
-            changes["reservations"] = body["reservations"]
+            changes["reservations"] = [s.reservation_change(r) for r in body["reservations"]]
         if not changes:
             raise Invalid("No values to update passed.")
         return self.respond(services.lease_update(lease=lease, now=now, **changes))
@@ -95,7 +106,8 @@ class LeaseViewSet(BlazarViewSet):
         services.lease_delete(lease=lease)
 
 
-class HostViewSet(BlazarViewSet):
+@docs.host_schema
+class HostViewSet(DestroyMixin, BlazarViewSet):
     """os-hosts: the reservable pool. Changing it is the operator's."""
 
     resource = "host"
@@ -120,10 +132,11 @@ class HostViewSet(BlazarViewSet):
     def create(self, request):
         body = dict(self.body())
         name = body.pop("name", None)
-        if not name:
+        if not name or not isinstance(name, str):
             raise Invalid("name is required.")
         return self.respond(
-            services.reservable_host_create(name=name, capabilities=body), status=201
+            services.reservable_host_create(name=name, capabilities=capabilities(body)),
+            status=201,
         )
 
     def update(self, request, pk=None):
@@ -132,7 +145,7 @@ class HostViewSet(BlazarViewSet):
         if not isinstance(values, dict) or not values:
             raise Invalid("No values to update passed.")
         reservable = services.reservable_host_update(
-            reservable=self.get_object(), capabilities=values
+            reservable=self.get_object(), capabilities=capabilities(values)
         )
         return self.respond(reservable)
 
@@ -172,12 +185,22 @@ class HostViewSet(BlazarViewSet):
         )
 
 
+def sequence_number(text: str) -> int | None:
+    """A notification's seq from a URL, or None: ASCII digits only (``²``
+    is a digit to str.isdigit, not to int) and within the 64-bit column."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        return None
+    return int(text)
+
+
+@docs.notification_schema
 class NotificationViewSet(OpenStackViewSet):
     """The feed: every lifecycle notification of the caller's project after
     ``since`` (a sequence number), oldest first."""
 
     resource = "notification"
     collection = "notifications"
+    paged = False
     serializer_class = s.SubscriptionSerializer
     queryset = Notification.objects.none()
 
@@ -185,26 +208,30 @@ class NotificationViewSet(OpenStackViewSet):
         return selectors.notification_list(context=context)
 
     def list(self, request):
-        since = request.query_params.get("since", "0")
-        if not since.isdigit():
-            raise Invalid(f"since must be a sequence number, not {since!r}.")
-        limit = min(int(request.query_params.get("limit", "100") or 100), 1000)
-        rows = list(self.get_queryset().filter(seq__gt=int(since)).order_by("seq")[:limit])
+        since = sequence_number(request.query_params.get("since", "0"))
+        if since is None:
+            raise Invalid(
+                f"since must be a sequence number, not {request.query_params['since']!r}."
+            )
+        limit = min(parse_limit(request.query_params.get("limit")) or 100, 1000)
+        rows = list(self.get_queryset().filter(seq__gt=since).order_by("seq")[:limit])
         return Response(
             {
                 "notifications": [s.notification(n) for n in rows],
-                "last_seq": rows[-1].seq if rows else int(since),
+                "last_seq": rows[-1].seq if rows else since,
             }
         )
 
     def retrieve(self, request, pk=None):
-        found = self.get_queryset().filter(seq=pk).first() if str(pk).isdigit() else None
+        seq = sequence_number(str(pk))
+        found = self.get_queryset().filter(seq=seq).first() if seq is not None else None
         if found is None:
             raise NotFound(f"Notification {pk} could not be found.")
         return Response({"notification": s.notification(found)})
 
 
-class SubscriptionViewSet(OpenStackViewSet):
+@docs.subscription_schema
+class SubscriptionViewSet(DestroyMixin, OpenStackViewSet):
     resource = "subscription"
     collection = "subscriptions"
     not_found_type = "SubscriptionNotFound"
@@ -217,11 +244,13 @@ class SubscriptionViewSet(OpenStackViewSet):
     def create(self, request):
         body = self.body()
         url, types = body.get("url"), body.get("event_types", [])
-        if not isinstance(url, str) or not url:
-            raise Invalid("url is required.")
+        if not isinstance(url, str) or not url or len(url) > 500:
+            raise Invalid("url is required, at most 500 characters.")
         if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
             raise Invalid("event_types must be a list of event type prefixes.")
         secret = body.get("secret") or secrets.token_urlsafe(32)
+        if not isinstance(secret, str) or len(secret) > 128:
+            raise Invalid("secret must be a string of at most 128 characters.")
         subscription = notifications.subscription_create(
             project=self.context.project, url=url, event_types=types, secret=str(secret)
         )

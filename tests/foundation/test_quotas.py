@@ -41,6 +41,7 @@ def project_locks(queries) -> list[str]:
     ]
 
 
+@pytest.mark.postgres
 def test_enforce_locks_the_project_only_when_a_limit_applies(db):
     project = ProjectFactory()
     quota_set(project=project, resource="network", limit=-1)

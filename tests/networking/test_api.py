@@ -441,3 +441,43 @@ def test_deleting_what_is_in_use(admin, routed):
     assert admin.delete(f"{V2}/subnets/{subnet['id']}").status_code == 204
     assert admin.delete(f"{V2}/networks/{net['id']}").status_code == 204
     assert not Segment.objects.filter(network_id=net["id"]).exists()
+
+
+# --- hostile input: each of these answered 500 ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("collection", "query"),
+    [
+        ("networks", {"id": "not-a-uuid"}),
+        ("ports", {"network_id": "x"}),
+        ("subnets", {"ip_version": "null"}),
+        ("subnets", {"gateway_ip": "null"}),
+        ("subnets", {"project_id": "7"}),
+        ("segments", {"segmentation_id": str(2**63)}),
+        ("segments", {"segmentation_id": "-1"}),
+    ],
+)
+def test_filter_values_the_column_cannot_hold_are_400(admin, collection, query):
+    # The value reached the database query unconverted (ValidationError,
+    # ValueError, OverflowError there); now the filter converts it first.
+    response = admin.get(f"{V2}/{collection}", **query)
+    assert response.status_code == 400
+    assert response.json()["NeutronError"]["type"] == "InvalidInput"
+
+
+def test_ip_availability_filters_are_checked_and_it_has_no_delete(admin, routed):
+    url = f"{V2}/network-ip-availabilities"
+    assert admin.get(url, network_id="x").status_code == 400
+    assert admin.get(url, ip_version="x").status_code == 400
+    assert admin.get(url, network_id=routed["network"]["id"], ip_version="4").status_code == 200
+    # DELETE was routed to a viewset without perform_destroy.
+    response = admin.delete(f"{url}/{routed['network']['id']}")
+    assert response.status_code == 405
+    assert response.json()["NeutronError"]["type"] == "HTTPMethodNotAllowed"
+
+
+def test_a_huge_limit_is_capped_not_sent_to_the_database(admin):
+    admin.post(f"{V2}/networks", {"network": {"name": "n"}})
+    response = admin.get(f"{V2}/networks", limit=str(10**26))
+    assert response.status_code == 200 and len(response.json()["networks"]) == 1

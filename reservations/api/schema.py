@@ -1,0 +1,347 @@
+"""The Blazar v1 bodies (and berth's additions) as the OpenAPI schema
+describes them. Blazar's request bodies have no envelope; its answers do."""
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import serializers as f
+
+from config.schema import (
+    InlineChoiceField,
+    collection,
+    envelope,
+    hex_id,
+    mapping,
+    nullable_text,
+    shape,
+    strings,
+    text,
+    typed,
+)
+from reservations.models import (
+    DeliveryStatus,
+    EventStatus,
+    EventType,
+    LeaseStatus,
+    ReservationStatus,
+    ResourceType,
+)
+
+# Lease and event times as blazarclient parses them (UTC, no zone suffix).
+LEASE_DATE = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}$"
+# created_at/updated_at as Blazar writes them.
+STAMP = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
+
+
+def lease_date(**kwargs) -> f.RegexField:
+    return f.RegexField(LEASE_DATE, **kwargs)
+
+
+def stamp(**kwargs) -> f.RegexField:
+    return f.RegexField(STAMP, **kwargs)
+
+
+Reservation = shape(
+    "Reservation",
+    {
+        "id": f.UUIDField(),
+        "lease_id": f.UUIDField(),
+        "status": InlineChoiceField(ReservationStatus.choices),
+        "resource_id": f.UUIDField(),
+        "resource_type": InlineChoiceField(ResourceType.choices),
+        "missing_resources": f.BooleanField(),
+        "resources_changed": f.BooleanField(),
+        "created_at": stamp(),
+        "updated_at": stamp(),
+        # berth: the hosts that hold the reservation.
+        "hosts": strings(),
+        # physical:host reservations.
+        "min": f.IntegerField(required=False, allow_null=True),
+        "max": f.IntegerField(required=False, allow_null=True),
+        "hypervisor_properties": text(required=False),
+        "before_end": f.CharField(required=False),
+        # virtual:instance reservations.
+        "amount": f.IntegerField(required=False, allow_null=True),
+        "vcpus": f.IntegerField(required=False, allow_null=True),
+        "memory_mb": f.IntegerField(required=False, allow_null=True),
+        "disk_gb": f.IntegerField(required=False, allow_null=True),
+        "affinity": f.BooleanField(required=False, allow_null=True),
+        "flavor_id": nullable_text(required=False),
+        "server_group_id": nullable_text(required=False),
+        "aggregate_id": nullable_text(required=False),
+        "server_template": mapping(required=False, allow_null=True),
+        # Both.
+        "resource_properties": text(required=False),
+    },
+)
+LeaseEvent = shape(
+    "LeaseEvent",
+    {
+        "id": f.UUIDField(),
+        "lease_id": f.UUIDField(),
+        "event_type": InlineChoiceField(EventType.choices),
+        "time": lease_date(),
+        "status": InlineChoiceField(EventStatus.choices),
+        "created_at": stamp(),
+        "updated_at": stamp(allow_null=True),
+    },
+)
+Lease = shape(
+    "Lease",
+    {
+        "id": f.UUIDField(),
+        "name": f.CharField(),
+        "start_date": lease_date(),
+        "end_date": lease_date(),
+        "before_end_date": lease_date(allow_null=True),
+        "heads_up": f.IntegerField(),
+        "status": InlineChoiceField(LeaseStatus.choices),
+        "status_reason": text(),
+        "degraded": f.BooleanField(),
+        "user_id": text(),
+        "project_id": hex_id(),
+        "trust_id": nullable_text(),
+        "created_at": stamp(),
+        "updated_at": stamp(),
+        "reservations": Reservation(many=True),
+        "events": LeaseEvent(many=True),
+    },
+)
+
+# Request dates: "YYYY-MM-DD HH:MM" (UTC), "now", or a lease date echoed back.
+REQUEST_DATE = {
+    "type": "string",
+    "pattern": r"^(now|\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{6})?)?)$",
+    "example": "2030-01-01 18:44",
+}
+# The CLI sends integers as numbers and affinity as "False"; both are taken.
+INTEGER_OR_TEXT = {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]}
+ReservationRequest = shape(
+    "ReservationRequest",
+    {
+        "resource_type": InlineChoiceField(ResourceType.choices),
+        "min": typed(INTEGER_OR_TEXT, required=False),
+        "max": typed(INTEGER_OR_TEXT, required=False),
+        "hypervisor_properties": text(required=False),
+        "resource_properties": text(required=False),
+        "before_end": text(required=False),
+        "amount": typed(INTEGER_OR_TEXT, required=False),
+        "vcpus": typed(INTEGER_OR_TEXT, required=False),
+        "memory_mb": typed(INTEGER_OR_TEXT, required=False),
+        "disk_gb": typed(INTEGER_OR_TEXT, required=False),
+        "affinity": typed(
+            {"oneOf": [{"type": "boolean"}, {"type": "string"}], "nullable": True},
+            required=False,
+        ),
+        "server_template": mapping(required=False, allow_null=True),
+    },
+)
+LeaseCreateRequest = shape(
+    "LeaseCreateRequest",
+    {
+        "name": f.CharField(max_length=80),
+        "start_date": typed(REQUEST_DATE),
+        "end_date": typed(REQUEST_DATE),
+        "before_end_date": typed({**REQUEST_DATE, "nullable": True}, required=False),
+        "heads_up": f.IntegerField(min_value=0, required=False, allow_null=True),
+        "reservations": ReservationRequest(many=True),
+        "events": f.ListField(child=mapping(), required=False),
+        # berth: say whether the lease would fit, write nothing.
+        "dry_run": f.BooleanField(required=False),
+    },
+)
+ReservationChange = shape(
+    "ReservationChange",
+    {
+        "id": f.UUIDField(),
+        "min": typed(INTEGER_OR_TEXT, required=False),
+        "max": typed(INTEGER_OR_TEXT, required=False),
+        "amount": typed(INTEGER_OR_TEXT, required=False),
+        "hypervisor_properties": text(required=False),
+        "resource_properties": text(required=False),
+    },
+)
+LeaseUpdateRequest = shape(
+    "LeaseUpdateRequest",
+    {
+        "name": f.CharField(max_length=80, required=False),
+        "start_date": typed(REQUEST_DATE, required=False),
+        "end_date": typed(REQUEST_DATE, required=False),
+        "before_end_date": typed({**REQUEST_DATE, "nullable": True}, required=False),
+        "heads_up": f.IntegerField(min_value=0, required=False, allow_null=True),
+        "reservations": ReservationChange(many=True, required=False),
+    },
+)
+DryRun = shape(
+    "LeaseDryRun",
+    {
+        "feasible": f.BooleanField(),
+        "hosts": strings(),
+        "reason": text(),
+        "earliest_start": lease_date(allow_null=True),
+    },
+)
+
+ReservableHost = shape(
+    "ReservableHost",
+    {
+        "id": f.UUIDField(),
+        "hypervisor_hostname": f.CharField(),
+        "hypervisor_type": f.CharField(),
+        "hypervisor_version": f.IntegerField(),
+        "vcpus": f.IntegerField(),
+        "cpu_info": f.CharField(),
+        "memory_mb": f.IntegerField(),
+        "local_gb": f.IntegerField(),
+        "service_name": f.CharField(),
+        "reservable": f.BooleanField(),
+        "status": nullable_text(),
+        "trust_id": nullable_text(),
+        "created_at": stamp(),
+        "updated_at": stamp(),
+    },
+)
+# Extra capabilities are further top-level keys, in requests as in answers.
+HostCreateRequest = shape("ReservableHostCreateRequest", {"name": f.CharField()})
+HostUpdateRequest = shape("ReservableHostUpdateRequest", {"values": mapping(required=False)})
+AllocationEntry = shape(
+    "HostAllocationEntry",
+    {
+        "id": f.UUIDField(),
+        "lease_id": f.UUIDField(),
+        "start_date": f.DateTimeField(),
+        "end_date": f.DateTimeField(),
+    },
+)
+Allocation = shape(
+    "HostAllocation",
+    {"resource_id": f.UUIDField(), "reservations": AllocationEntry(many=True)},
+)
+Property = shape(
+    "HostProperty",
+    {
+        "property": f.CharField(),
+        # With detail=true.
+        "private": f.BooleanField(required=False),
+        "values": strings(required=False),
+    },
+)
+FreeCapacityStep = shape("FreeCapacityStep", {"time": lease_date(), "free_hosts": f.IntegerField()})
+
+Notification = shape(
+    "Notification",
+    {
+        "seq": f.IntegerField(),
+        "event_type": f.CharField(),
+        "project_id": hex_id(),
+        "lease_id": f.UUIDField(allow_null=True),
+        "created_at": lease_date(),
+        "payload": mapping(),
+    },
+)
+NotificationFeed = shape(
+    "NotificationFeed",
+    {"notifications": Notification(many=True), "last_seq": f.IntegerField()},
+)
+
+SUBSCRIPTION_FIELDS = {
+    "id": f.UUIDField(),
+    "project_id": hex_id(),
+    "url": f.CharField(),
+    "event_types": strings(),
+    "enabled": f.BooleanField(),
+    "created_at": stamp(),
+}
+Subscription = shape("Subscription", SUBSCRIPTION_FIELDS)
+SubscriptionCreated = shape("SubscriptionCreated", {**SUBSCRIPTION_FIELDS, "secret": f.CharField()})
+SubscriptionFields = shape(
+    "SubscriptionFields",
+    {
+        "url": f.URLField(),
+        "event_types": strings(required=False),
+        "secret": f.CharField(required=False),
+    },
+)
+Delivery = shape(
+    "Delivery",
+    {
+        "seq": f.IntegerField(),
+        "event_type": f.CharField(),
+        "status": InlineChoiceField(DeliveryStatus.choices),
+        "attempts": f.IntegerField(),
+        "response_status": f.IntegerField(allow_null=True),
+        "last_error": text(),
+        "delivered_at": f.DateTimeField(allow_null=True),
+    },
+)
+
+LEASE = envelope("LeaseEnvelope", "lease", Lease)
+lease_schema = extend_schema_view(
+    list=extend_schema(responses=collection("LeaseList", "leases", Lease)),
+    retrieve=extend_schema(responses=LEASE),
+    create=extend_schema(
+        request=LeaseCreateRequest,
+        responses={201: LEASE, 200: envelope("LeaseDryRunEnvelope", "dry_run", DryRun)},
+    ),
+    update=extend_schema(request=LeaseUpdateRequest, responses=LEASE),
+    destroy=extend_schema(responses={204: None}),
+)
+
+HOST = envelope("ReservableHostEnvelope", "host", ReservableHost)
+host_schema = extend_schema_view(
+    list=extend_schema(responses=collection("ReservableHostList", "hosts", ReservableHost)),
+    retrieve=extend_schema(responses=HOST),
+    create=extend_schema(request=HostCreateRequest, responses={201: HOST}),
+    update=extend_schema(request=HostUpdateRequest, responses=HOST),
+    destroy=extend_schema(responses={204: None}),
+    allocations=extend_schema(
+        responses=collection("HostAllocationList", "allocations", Allocation, paged=False)
+    ),
+    allocation=extend_schema(
+        responses=envelope("HostAllocationEnvelope", "allocation", Allocation)
+    ),
+    properties=extend_schema(
+        parameters=[OpenApiParameter("detail", bool)],
+        responses=collection("HostPropertyList", "resource_properties", Property, paged=False),
+    ),
+    free_capacity=extend_schema(
+        parameters=[
+            OpenApiParameter("start_date", REQUEST_DATE, description="YYYY-MM-DD HH:MM or now."),
+            OpenApiParameter(
+                "end_date", REQUEST_DATE, description="Default: a week after the start."
+            ),
+            OpenApiParameter("resource_properties", str),
+            OpenApiParameter("hypervisor_properties", str),
+        ],
+        responses=collection("FreeCapacity", "free_capacity", FreeCapacityStep, paged=False),
+    ),
+)
+
+notification_schema = extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("since", int, description="Only notifications after this seq."),
+            OpenApiParameter("limit", int, description="At most this many (up to 1000)."),
+        ],
+        responses=NotificationFeed,
+    ),
+    retrieve=extend_schema(
+        responses=envelope("NotificationEnvelope", "notification", Notification)
+    ),
+)
+
+subscription_schema = extend_schema_view(
+    list=extend_schema(responses=collection("SubscriptionList", "subscriptions", Subscription)),
+    retrieve=extend_schema(
+        responses=envelope("SubscriptionEnvelope", "subscription", Subscription)
+    ),
+    create=extend_schema(
+        # berth's own resource, so in an envelope like the OpenStack ones.
+        request=envelope("SubscriptionCreateRequest", "subscription", SubscriptionFields),
+        responses={
+            201: envelope("SubscriptionCreatedEnvelope", "subscription", SubscriptionCreated)
+        },
+    ),
+    destroy=extend_schema(responses={204: None}),
+    deliveries=extend_schema(
+        responses=collection("DeliveryList", "deliveries", Delivery, paged=False)
+    ),
+)
