@@ -4,6 +4,7 @@ setup and percentiles. Imported by the scripts in this folder."""
 import contextlib
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -34,8 +35,9 @@ def django_setup() -> None:
     django.setup()
 
 
-def database_prepare() -> None:
-    """Create the bench database if missing and migrate it, then set up Django."""
+def database_prepare(*, fresh: bool = False) -> None:
+    """Create the bench database if missing (dropped first if ``fresh``)
+    and migrate it, then set up Django."""
     import psycopg
     from psycopg import sql
     from psycopg.conninfo import conninfo_to_dict
@@ -46,6 +48,10 @@ def database_prepare() -> None:
     if "bench" not in name:
         sys.exit(f"refusing to run on database {name!r}: its name must contain 'bench'")
     with psycopg.connect(**params, dbname="postgres", autocommit=True) as conn:
+        if fresh:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     django_setup()
@@ -142,3 +148,23 @@ def worker_stop(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, token: str, timeout: float = 60) -> None:
+    """Wait until a server answers ``url`` with 200."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(requests.ConnectionError):
+            if requests.get(url, headers={"X-Auth-Token": token}, timeout=5).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            sys.exit(f"{url} did not answer")
+        time.sleep(0.2)

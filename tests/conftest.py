@@ -115,15 +115,10 @@ def process_env(**extra) -> dict:
     return env
 
 
-@pytest.fixture(scope="session")
-def worker(django_db_setup, django_db_blocker, tmp_path_factory):
-    """A real Celery worker process (prefork, 2 children) on the test
-    database and the configured broker."""
-    from config.celery import app
-
-    with django_db_blocker.unblock():
-        app.control.purge()
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
+def worker_start(log: Path, env: dict, *, concurrency: int = 2) -> subprocess.Popen:
+    """A real Celery worker process (prefork) with ``env``, ready; its
+    output goes to ``log`` (``proc.log``). Its own process group, so a test
+    can kill it with its pool children."""
     name = f"test-{uuid.uuid4().hex[:8]}@%h"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -135,7 +130,7 @@ def worker(django_db_setup, django_db_blocker, tmp_path_factory):
                 "config",
                 "worker",
                 "-c",
-                "2",
+                str(concurrency),
                 "-l",
                 "info",
                 "-n",
@@ -144,9 +139,10 @@ def worker(django_db_setup, django_db_blocker, tmp_path_factory):
                 "--without-gossip",
             ],
             cwd=ROOT,
-            env=process_env(),
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     deadline = time.monotonic() + 60
     while b" ready." not in log.read_bytes():
@@ -155,9 +151,26 @@ def worker(django_db_setup, django_db_blocker, tmp_path_factory):
             pytest.fail(f"worker did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.1)
     proc.log = log
-    yield proc
+    return proc
+
+
+def worker_stop(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real Celery worker process (prefork, 2 children) on the test
+    database and the configured broker."""
+    from config.celery import app
+
+    with django_db_blocker.unblock():
+        app.control.purge()
+    proc = worker_start(tmp_path_factory.mktemp("worker") / "worker.log", process_env())
+    yield proc
+    worker_stop(proc)

@@ -1,0 +1,424 @@
+"""Faults injected into real processes on PostgreSQL and Redis: workers
+killed in the middle of each pipeline step, the broker lost and restarted
+during a burst, database connections dropped mid-transaction, the database
+gone under the API. Nothing accepted is lost: every build ends ACTIVE or
+ERROR with a precise fault, and the invariants hold."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from compute.models import Host, Instance, InstanceActionEvent
+from networking.models import IPAllocation, Port
+from tests.conftest import ROOT, Caller, process_env
+from tests.reliability.conftest import (
+    SETUP,
+    check_invariants,
+    free_port,
+    lock_waiters,
+    pool_children,
+    reap,
+    run_python,
+    settle,
+    terminate_lock_waiters,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.postgres, pytest.mark.worker]
+
+BOOT = """
+from compute import services
+from compute.models import Flavor
+from config.auth import RequestContext
+from config.models import Project
+from networking.models import Network
+project = Project.objects.get(name="acme")
+context = RequestContext(user_id="client", project=project, role="admin")
+for n in range({count}):
+    services.server_create(context=context, name="{prefix}-%d" % n,
+                           flavor=Flavor.objects.get(pk="small"),
+                           nics=[services.NicRequest(network=Network.objects.get(name="routed"))])
+"""
+
+# How each step is held in its middle, after it locked its instance and
+# began its work: another transaction holds a row the step needs next.
+HOLD = {
+    # port_create takes the project's row for the port quota
+    "prepare_ports": "SELECT id FROM identity_project WHERE name = 'acme' FOR UPDATE",
+    # the claim's UPDATE on the host row, after SKIP LOCKED found them all busy
+    "schedule": "SELECT id FROM compute_host FOR UPDATE",
+    # the address on the host's segment: the subnet row, FOR SHARE
+    "bind_ports": "SELECT id FROM networking_subnet FOR UPDATE",
+}
+
+
+def boot(env, count: int, prefix: str) -> None:
+    run_python(BOOT.format(count=count, prefix=prefix), env)
+
+
+def received(worker, step: str) -> int:
+    return worker.log.read_text().count(f"Task compute.{step}[")
+
+
+def held_in_step(conn, worker, step: str, deliveries: int):
+    """Wait until the step's ``deliveries``-th delivery is in its middle."""
+    if step in HOLD:
+        wait_for(lambda: received(worker, step) >= deliveries, 60, f"{step} delivery")
+        try:
+            wait_for(lambda: lock_waiters(conn) > 0, 60, f"{step} to wait on the held row")
+        except AssertionError:
+            rows = conn.execute(
+                "SELECT pid, state, wait_event_type, wait_event, left(query, 120) "
+                "FROM pg_stat_activity WHERE datname = current_database()"
+            ).fetchall()
+            raise AssertionError(f"{rows}\n{worker.log.read_text()[-3000:]}") from None
+    else:  # spawn: the fake driver takes 2 s
+        wait_for(lambda: received(worker, step) >= deliveries, 60, f"{step} delivery")
+        time.sleep(0.5)
+
+
+def assert_built_once(instance: Instance) -> None:
+    """One build's trace after the faults: ACTIVE on its first host, each
+    step recorded once and successful, one port, one address."""
+    assert instance.status == "ACTIVE", instance.fault
+    assert instance.attempt == 1
+    events = InstanceActionEvent.objects.filter(action__instance=instance)
+    assert sorted(events.values_list("event", "result")) == [
+        ("compute_bind_ports", "Success"),
+        ("compute_prepare_ports", "Success"),
+        ("compute_schedule_instance", "Success"),
+        ("compute_spawn", "Success"),
+    ]
+    assert Port.objects.filter(device_id=str(instance.pk)).count() == 1
+    assert IPAllocation.objects.filter(port__device_id=str(instance.pk)).count() == 1
+
+
+@pytest.mark.parametrize("step", ["prepare_ports", "schedule", "bind_ports", "spawn"])
+def test_pool_process_killed_in_each_step_twice(outside, cloud, env, workers, step):
+    """SIGKILL the pool process running the step, twice: the message is
+    redelivered (acks late, reject on worker lost) and the step, run again
+    from its start, does its work once."""
+    if step == "spawn":
+        Host.objects.update(driver_options={"spawn_delay": 2})
+    boot(env, 1, "kill")  # queued: no worker yet
+    conn = outside
+    if step in HOLD:
+        conn.execute(HOLD[step])
+    worker = workers()
+    for kill in (1, 2):
+        held_in_step(conn, worker, step, deliveries=kill)
+        for child in pool_children(worker):
+            os.kill(child, signal.SIGKILL)
+        # The killed process's connection may still wait on the held row.
+        terminate_lock_waiters(conn)
+    if step == "spawn":
+        Host.objects.update(driver_options={})
+    conn.rollback()
+    settle(env)
+    assert_built_once(Instance.objects.get())
+    assert received(worker, step) >= 3
+    print(check_invariants())
+
+
+@pytest.mark.parametrize("step", ["prepare_ports", "schedule", "bind_ports", "spawn"])
+def test_whole_worker_killed_in_each_step(outside, cloud, env, workers, step):
+    """SIGKILL the worker with its pool in the middle of the step: its
+    message stays unacknowledged, and the reaper resumes the step once its
+    deadline passed, on a new worker."""
+    if step == "spawn":
+        Host.objects.update(driver_options={"spawn_delay": 2})
+    boot(env, 1, "killall")
+    conn = outside
+    if step in HOLD:
+        conn.execute(HOLD[step])
+    worker = workers()
+    held_in_step(conn, worker, step, deliveries=1)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    terminate_lock_waiters(conn)
+    conn.rollback()
+    Host.objects.update(driver_options={})
+    workers()
+    settle(env)
+    instance = Instance.objects.get()
+    assert instance.resumes >= 1, "the reaper resumed it"
+    assert_built_once(instance)
+    print(check_invariants())
+
+
+def test_broker_lost_and_restarted_during_a_burst(
+    transactional_db, cloud, env, workers, redis_server
+):
+    """Redis is killed (it keeps nothing on disk: every queued message is
+    lost) while builds run, and more builds are requested while it is down;
+    then it comes back. No build is lost: the reaper restarts the ones
+    whose messages went with the broker."""
+    Host.objects.update(driver_options={"spawn_delay": 0.2})
+    workers()
+    client = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup()\n" + BOOT.format(count=10, prefix="a"),
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    wait_for(lambda: Instance.objects.count() >= 4, 60, "the first builds")
+    redis_server.kill()
+    assert client.wait(timeout=120) == 0, "requests accepted while the broker died"
+    boot(env, 4, "down")  # accepted with the broker down: the rows are there
+    time.sleep(1)
+    redis_server.start()
+    settle(env, timeout=180)
+    counts = check_invariants()
+    # Capacity for all 14 (h1 alone holds 16): every build becomes ACTIVE.
+    assert counts == {**counts, "instances": 14, "active": 14}, counts
+    print(counts)
+
+
+def test_database_connections_dropped_mid_transaction(outside, cloud, env, workers):
+    """Every connection of the workers is terminated by the server, again
+    and again, while builds run: transactions are rolled back, tasks retry
+    or the reaper resumes them, and every build settles once."""
+    Host.objects.update(driver_options={"spawn_delay": 0.1})
+    boot(env, 20, "drop")
+    workers()
+    conn = outside
+    conn.autocommit = True
+    dropped = 0
+    for _ in range(10):
+        time.sleep(0.3)
+        dropped += len(
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND state <> 'idle'"
+            ).fetchall()
+        )
+    settle(env, timeout=180)
+    counts = check_invariants()
+    assert counts["instances"] == 20
+    print({"connections dropped": dropped, **counts})
+
+
+class Proxy:
+    """A TCP proxy to PostgreSQL that can be cut: the API behind it sees
+    its database go away (connections reset, new ones refused)."""
+
+    def __init__(self, target_port: int):
+        self.port = free_port()
+        self.target = target_port
+        self.sockets = []
+        self.listener = None
+
+    def start(self):
+        import socket
+
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def _accept(self, listener):
+        import socket
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self):
+        import socket
+
+        # shutdown() wakes the threads blocked in accept() and recv();
+        # close() alone would leave them serving.
+        for sock in [self.listener, *self.sockets]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self.sockets = []
+
+
+def test_api_answers_503_while_the_database_is_down(transactional_db, cloud, tmp_path):
+    """The API's database goes away: requests get a clear 503 in the API's
+    error format and nothing is written; when it is back, the API is too."""
+    import requests
+    from django.conf import settings
+
+    admin = Caller("acme", "admin", username="api-admin")
+    db = settings.DATABASES["default"]
+    proxy = Proxy(int(db["PORT"] or 5432))
+    proxy.start()
+    port = free_port()
+    url = f"postgres://{db['USER']}@127.0.0.1:{proxy.port}/{db['NAME']}"
+    api = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+        cwd=ROOT,
+        env=process_env(DATABASE_URL=url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/compute/v2.1"
+    headers = {"X-Auth-Token": admin.token}
+    network = str(cloud["network"].pk)
+    fault_message = "The service is temporarily unavailable; retry later."
+    body = {"server": {"name": "while-down", "flavorRef": "small", "networks": [{"uuid": network}]}}
+    try:
+        wait_for(lambda: _answers(base, headers), 30, "the API")
+        proxy.cut()
+        for _ in range(3):
+            answer = requests.post(f"{base}/servers", json=body, headers=headers, timeout=30)
+            assert answer.status_code == 503, answer.text
+            fault = answer.json()
+            assert fault == {"serviceUnavailable": {"code": 503, "message": fault_message}}
+            listing = requests.get(f"{base}/servers", headers=headers, timeout=30)
+            assert listing.status_code == 503
+        assert not Instance.objects.filter(name="while-down").exists()
+        proxy.start()
+        answer = requests.post(f"{base}/servers", json=body, headers=headers, timeout=30)
+        assert answer.status_code == 202, answer.text
+        assert Instance.objects.filter(name="while-down").count() == 1
+    finally:
+        api.terminate()
+        api.wait(timeout=20)
+        proxy.cut()
+
+
+def _answers(base, headers) -> bool:
+    import requests
+
+    try:
+        return requests.get(base, headers=headers, timeout=5).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def test_reaper_is_safe_beside_a_running_build(transactional_db, cloud, env, workers):
+    """The reaper resuming a step that is in fact still running (its
+    deadline passed, its worker alive) changes nothing twice."""
+    Host.objects.update(driver_options={"spawn_delay": 10})
+    boot(env, 1, "slow")
+    worker = workers()
+    wait_for(lambda: received(worker, "spawn") >= 1, 60, "spawn")
+    time.sleep(3.2)  # past the 3 s step deadline, the driver busy for 10 s
+    assert reap(env) == 1
+    Host.objects.update(driver_options={})
+    settle(env)
+    assert_built_once(Instance.objects.get())
+    print(check_invariants())
+
+
+SWEEPER = """
+import time
+from reservations import events
+end = time.monotonic() + float({seconds})
+while time.monotonic() < end:
+    events.sweep()
+    time.sleep(0.2)
+"""
+
+
+def test_beat_killed_beside_a_second_sweeper(transactional_db, pool, env, workers, tmp_path):
+    """Lease events fall due over 10 s while beat (through the worker) and a
+    second sweeper process both fire them; beat is killed and restarted in
+    the middle. Every event fires exactly once, in order."""
+    from django.utils import timezone
+
+    from reservations import services
+    from reservations.models import EventStatus, LeaseEvent, Notification
+
+    start = timezone.now() + timedelta(seconds=3)
+    for window in range(5):
+        for host in range(4):
+            begin = start + timedelta(seconds=2 * window)
+            services.lease_create(
+                context=pool,
+                request=services.LeaseRequest(
+                    name=f"w{window}-{host}",
+                    start=begin,
+                    end=begin + timedelta(seconds=2),
+                    reservations=[services.HostRequest(min=1, max=1)],
+                ),
+            )
+    run_python(
+        "from django.core.management import call_command; call_command('install_periodic_tasks')",
+        env,
+    )
+    workers()
+    beat_command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "beat",
+        "-l",
+        "warning",
+        "-s",
+        str(tmp_path / "beat-schedule"),
+    ]
+
+    def beat_start():
+        return subprocess.Popen(
+            beat_command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    sweeper = subprocess.Popen(
+        [sys.executable, "-c", SETUP + SWEEPER.format(seconds=16)], cwd=ROOT, env=env
+    )
+    beat = beat_start()
+    time.sleep(5)
+    beat.send_signal(signal.SIGKILL)
+    beat.wait()
+    time.sleep(2)
+    beat = beat_start()
+    try:
+        assert sweeper.wait(timeout=60) == 0
+        wait_for(
+            lambda: not LeaseEvent.objects.exclude(status=EventStatus.DONE).exists(),
+            30,
+            "every event to fire",
+        )
+    finally:
+        beat.terminate()
+        beat.wait(timeout=20)
+    events = LeaseEvent.objects.count()
+    fired = list(
+        Notification.objects.filter(event_type__startswith="lease.event.").values_list(
+            "payload__event_id", flat=True
+        )
+    )
+    assert len(fired) == len(set(fired)) == events >= 20 * 2
+    for lease_events in _events_by_lease():
+        assert lease_events == sorted(lease_events), "fired in order"
+    print({"events": events, "fired": len(fired), "beats killed": 1, "sweepers": 2})
+
+
+def _events_by_lease():
+    from reservations.models import LeaseEvent
+
+    by_lease = {}
+    for lease, fired_at, time_, rank in LeaseEvent.objects.values_list(
+        "lease", "fired_at", "time", "rank"
+    ):
+        by_lease.setdefault(lease, []).append((fired_at, (time_, rank)))
+    return [[key for _, key in sorted(rows)] for rows in by_lease.values()]
