@@ -74,18 +74,25 @@ def due(now: datetime):
 
 
 def sweep(*, now: datetime | None = None, batch: int = 200) -> int:
-    """Fire every due event; returns how many fired."""
+    """Fire every due event; returns how many fired. Events whose lease a
+    lease operation holds are left for the next sweep."""
     fired = 0
+    busy: set = set()
     while True:
         with transaction.atomic():
             claimed = list(
                 due(now or timezone.now())
+                .exclude(lease_id__in=busy)
                 .select_for_update(skip_locked=True)
                 .order_by("time", "rank")[:batch]
             )
             for event in claimed:
-                fire(event, now=now)
-        fired += len(claimed)
+                if event.lease_id in busy:
+                    continue
+                count = fire(event, now=now)
+                fired += count
+                if not count:
+                    busy.add(event.lease_id)
         if len(claimed) < batch:
             return fired
 
@@ -93,6 +100,8 @@ def sweep(*, now: datetime | None = None, batch: int = 200) -> int:
 def fire_now(*, event: LeaseEvent) -> None:
     """Fire one event at once (admin action), whatever its due time."""
     with transaction.atomic():
+        # The lease first, then the event: the order lease operations lock in.
+        Lease.objects.select_for_update(of=("self",)).filter(pk=event.lease_id).first()
         claimed = LeaseEvent.objects.select_for_update().filter(
             pk=event.pk, status=EventStatus.UNDONE
         )
@@ -100,24 +109,32 @@ def fire_now(*, event: LeaseEvent) -> None:
             fire(found)
 
 
-def fire(event: LeaseEvent, now: datetime | None = None) -> None:
-    """Fire a claimed (locked, UNDONE) event. Earlier events of the same
-    lease fire first, so a lease never ends before it started. A failure
-    leaves the event ERROR and the reason on the lease."""
+def fire(event: LeaseEvent, now: datetime | None = None) -> int:
+    """Fire a claimed (locked, UNDONE) event, and first the earlier events
+    of its lease, so a lease never ends before it started; returns how many
+    fired, 0 (nothing done) when a lease operation holds the lease. A
+    failure leaves the event ERROR and the reason on the lease."""
     now = now or timezone.now()
+    # Lease operations lock the lease, then its events; this holds an event
+    # already, so it must not wait for the lease (the two would deadlock).
+    lease = (
+        Lease.objects.select_for_update(of=("self",), skip_locked=True)
+        .select_related("project")
+        .filter(pk=event.lease_id)
+        .first()
+    )
+    if lease is None:
+        return 0
     earlier = (
         LeaseEvent.objects.select_for_update()
         .filter(lease_id=event.lease_id, status=EventStatus.UNDONE)
         .filter(Q(time__lt=event.time) | Q(time=event.time, rank__lt=event.rank))
         .order_by("time", "rank")
     )
-    for previous in earlier:
-        fire(previous, now=now)
-    lease = (
-        Lease.objects.select_for_update(of=("self",))
-        .select_related("project")
-        .get(pk=event.lease_id)
-    )
+    previous_events = list(earlier)
+    fired = sum(fire(previous, now=now) for previous in previous_events)
+    if previous_events:
+        lease.refresh_from_db()  # firing them changed it
     try:
         with transaction.atomic():
             HANDLERS[event.event_type](lease, now)
@@ -142,6 +159,7 @@ def fire(event: LeaseEvent, now: datetime | None = None) -> None:
         )
     event.fired_at = now
     event.save(update_fields=["status", "error", "fired_at"])
+    return fired + 1
 
 
 def _heads_up(lease: Lease, now: datetime) -> None:

@@ -108,6 +108,26 @@ def workers(env, tmp_path):
             worker_stop(proc)
 
 
+@pytest.fixture
+def processes(env):
+    """start(code) -> a Django process running ``code``, or start(argv=[...])
+    for another command; all killed at the end, so a failed test leaves
+    none at work on the next test's rows."""
+    started = []
+
+    def start(code: str = "", *, argv: list | None = None, **popen):
+        command = argv or [sys.executable, "-c", SETUP + code]
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, **popen)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def run_python(code: str, env: dict, timeout: float = 120) -> str:
     """Run ``code`` in a fresh Django process; its stdout."""
     done = subprocess.run(

@@ -19,7 +19,6 @@ from compute.models import Host, Instance, InstanceActionEvent
 from networking.models import IPAllocation, Port
 from tests.conftest import ROOT, Caller, process_env
 from tests.reliability.conftest import (
-    SETUP,
     check_invariants,
     free_port,
     lock_waiters,
@@ -154,7 +153,7 @@ def test_whole_worker_killed_in_each_step(outside, cloud, env, workers, step):
 
 
 def test_broker_lost_and_restarted_during_a_burst(
-    transactional_db, cloud, env, workers, redis_server
+    transactional_db, cloud, env, workers, redis_server, processes
 ):
     """Redis is killed (it keeps nothing on disk: every queued message is
     lost) while builds run, and more builds are requested while it is down;
@@ -162,15 +161,7 @@ def test_broker_lost_and_restarted_during_a_burst(
     whose messages went with the broker."""
     Host.objects.update(driver_options={"spawn_delay": 0.2})
     workers()
-    client = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import django; django.setup()\n" + BOOT.format(count=10, prefix="a"),
-        ],
-        cwd=ROOT,
-        env=env,
-    )
+    client = processes(BOOT.format(count=10, prefix="a"))
     wait_for(lambda: Instance.objects.count() >= 4, 60, "the first builds")
     redis_server.kill()
     assert client.wait(timeout=120) == 0, "requests accepted while the broker died"
@@ -337,7 +328,9 @@ while time.monotonic() < end:
 """
 
 
-def test_beat_killed_beside_a_second_sweeper(transactional_db, pool, env, workers, tmp_path):
+def test_beat_killed_beside_a_second_sweeper(
+    transactional_db, pool, env, workers, processes, tmp_path
+):
     """Lease events fall due over 10 s while beat (through the worker) and a
     second sweeper process both fire them; beat is killed and restarted in
     the middle. Every event fires exactly once, in order."""
@@ -378,13 +371,9 @@ def test_beat_killed_beside_a_second_sweeper(transactional_db, pool, env, worker
     ]
 
     def beat_start():
-        return subprocess.Popen(
-            beat_command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        return processes(argv=beat_command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    sweeper = subprocess.Popen(
-        [sys.executable, "-c", SETUP + SWEEPER.format(seconds=16)], cwd=ROOT, env=env
-    )
+    sweeper = processes(SWEEPER.format(seconds=16))
     beat = beat_start()
     time.sleep(5)
     beat.send_signal(signal.SIGKILL)

@@ -8,14 +8,12 @@ operations, the CI run; 10: 360 builds and 300 operations)."""
 
 import os
 import subprocess
-import sys
 
 import pytest
 
 from compute import services as compute
 from reservations.models import HostAllocation, LeaseEvent, Notification
-from tests.conftest import ROOT
-from tests.reliability.conftest import SETUP, check_invariants, settle
+from tests.reliability.conftest import check_invariants, settle
 from tests.reliability.test_faults import BOOT, SWEEPER
 
 pytestmark = [pytest.mark.postgres, pytest.mark.worker]
@@ -60,33 +58,16 @@ print(done)
 """
 
 
-def test_builds_and_lease_churn_on_shared_hosts(outside, cloud, env, workers):
+def test_builds_and_lease_churn_on_shared_hosts(outside, cloud, env, workers, processes):
     from reservations import services as reservations
 
     # h3 is reservable: leases come and go on it while builds fill h1, h2.
     reservations.reservable_host_create(name="h3", capabilities={})
     compute.flavor_create(id="medium", name="medium", vcpus=2, ram=2048, disk=10)
     workers()
-    clients = [
-        subprocess.Popen(
-            [sys.executable, "-c", SETUP + BOOT.format(count=12 * SCALE, prefix=f"c{i}")],
-            cwd=ROOT,
-            env=env,
-        )
-        for i in range(3)
-    ]
-    churn = subprocess.Popen(
-        [sys.executable, "-c", SETUP + LEASES.format(operations=30 * SCALE)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    sweeper = subprocess.Popen(
-        [sys.executable, "-c", SETUP + SWEEPER.format(seconds=30 + 10 * SCALE)],
-        cwd=ROOT,
-        env=env,
-    )
+    clients = [processes(BOOT.format(count=12 * SCALE, prefix=f"c{i}")) for i in range(3)]
+    churn = processes(LEASES.format(operations=30 * SCALE), stdout=subprocess.PIPE, text=True)
+    sweeper = processes(SWEEPER.format(seconds=30 + 10 * SCALE))
     for client in clients:
         assert client.wait(timeout=300) == 0
     churned, _ = churn.communicate(timeout=300)
