@@ -168,3 +168,17 @@ def wait_http(url: str, token: str, timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             sys.exit(f"{url} did not answer")
         time.sleep(0.2)
+
+
+def progress(description: str, total: int):
+    """A progress bar on stderr while it is a terminal (the figures go to
+    stdout, untouched): ``with progress(...) as advance: advance(done)``."""
+    from config.management.commands._progress import progress_bar
+
+    @contextlib.contextmanager
+    def bar():
+        with progress_bar(sys.stderr) as shown:
+            task = shown.add_task(description, total=total)
+            yield lambda done: shown.update(task, completed=done)
+
+    return bar()

@@ -167,13 +167,15 @@ def worker_start(log) -> subprocess.Popen:
 
 def wait_until(done, count: int, deadline: float, what: str) -> None:
     beat = 0.0
-    while (finished := done()) < count:
-        if time.monotonic() > deadline:
-            sys.exit(f"time limit reached: {finished} of {count} {what} finished")
-        if time.monotonic() - beat > HEARTBEAT_EVERY:
-            heartbeat()
-            beat = time.monotonic()
-        time.sleep(0.2)
+    with benchdb.progress(what, count) as advance:
+        while (finished := done()) < count:
+            advance(finished)
+            if time.monotonic() > deadline:
+                sys.exit(f"time limit reached: {finished} of {count} {what} finished")
+            if time.monotonic() - beat > HEARTBEAT_EVERY:
+                heartbeat()
+                beat = time.monotonic()
+            time.sleep(0.2)
 
 
 def floor_run(chains: int, deadline: float) -> tuple[float, list[float]]:

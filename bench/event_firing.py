@@ -159,10 +159,12 @@ def wait_fired(project, deadline: float) -> None:
         lease__name__startswith="due-",
         event_type__in=[EventType.HEADS_UP, EventType.START],
     )
-    while (left := due.filter(status=EventStatus.UNDONE).count()) > 0:
-        if time.monotonic() > deadline:
-            sys.exit(f"time limit reached: {left} of {2 * DUE_LEASES} due events not fired")
-        time.sleep(0.1)
+    with benchdb.progress("due events fired", 2 * DUE_LEASES) as advance:
+        while (left := due.filter(status=EventStatus.UNDONE).count()) > 0:
+            advance(2 * DUE_LEASES - left)
+            if time.monotonic() > deadline:
+                sys.exit(f"time limit reached: {left} of {2 * DUE_LEASES} due events not fired")
+            time.sleep(0.1)
 
 
 def results(project, when) -> dict:
