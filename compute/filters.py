@@ -6,7 +6,7 @@ import django_filters
 
 from compute.models import Flavor, Host, Instance
 from config.errors import Invalid
-from config.filters import AnyOf
+from config.filters import AnyOf, UtcDateTime
 
 
 class NameRegex(django_filters.CharFilter):
@@ -34,7 +34,7 @@ class ServerFilter(django_filters.FilterSet):
     flavor = AnyOf(field_name="flavor_id")
     image = AnyOf(field_name="image_ref")
     reservation_id = AnyOf(field_name="reservation_id")
-    changes_since = django_filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
+    changes_since = UtcDateTime(field_name="updated_at", lookup_expr="gte")
 
     class Meta:
         model = Instance

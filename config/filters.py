@@ -1,5 +1,7 @@
 """Filter pieces for OpenStack list queries."""
 
+from datetime import UTC
+
 import django_filters
 from django import forms
 from django.core.exceptions import FieldDoesNotExist, ValidationError
@@ -63,6 +65,16 @@ class AnyOf(django_filters.Filter):
             if (low is not None and converted < low) or (high is not None and converted > high):
                 raise Invalid(f"Invalid value for {wire}: {item!r} is out of range.")
         return converted
+
+
+class UtcDateTime(django_filters.IsoDateTimeFilter):
+    """An ISO 8601 time with any offset Python accepts (up to 24 h), sent to
+    the database in UTC: PostgreSQL refuses offsets beyond 15:59."""
+
+    def filter(self, qs, value):
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return super().filter(qs, value)
 
 
 class OpenStackBoolean(django_filters.BooleanFilter):

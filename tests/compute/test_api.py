@@ -244,3 +244,11 @@ def test_options_is_405_not_a_description_of_a_missing_serializer(acme_admin, cl
     for url in (f"{C21}/os-host-reports", f"{C21}/os-services/disable", f"{C21}/servers"):
         response = acme_admin.client.options(url)
         assert response.status_code == 405 and "HTTPMethodNotAllowed" in response.json()
+
+
+def test_changes_since_with_an_offset_postgresql_refuses(acme_admin, cloud):
+    # Python takes offsets up to 24 h, PostgreSQL up to 15:59 (a DataError
+    # that poisoned the request's transaction); the filter now sends UTC.
+    response = acme_admin.get(f"{C21}/servers", **{"changes-since": "2026-03-13T03:47:19+20:56"})
+    assert response.status_code == 200
+    assert response.json()["servers"] == []
