@@ -189,5 +189,11 @@ def not_found_view(request, *args, **kwargs):
     return json_error(request, 404, "NotFound", "The resource could not be found.")
 
 
+def bad_request_view(request, *args, **kwargs):
+    """Requests Django refuses before any view (a malformed Host header, a
+    suspicious operation): the API's error body, not an HTML page."""
+    return json_error(request, 400, "BadRequest", "The request is malformed.")
+
+
 def server_error_view(request, *args, **kwargs):
     return json_error(request, 500, "InternalError", "An unexpected error occurred.")

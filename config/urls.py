@@ -46,5 +46,6 @@ urlpatterns = [
     ),
 ]
 
+handler400 = "config.errors.bad_request_view"
 handler404 = "config.errors.not_found_view"
 handler500 = "config.errors.server_error_view"

@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from compute import services as compute
+from config.quotas import quota_set
 from reservations.models import HostAllocation, LeaseEvent, Notification
 from tests.reliability.conftest import check_invariants, settle
 from tests.reliability.test_faults import BOOT, SWEEPER
@@ -63,6 +64,10 @@ def test_builds_and_lease_churn_on_shared_hosts(outside, cloud, env, workers, pr
 
     # h3 is reservable: leases come and go on it while builds fill h1, h2.
     reservations.reservable_host_create(name="h3", capabilities={})
+    # Scarce capacity and addresses are the point here, not quotas (failed
+    # builds count against instances until they are deleted).
+    for resource in ("instances", "cores", "ram", "port", "leases"):
+        quota_set(project=cloud["project"], resource=resource, limit=-1)
     compute.flavor_create(id="medium", name="medium", vcpus=2, ram=2048, disk=10)
     workers()
     clients = [processes(BOOT.format(count=12 * SCALE, prefix=f"c{i}")) for i in range(3)]

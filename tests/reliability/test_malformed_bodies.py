@@ -167,3 +167,12 @@ def test_a_body_that_is_not_json_is_415(admin, api, content_type):
     assert response.status_code == 415
     code, message = error(api, response)
     assert code == 415 and content_type in message
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_a_malformed_host_header_is_400_in_the_apis_shape(admin, api):
+    # Django refuses it before any view; its own answer was an HTML page.
+    body = json.dumps(VALID[api][1]).encode()
+    response = post(admin, api, body, HTTP_HOST="bad host;")
+    assert response["Content-Type"] == "application/json"
+    assert error(api, response)[0] == 400
