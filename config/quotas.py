@@ -36,8 +36,10 @@ def quota_usage(*, project: Project) -> dict[str, int]:
     return {resource: counter(project) for resource, counter in _counters.items()}
 
 
-def quota_check(*, project: Project, requested: dict[str, int]) -> None:
-    limits = quota_limits(project=project)
+def quota_check(
+    *, project: Project, requested: dict[str, int], limits: dict[str, int] | None = None
+) -> None:
+    limits = quota_limits(project=project) if limits is None else limits
     for resource, amount in requested.items():
         limit = limits.get(resource, -1)
         if limit < 0 or amount <= 0:
@@ -62,7 +64,7 @@ def quota_enforce(*, project: Project, requested: dict[str, int]) -> None:
         return
     with transaction.atomic(savepoint=False):
         list(Project.objects.select_for_update().filter(pk=project.pk).values_list("pk"))
-        quota_check(project=project, requested=requested)
+        quota_check(project=project, requested=requested, limits=limits)
 
 
 def quota_set(*, project: Project, resource: str, limit: int) -> Quota:

@@ -7,6 +7,7 @@ ERROR with a precise fault, and the invariants hold."""
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -68,19 +69,18 @@ def received(worker, step: str) -> int:
 
 def held_in_step(conn, worker, step: str, deliveries: int):
     """Wait until the step's ``deliveries``-th delivery is in its middle."""
-    if step in HOLD:
-        wait_for(lambda: received(worker, step) >= deliveries, 60, f"{step} delivery")
-        try:
-            wait_for(lambda: lock_waiters(conn) > 0, 60, f"{step} to wait on the held row")
-        except AssertionError:
-            rows = conn.execute(
-                "SELECT pid, state, wait_event_type, wait_event, left(query, 120) "
-                "FROM pg_stat_activity WHERE datname = current_database()"
-            ).fetchall()
-            raise AssertionError(f"{rows}\n{worker.log.read_text()[-3000:]}") from None
-    else:  # spawn: the fake driver takes 2 s
-        wait_for(lambda: received(worker, step) >= deliveries, 60, f"{step} delivery")
+    wait_for(lambda: received(worker, step) >= deliveries, 60, f"{step} delivery")
+    if step not in HOLD:  # spawn: the fake driver takes 2 s
         time.sleep(0.5)
+        return
+    try:
+        wait_for(lambda: lock_waiters(conn) > 0, 60, f"{step} to wait on the held row")
+    except AssertionError:
+        rows = conn.execute(
+            "SELECT pid, state, wait_event_type, wait_event, left(query, 120) "
+            "FROM pg_stat_activity WHERE datname = current_database()"
+        ).fetchall()
+        raise AssertionError(f"{rows}\n{worker.log.read_text()[-3000:]}") from None
 
 
 def assert_built_once(instance: Instance) -> None:
@@ -217,14 +217,10 @@ class Proxy:
         self.listener = None
 
     def start(self):
-        import socket
-
         self.listener = socket.create_server(("127.0.0.1", self.port))
         threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
 
     def _accept(self, listener):
-        import socket
-
         while True:
             try:
                 client, _ = listener.accept()
@@ -244,8 +240,6 @@ class Proxy:
             pass
 
     def cut(self):
-        import socket
-
         # shutdown() wakes the threads blocked in accept() and recv();
         # close() alone would leave them serving.
         for sock in [self.listener, *self.sockets]:
