@@ -67,13 +67,15 @@ def _deadline():
     return timezone.now() + timedelta(seconds=settings.BERTH_STEP_TIMEOUT)
 
 
-def _lock(instance_id, attempt: int, state: str) -> Instance | None:
-    """The instance, locked, if it is in ``state`` for ``attempt``."""
+def _lock(instance_id, attempt: int, state: str, *related: str) -> Instance | None:
+    """The instance, locked, if it is in ``state`` for ``attempt``, with
+    the ``related`` rows its step reads (each one joined costs every step
+    that names it all of that table's columns)."""
     instance = (
         # Lock only the instance row: the host row is shared by every build
         # on it (and PostgreSQL refuses FOR UPDATE across the outer join).
         Instance.objects.select_for_update(of=("self",))
-        .select_related("host", "project", "current_action")
+        .select_related("current_action", *related)
         .filter(pk=instance_id)
         .first()
     )
@@ -289,7 +291,7 @@ def _ports_ready(instance: Instance, step: str, event) -> Outcome | None:
 
 def prepare_ports(instance_id, attempt: int) -> Outcome:
     with transaction.atomic():
-        instance = _lock(instance_id, attempt, TaskState.PREPARING_PORTS)
+        instance = _lock(instance_id, attempt, TaskState.PREPARING_PORTS, "project")
         if instance is None:
             return Outcome.STOP
         event = _event(instance, TaskState.PREPARING_PORTS)
@@ -304,7 +306,7 @@ def prepare_ports(instance_id, attempt: int) -> Outcome:
 def nic_needs(instance: Instance) -> list[scheduler.NicNeed]:
     """What each NIC requires of a host, from its port if it has one."""
     needs = []
-    for nic in instance.nics.select_related("network", "port__network"):
+    for nic in instance.nics.select_related("port"):
         port = nic.port
         if port is None:  # legacy order: the port comes at bind time
             vnic = VnicType.BAREMETAL if instance.baremetal else VnicType.NORMAL
@@ -349,7 +351,7 @@ def schedule(instance_id, attempt: int) -> Outcome:
 
 def bind_ports(instance_id, attempt: int) -> Outcome:
     with transaction.atomic():
-        instance = _lock(instance_id, attempt, TaskState.BINDING)
+        instance = _lock(instance_id, attempt, TaskState.BINDING, "host")
         if instance is None:
             return Outcome.STOP
         event = _event(instance, TaskState.BINDING)
@@ -413,7 +415,7 @@ def spawn(instance_id, attempt: int) -> Outcome:
     except DriverError as failure:
         driver_data, error = "", str(failure)
     with transaction.atomic():
-        instance = _lock(instance_id, attempt, TaskState.SPAWNING)
+        instance = _lock(instance_id, attempt, TaskState.SPAWNING, "host")
         if instance is None:  # deleted while spawning: the delete cleans up
             return Outcome.STOP
         event = Step(instance, TaskState.SPAWNING, started)

@@ -213,8 +213,9 @@ def claim(*, host: Host, instance: Instance, wait: bool = True) -> bool:
     )
     if instance.baremetal:
         fits = fits.filter(running_instances=0)
-    if not wait and not fits.select_for_update(skip_locked=True).exists():
-        return False
+    if not wait:
+        # Still one statement: the row is updated only if nobody holds it.
+        fits = fits.filter(pk__in=fits.select_for_update(skip_locked=True).values("pk"))
     updated = fits.update(
         vcpus_used=F("vcpus_used") + instance.vcpus,
         memory_mb_used=F("memory_mb_used") + instance.memory_mb,

@@ -98,6 +98,17 @@ else:
     # 10-row list from 117 to 944 req/s. Health checks drop broken ones.
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("BERTH_CONN_MAX_AGE", default=600)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Server-side parameters let psycopg prepare a statement run more than
+    # BERTH_DB_PREPARE_THRESHOLD times on a connection: PostgreSQL then
+    # skips parsing and planning it. A build repeats the same few dozen
+    # statements, so this cut its in-process time by about 15%. Set the
+    # threshold to -1 behind a transaction-pooling PgBouncer (no prepared
+    # statements survive there).
+    prepare_threshold = env.int("BERTH_DB_PREPARE_THRESHOLD", default=5)
+    if prepare_threshold >= 0:
+        DATABASES["default"].setdefault("OPTIONS", {}).update(
+            server_side_binding=True, prepare_threshold=prepare_threshold
+        )
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

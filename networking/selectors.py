@@ -153,33 +153,43 @@ class NetworkReach:
 
 def network_reaches(*, wanted: list[tuple]) -> list[NetworkReach]:
     """For each (network id, segment ids or None): where a port can still
-    get an address. On a routed network that is the segments whose subnets
-    have a free IP (segment ids narrow them: a fixed IP pins a port to its
-    segment); on a plain network every segment, unless its subnets are all
-    exhausted. Four queries for all of them, whatever the number of hosts."""
-    networks = Network.objects.prefetch_related("segments", "subnets").in_bulk(
-        [network_id for network_id, _ in wanted]
-    )
-    per_subnet, per_segment = ip_availability(networks=list(networks.values()))
+    get an address. On a routed network that is the segments with a subnet
+    that has a free IP (segment ids narrow them: a fixed IP pins a port to
+    its segment); on a plain network every segment, unless its subnets are
+    all exhausted. Two queries for all of them, whatever the number of
+    hosts: the scheduler asks this for every build."""
+    network_ids = {network_id for network_id, _ in wanted}
+    segments: dict = {network_id: [] for network_id in network_ids}
+    for segment in Segment.objects.filter(network_id__in=network_ids).only(
+        "network_id", "network_type", "physical_network"
+    ):
+        segments[segment.network_id].append(segment)
+    subnets: dict = {network_id: [] for network_id in network_ids}
+    for subnet in (
+        Subnet.objects.filter(network_id__in=network_ids)
+        .only("network_id", "segment_id", "allocation_pools")
+        .annotate(used_ips=Count("allocations"))
+    ):
+        subnets[subnet.network_id].append(subnet)
     reaches = []
     for network_id, segment_ids in wanted:
-        network = networks[network_id]
-        subnets = list(network.subnets.all())
-        routed = any(s.segment_id for s in subnets)
-        segments = list(network.segments.all())
+        free = [s for s in subnets[network_id] if ipam.pool_size(s.allocation_pools) > s.used_ips]
+        routed = any(s.segment_id for s in subnets[network_id])
+        usable = segments[network_id]
         if routed:
-            segments = [s for s in segments if per_segment[s.id].free_ips]
-        elif subnets and not any(per_subnet[s.id].free_ips for s in subnets):
-            segments = []
+            with_free = {s.segment_id for s in free}
+            usable = [s for s in usable if s.id in with_free]
+        elif subnets[network_id] and not free:
+            usable = []
         if segment_ids is not None:
-            segments = [s for s in segments if s.id in segment_ids]
-        flat = [s for s in segments if s.network_type != "vxlan"]
+            usable = [s for s in usable if s.id in segment_ids]
+        flat = [s for s in usable if s.network_type != "vxlan"]
         reaches.append(
             NetworkReach(
-                network_id=network.pk,
+                network_id=network_id,
                 routed=routed,
                 physnets=frozenset(s.physical_network for s in flat),
-                overlay=len(flat) < len(segments),
+                overlay=len(flat) < len(usable),
                 segment_of_physnet={s.physical_network: s.id for s in flat},
             )
         )

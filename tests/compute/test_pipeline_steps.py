@@ -6,6 +6,7 @@ import netaddr
 from compute import pipeline, services
 from compute.models import Host, InstanceActionEvent
 from compute.services import NicRequest
+from networking import selectors as net_selectors
 from networking import services as net_services
 from networking.models import Port
 from tests.compute.conftest import report_host, run_pipeline
@@ -41,6 +42,24 @@ def test_exhausted_segment_is_avoided_by_the_scheduler(cloud):
     assert sorted(hosts).count("h1") >= 1
     rack2_used = Port.objects.filter(fixed_ips__subnet__segment__name="rack2").count()
     assert rack2_used <= 2
+
+
+def test_a_segment_is_reached_while_any_of_its_subnets_has_room(cloud):
+    network, rack2 = cloud["network"], cloud["segments"]["rack2"]
+
+    def physnets():
+        [reach] = net_selectors.network_reaches(wanted=[(network.pk, None)])
+        return reach.physnets
+
+    for address in ("10.2.0.10", "10.2.0.11"):  # rack2's whole pool
+        net_services.port_create(
+            project=cloud["project"], network=network, fixed_ips=[{"ip_address": address}]
+        )
+    assert physnets() == {"physnet1"}
+    net_services.subnet_create(
+        project=cloud["project"], network=network, segment=rack2, cidr="10.3.0.0/29"
+    )
+    assert physnets() == {"physnet1", "physnet2"}
 
 
 def test_binding_failure_reschedules_on_the_same_port(cloud):
