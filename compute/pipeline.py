@@ -67,18 +67,21 @@ def _deadline():
     return timezone.now() + timedelta(seconds=settings.BERTH_STEP_TIMEOUT)
 
 
+def _by_id(queryset, instance_id) -> Instance | None:
+    # Not first(): its ORDER BY and LIMIT cost every step time to build,
+    # and a primary key matches one row at most.
+    found = list(queryset.filter(pk=instance_id))
+    return found[0] if found else None
+
+
 def _lock(instance_id, attempt: int, state: str, *related: str) -> Instance | None:
     """The instance, locked, if it is in ``state`` for ``attempt``, with
     the ``related`` rows its step reads (each one joined costs every step
     that names it all of that table's columns)."""
-    instance = (
-        # Lock only the instance row: the host row is shared by every build
-        # on it (and PostgreSQL refuses FOR UPDATE across the outer join).
-        Instance.objects.select_for_update(of=("self",))
-        .select_related("current_action", *related)
-        .filter(pk=instance_id)
-        .first()
-    )
+    # Lock only the instance row: the host row is shared by every build on
+    # it (and PostgreSQL refuses FOR UPDATE across the outer join).
+    locked = Instance.objects.select_for_update(of=("self",)).select_related(*related)
+    instance = _by_id(locked, instance_id)
     return instance if _in_step(instance, attempt, state) else None
 
 
@@ -151,7 +154,11 @@ def _event(instance: Instance, state: str, action: str = "create") -> Step:
 def _finish(step: Step, result: str, details: str = "", host: str = "") -> None:
     """One upsert: a redelivered step overwrites its own event."""
     instance = step.instance
-    if instance.current_action is None or instance.current_action.action != step.action:
+    # A build's steps run under the create action that requested them: a
+    # delete replaces it and ends the build. So only other steps read it.
+    if instance.current_action_id is None or (
+        step.action != "create" and instance.current_action.action != step.action
+    ):
         # A request that recorded no action (a delete started by the reaper
         # or a lease's end) gets one now.
         action_start(instance, step.action)
@@ -159,7 +166,7 @@ def _finish(step: Step, result: str, details: str = "", host: str = "") -> None:
     InstanceActionEvent.objects.bulk_create(
         [
             InstanceActionEvent(
-                action=instance.current_action,
+                action_id=instance.current_action_id,
                 event=EVENTS[step.state],
                 attempt=instance.attempt,
                 host=host or (instance.host.name if instance.host else ""),
@@ -405,7 +412,7 @@ def spawn(instance_id, attempt: int) -> Outcome:
     started = timezone.now()
     # Read without a lock: the driver may take its time, and the locked
     # re-check below decides whether what it did still counts.
-    instance = Instance.objects.select_related("host").filter(pk=instance_id).first()
+    instance = _by_id(Instance.objects.select_related("host"), instance_id)
     if not _in_step(instance, attempt, TaskState.SPAWNING):
         return Outcome.STOP
     request = _spawn_request(instance)
@@ -438,7 +445,7 @@ def delete(instance_id) -> None:
     """Unbind the user's ports, delete compute's, release IPs and capacity.
     Idempotent: a deleted instance is left as it is."""
     with transaction.atomic():
-        instance = Instance.objects.select_for_update().filter(pk=instance_id).first()
+        instance = _by_id(Instance.objects.select_for_update(), instance_id)
         if instance is None or instance.status == InstanceStatus.DELETED:
             return
         event = _event(instance, TaskState.DELETING, action="delete")
