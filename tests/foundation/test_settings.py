@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from django.conf import settings
 
 from tests.conftest import ROOT
 
@@ -17,6 +18,7 @@ print(json.dumps({
     "broker": s.CELERY_BROKER_URL, "transport": s.CELERY_BROKER_TRANSPORT_OPTIONS,
     "hosts": s.ALLOWED_HOSTS, "debug": s.DEBUG, "auth": s.BERTH_AUTH_MODE,
     "quota_port": s.BERTH_QUOTA_DEFAULTS["port"], "secret": s.SECRET_KEY,
+    "db_options": db.get("OPTIONS", {}),
 }))
 """
 
@@ -62,6 +64,36 @@ def test_postgres_and_redis_from_urls(tmp_path):
     assert s["conn_max_age"] == 120
     assert s["broker"] == "redis://cache.example:6379/2"
     assert s["transport"]["visibility_timeout"] == 3600
+
+
+def test_postgres_prepares_repeated_statements_unless_told_not_to(tmp_path):
+    url = "postgres://berth@db.example/berth"
+    s = settings_with(tmp_path, DATABASE_URL=url)
+    assert s["db_options"] == {"server_side_binding": True, "prepare_threshold": 5}
+    # Behind a transaction-pooling PgBouncer prepared statements break.
+    s = settings_with(tmp_path, DATABASE_URL=url, BERTH_DB_PREPARE_THRESHOLD="-1")
+    assert "server_side_binding" not in s["db_options"]
+    assert "prepare_threshold" not in s["db_options"]
+
+
+@pytest.mark.postgres
+def test_a_statement_run_often_is_prepared_on_the_server(db):
+    from django.db import connection
+
+    from compute.models import Host
+
+    def prepared() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                ['%"compute_host"."name" = $1%'],
+            )
+            return cursor.fetchone()[0]
+
+    before = prepared()
+    for n in range(settings.DATABASES["default"]["OPTIONS"]["prepare_threshold"] + 1):
+        list(Host.objects.filter(name=f"h{n}"))
+    assert prepared() == before + 1
 
 
 def test_lists_numbers_and_knobs(tmp_path):
