@@ -5,8 +5,9 @@ servers with the fake driver (no delay): each build is the pipeline's chain
 prepare_ports | schedule | bind_ports | spawn, one NIC on a routed network of
 two segments, 50 hosts. The floor, in the same run and on the same worker, is
 a chain of four tasks that each do one ORM update (floor_step, below; the
-worker imports this module with --include). Goal: builds/s at least half the
-floor's chains/s.
+worker imports this module with --include). Both store their rows before
+the clock starts and then enqueue everything at once; latencies count from
+that moment. Goal: builds/s at least half the floor's chains/s.
 
 The broker's Redis database is flushed before and after the run: give the
 benchmark one of its own (the default is database 13).
