@@ -154,8 +154,9 @@ def _event(instance: Instance, state: str, action: str = "create") -> Step:
 def _finish(step: Step, result: str, details: str = "", host: str = "") -> None:
     """One upsert: a redelivered step overwrites its own event."""
     instance = step.instance
-    # A build's steps run under the create action that requested them: a
-    # delete replaces it and ends the build. So only other steps read it.
+    # A build's steps run under the create action that requested them (a
+    # delete replaces it and ends the build), so only a delete's step loads
+    # the current action to compare.
     if instance.current_action_id is None or (
         step.action != "create" and instance.current_action.action != step.action
     ):
