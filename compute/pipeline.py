@@ -423,7 +423,8 @@ def spawn(instance_id, attempt: int) -> Outcome:
     except DriverError as failure:
         driver_data, error = "", str(failure)
     with transaction.atomic():
-        instance = _lock(instance_id, attempt, TaskState.SPAWNING, "host")
+        # The host is in the request already; only a failure reads it again.
+        instance = _lock(instance_id, attempt, TaskState.SPAWNING)
         if instance is None:  # deleted while spawning: the delete cleans up
             return Outcome.STOP
         event = Step(instance, TaskState.SPAWNING, started)

@@ -173,7 +173,11 @@ def network_reaches(*, wanted: list[tuple]) -> list[NetworkReach]:
         subnets[subnet.network_id].append(subnet)
     reaches = []
     for network_id, segment_ids in wanted:
-        free = [s for s in subnets[network_id] if ipam.pool_size(s.allocation_pools) > s.used_ips]
+        free = [
+            s
+            for s in subnets[network_id]
+            if Availability(ipam.pool_size(s.allocation_pools), s.used_ips).free_ips > 0
+        ]
         routed = any(s.segment_id for s in subnets[network_id])
         usable = segments[network_id]
         if routed:
