@@ -11,9 +11,11 @@ and alternates are kept, spread over segments where possible.
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.db import connection
 from django.db.models import F, Q
 
 from compute.models import Host, Instance
+from config import sql
 from networking import selectors as net_selectors
 
 
@@ -195,34 +197,38 @@ def select_hosts(
     return picked
 
 
+# Hand-written (config.sql says why): every build claims. The conditions are
+# on the row itself, so PostgreSQL re-checks them on the latest version
+# after waiting for a concurrent claim.
+CLAIM = (
+    "UPDATE compute_host SET vcpus_used = vcpus_used + %(vcpus)s, "
+    "memory_mb_used = memory_mb_used + %(ram)s, disk_gb_used = disk_gb_used + %(disk)s, "
+    "running_instances = running_instances + 1 "
+    "WHERE id = %(id)s AND enabled AND free_vcpus >= %(vcpus)s AND free_ram >= %(ram)s "
+    "AND free_disk >= %(disk)s"
+)
+CLAIM_BAREMETAL = " AND running_instances = 0"
+# Still one statement: the row is updated only if nobody holds it.
+CLAIM_NO_WAIT = " AND id IN (SELECT id FROM compute_host WHERE id = %(id)s FOR UPDATE SKIP LOCKED)"
+
+
 def claim(*, host: Host, instance: Instance, wait: bool = True) -> bool:
-    """Take the instance's resources on the host if they still fit: one
-    conditional UPDATE whose conditions are on the row itself, so
-    PostgreSQL re-checks them on the latest version after waiting for a
-    concurrent claim. The check constraints on Host are the backstop.
+    """Take the instance's resources on the host if they still fit, in one
+    conditional UPDATE. The check constraints on Host are the backstop.
 
     ``wait=False`` gives up at once if another build holds the host's row
     (SKIP LOCKED), so concurrent builds spread over the candidates instead
     of queueing on the best one."""
-    fits = Host.objects.filter(
-        pk=host.pk,
-        enabled=True,
-        free_vcpus__gte=instance.vcpus,
-        free_ram__gte=instance.memory_mb,
-        free_disk__gte=instance.disk_gb,
-    )
-    if instance.baremetal:
-        fits = fits.filter(running_instances=0)
-    if not wait:
-        # Still one statement: the row is updated only if nobody holds it.
-        fits = fits.filter(pk__in=fits.select_for_update(skip_locked=True).values("pk"))
-    updated = fits.update(
-        vcpus_used=F("vcpus_used") + instance.vcpus,
-        memory_mb_used=F("memory_mb_used") + instance.memory_mb,
-        disk_gb_used=F("disk_gb_used") + instance.disk_gb,
-        running_instances=F("running_instances") + 1,
-    )
-    return updated == 1
+    statement = CLAIM + (CLAIM_BAREMETAL if instance.baremetal else "")
+    if not wait and connection.features.has_select_for_update_skip_locked:
+        statement += CLAIM_NO_WAIT
+    params = {
+        "id": sql.param(Host, "id", host.pk),
+        "vcpus": instance.vcpus,
+        "ram": instance.memory_mb,
+        "disk": instance.disk_gb,
+    }
+    return sql.execute(statement, params) == 1
 
 
 def claim_first(*, hosts: list[Host], instance: Instance) -> Host | None:

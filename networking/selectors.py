@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from config import sql
 from config.auth import RequestContext
 from networking import ipam
 from networking.binding import HostView, Nic, PhysnetLink, SegmentView
@@ -14,6 +15,7 @@ from networking.models import (
     BaremetalNic,
     HostAgent,
     HostPhysnet,
+    HostVnicType,
     IPAllocation,
     Network,
     Port,
@@ -63,10 +65,14 @@ def agent_list() -> QuerySet[HostAgent]:
 
 
 def host_view(*, host: str) -> HostView | None:
-    """What the host reported, or None if it never did."""
-    agent = agent_list().filter(host=host).first()
-    if agent is None:
+    """What the host reported, or None if it never did. Every bind reads
+    it: hand-written (config.sql says why)."""
+    agents = sql.select(HostAgent, "a", "WHERE a.host = %s", [host])
+    if not agents:
         return None
+    agent = agents[0]
+    by_agent = "WHERE r.agent_id = %s ORDER BY r.id"
+    agent_id = [sql.param(HostPhysnet, "agent", agent.pk)]
     return HostView(
         host=agent.host,
         datapath_type=agent.datapath_type,
@@ -76,13 +82,47 @@ def host_view(*, host: str) -> HostView | None:
         tunnel_types=frozenset(agent.tunnel_types),
         physnets={
             p.physical_network: PhysnetLink(p.bridge, p.sriov_interface, p.macvtap_interface)
-            for p in agent.physnets.all()
+            for p in sql.select(HostPhysnet, "r", by_agent, agent_id)
         },
-        vnic_types=frozenset(v.vnic_type for v in agent.vnic_types.all()),
+        vnic_types=frozenset(
+            v.vnic_type for v in sql.select(HostVnicType, "r", by_agent, agent_id)
+        ),
         baremetal_nics=tuple(
             Nic(n.mac_address, n.physical_network, n.switch_id, n.switch_port, n.switch_info)
-            for n in agent.baremetal_nics.all()
+            for n in sql.select(BaremetalNic, "r", by_agent, agent_id)
         ),
+    )
+
+
+def network_subnets(*, network_id) -> list[Subnet]:
+    """The network's subnets, oldest first; read by every port create and
+    bind, so hand-written as ``host_view``."""
+    return sql.select(
+        Subnet,
+        "s",
+        "WHERE s.network_id = %s ORDER BY s.created_at, s.id",
+        [sql.param(Subnet, "network", network_id)],
+    )
+
+
+def network_segments(*, network_id) -> list[Segment]:
+    """The network's segments, oldest first (as ``network_subnets``)."""
+    return sql.select(
+        Segment,
+        "g",
+        "WHERE g.network_id = %s ORDER BY g.created_at, g.id",
+        [sql.param(Segment, "network", network_id)],
+    )
+
+
+def port_addresses(*, port_id) -> list[IPAllocation]:
+    """The port's fixed IPs with their subnets (as ``network_subnets``)."""
+    return sql.select(
+        IPAllocation,
+        "a",
+        "WHERE a.port_id = %s ORDER BY a.id",
+        [sql.param(IPAllocation, "port", port_id)],
+        [sql.Join("subnet", Subnet, "JOIN networking_subnet s ON s.id = a.subnet_id", "s")],
     )
 
 
@@ -158,17 +198,21 @@ def network_reaches(*, wanted: list[tuple]) -> list[NetworkReach]:
     its segment); on a plain network every segment, unless its subnets are
     all exhausted. Two queries for all of them, whatever the number of
     hosts: the scheduler asks this for every build."""
-    network_ids = {network_id for network_id, _ in wanted}
+    network_ids = list(dict.fromkeys(network_id for network_id, _ in wanted))
+    # Hand-written, as host_view: every scheduling decision reads these.
+    if not network_ids:
+        return []
+    of_networks = (
+        f"WHERE {{a}}.network_id IN ({sql.marks(network_ids)}) ORDER BY {{a}}.created_at, {{a}}.id"
+    )
+    params = [sql.param(Subnet, "network", network_id) for network_id in network_ids]
     segments: dict = {network_id: [] for network_id in network_ids}
-    for segment in Segment.objects.filter(network_id__in=network_ids).only(
-        "network_id", "network_type", "physical_network"
-    ):
+    for segment in sql.select(Segment, "g", of_networks.format(a="g"), params):
         segments[segment.network_id].append(segment)
     subnets: dict = {network_id: [] for network_id in network_ids}
-    for subnet in (
-        Subnet.objects.filter(network_id__in=network_ids)
-        .only("network_id", "segment_id", "allocation_pools")
-        .annotate(used_ips=Count("allocations"))
+    used = "(SELECT COUNT(*) FROM networking_ipallocation a WHERE a.subnet_id = s.id)"
+    for subnet in sql.select(
+        Subnet, "s", of_networks.format(a="s"), params, annotations={"used_ips": used}
     ):
         subnets[subnet.network_id].append(subnet)
     reaches = []
@@ -216,8 +260,12 @@ def hosts_reaching(*, reach: NetworkReach, vnic_type: str, host_field: str = "na
 def host_physnets(*, hosts: list[str]) -> dict[str, set[str]]:
     """{host: the physical networks it is wired to}, in one query."""
     found: dict[str, set[str]] = {host: set() for host in hosts}
-    links = HostPhysnet.objects.filter(agent__host__in=hosts).values_list(
-        "agent__host", "physical_network"
+    if not hosts:
+        return found
+    links = sql.rows(
+        "SELECT a.host, r.physical_network FROM networking_hostphysnet r "
+        f"JOIN networking_hostagent a ON a.id = r.agent_id WHERE a.host IN ({sql.marks(hosts)})",
+        hosts,
     )
     for host, physnet in links:
         found[host].add(physnet)

@@ -17,6 +17,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from config import sql
 from config.auth import RequestContext
 from config.errors import Conflict, Forbidden, Invalid, NotFound
 from config.models import Project
@@ -525,7 +526,7 @@ def port_create(
     mac = ipam.parse_mac(mac_address) if mac_address else _free_mac(network)
     if mac_address and Port.objects.filter(network=network, mac_address=mac).exists():
         raise _mac_in_use(network, mac)
-    subnets = list(network.subnets.all())
+    subnets = selectors.network_subnets(network_id=network.pk)
     routed = any(s.segment_id for s in subnets)
     if fixed_ips == []:
         mode = IpAllocationMode.NONE
@@ -634,7 +635,7 @@ def _addresses_on(port: Port, segment: Segment, subnets: list[Subnet], current: 
 def _segments_for(
     port: Port, host: binding.HostView | None, subnets: list[Subnet], current: list
 ) -> list[Segment]:
-    segments = list(port.network.segments.all())
+    segments = selectors.network_segments(network_id=port.network_id)
     if host is None:
         return segments
     reachable = [s for s in segments if host.reaches(s.network_type, s.physical_network)]
@@ -648,6 +649,34 @@ def _segments_for(
     return reachable
 
 
+# What a bind changes on a port, saved by hand (config.sql says why).
+BINDING_FIELDS = [
+    "mac_address",
+    "binding_host",
+    "binding_vif_type",
+    "binding_vif_details",
+    "binding_profile",
+    "binding_failure",
+    "revision_number",
+    "updated_at",
+]
+
+
+def _locked_port(port_id) -> Port:
+    """The port with its network, its row locked."""
+    found = sql.select(
+        Port,
+        "p",
+        "WHERE p.id = %s",
+        [sql.param(Port, "id", port_id)],
+        [sql.Join("network", Network, "JOIN networking_network w ON w.id = p.network_id", "w")],
+        lock=True,
+    )
+    if not found:
+        raise Port.DoesNotExist(f"Port {port_id} could not be found.")
+    return found[0]
+
+
 @transaction.atomic
 def port_bind(*, port: Port, host: str) -> Port:
     """Bind the port on the host: choose a segment the host reaches, give the
@@ -657,11 +686,11 @@ def port_bind(*, port: Port, host: str) -> Port:
     Raises Conflict HostNotConnectedToAnySegment (routed network the host
     does not reach) or IpAddressGenerationFailure (every reachable segment is
     out of addresses); the port is then left as it was."""
-    port = Port.objects.select_for_update(of=("self",)).select_related("network").get(pk=port.pk)
+    port = _locked_port(port.pk)
     view = selectors.host_view(host=host)
-    subnets = list(port.network.subnets.all())
+    subnets = selectors.network_subnets(network_id=port.network_id)
     routed = any(s.segment_id for s in subnets)
-    current = list(port.fixed_ips.select_related("subnet"))
+    current = selectors.port_addresses(port_id=port.pk)
     segments = _segments_for(port, view, subnets, current)
     if routed and (view is None or not segments):
         raise Conflict(
@@ -697,7 +726,7 @@ def port_bind(*, port: Port, host: str) -> Port:
         port.binding_vif_type = VifType.BINDING_FAILED
         port.binding_vif_details = {}
         port.binding_failure = f"binding failed on {host}: {reason}"
-        port.save()
+        sql.save(port, BINDING_FIELDS)
         return port
     if chosen.mac_address and chosen.mac_address != port.mac_address:
         if Port.objects.filter(network=port.network, mac_address=chosen.mac_address).exists():
@@ -707,7 +736,7 @@ def port_bind(*, port: Port, host: str) -> Port:
     port.binding_vif_details = chosen.vif_details
     port.binding_profile = {**port.binding_profile, **chosen.profile}
     port.binding_failure = ""
-    port.save()
+    sql.save(port, BINDING_FIELDS)
     return port
 
 

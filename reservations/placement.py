@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from compute.models import Host, Instance, InstanceStatus
 from compute.scheduler import Constraints, alive_since
+from config import sql
 from config.errors import Conflict
 from reservations import allocation, properties
 from reservations.models import (
@@ -29,14 +30,25 @@ def reservation_of(instance: Instance) -> Reservation | None | str:
     """The reservation the instance asked for (scheduler hint or the
     reservation's flavor); the hint as given if it names none."""
     hint = instance.reservation_id
-    match = Q(flavor_id=instance.flavor_id) if instance.flavor_id else Q(pk=None)
+    matches, params = [], []
+    if instance.flavor_id:
+        matches.append("r.flavor_id = %s")
+        params.append(sql.param(Reservation, "flavor", instance.flavor_id))
     if hint:
         try:
-            match |= Q(pk=uuid.UUID(hint))
+            params.append(sql.param(Reservation, "id", uuid.UUID(hint)))
         except ValueError:
             return hint
-    found = Reservation.objects.select_related("lease").filter(match).first()
-    return found if found is not None else (hint or None)
+        matches.append("r.id = %s")
+    # Every scheduling decision asks: hand-written (config.sql says why).
+    found = matches and sql.select(
+        Reservation,
+        "r",
+        f"WHERE {' OR '.join(matches)} ORDER BY r.created_at, r.id LIMIT 1",
+        params,
+        [sql.Join("lease", Lease, "JOIN reservations_lease l ON l.id = r.lease_id", "l")],
+    )
+    return found[0] if found else (hint or None)
 
 
 def lease_constraints(instance: Instance) -> Constraints:

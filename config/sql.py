@@ -1,0 +1,172 @@
+"""Hand-written SQL for hot paths, with values converted as the ORM does.
+
+Django spends about 1 ms of CPU on each query it builds (compiling it,
+then making model instances of the rows), several times what PostgreSQL
+spends answering it. The build pipeline runs a few dozen statements per
+build, so that CPU, not the database, bounded builds per second
+(docs/performance.md). Its hottest statements are written out and run
+through these helpers. Values go in through each field's
+``get_db_prep_save`` and come back through the converters the ORM would
+apply, so a row reads and writes as through the ORM, on PostgreSQL and on
+SQLite. Saving this way sends no model signals; berth connects none.
+"""
+
+from dataclasses import dataclass
+from functools import cache
+
+from django.db import connection
+from django.db.models import Model
+
+
+def param(model: type[Model], field: str, value):
+    """``value`` as the database takes it for ``model.field``."""
+    return model._meta.get_field(field).get_db_prep_save(value, connection)
+
+
+@cache
+def columns(model: type[Model], alias: str) -> str:
+    """The model's columns, in field order, as ``alias.column, ...``."""
+    return ", ".join(f"{alias}.{connection.ops.quote_name(f.column)}" for f in _fields(model))
+
+
+def for_update(of: str = "") -> str:
+    """A row lock (on table alias ``of`` alone, in a join) where the
+    database has them; SQLite has none, and serialises writers."""
+    if not connection.features.has_select_for_update:
+        return ""
+    return f" FOR UPDATE OF {of}" if of else " FOR UPDATE"
+
+
+def marks(values: list) -> str:
+    """Placeholders for an IN list of ``values``."""
+    return ", ".join(["%s"] * len(values))
+
+
+def rows(sql: str, params: list | dict) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def execute(sql: str, params: list | dict) -> int:
+    """Run a write; the number of rows it touched."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def instances(
+    models: tuple[type[Model], ...], sql: str, params: list, *, extra: int = 0
+) -> list[tuple]:
+    """Model instances from rows that select ``columns(model, ...)`` of each
+    of ``models`` in turn, then ``extra`` plain values; a model whose
+    primary key is null in a row (an outer join that found nothing) is None
+    there."""
+    readers = [_reader(model, connection.vendor) for model in models]
+    found = []
+    for row in rows(sql, params):
+        start, made = 0, []
+        for model, names, converters in readers:
+            values = [
+                _convert(value, *reading)
+                for value, reading in zip(row[start : start + len(names)], converters, strict=True)
+            ]
+            start += len(names)
+            pk = values[names.index(model._meta.pk.attname)]
+            made.append(None if pk is None else model.from_db(connection.alias, names, values))
+        found.append((*made, *row[start:]))
+    return found
+
+
+@dataclass(frozen=True)
+class Join:
+    """A related row read with the main one, as ``select_related`` does:
+    ``path`` names where it goes ("port", or "port__network" through an
+    earlier join), ``clause`` joins table ``alias`` of ``model``."""
+
+    path: str
+    model: type[Model]
+    clause: str
+    alias: str
+
+
+def select(
+    model: type[Model],
+    alias: str,
+    rest: str,
+    params: list,
+    joins=(),
+    *,
+    lock: bool = False,
+    annotations: dict[str, str] | None = None,
+) -> list[Model]:
+    """``SELECT`` the model's rows from its table as ``alias``, then
+    ``joins``, then ``rest`` (WHERE, ORDER BY); the joined rows attached
+    to each, and each of ``annotations`` (name: an SQL expression giving a
+    number or text) set on it. ``lock`` takes the main rows' locks alone."""
+    extra = list((annotations or {}).items())
+    select_list = ", ".join(
+        [
+            columns(model, alias),
+            *(columns(j.model, j.alias) for j in joins),
+            *(expression for _, expression in extra),
+        ]
+    )
+    found = instances(
+        (model, *(j.model for j in joins)),
+        f"SELECT {select_list} FROM {model._meta.db_table} {alias} "
+        + " ".join(j.clause for j in joins)
+        + f" {rest}"
+        + (for_update(of=alias) if lock else ""),
+        params,
+        extra=len(extra),
+    )
+    for obj, *related in found:
+        for (name, _), value in zip(extra, related[len(joins) :], strict=True):
+            setattr(obj, name, value)
+        related = related[: len(joins)]
+        for join, row in zip(joins, related, strict=True):
+            *through, name = join.path.split("__")
+            owner = obj
+            for step in through:
+                owner = getattr(owner, step)
+            if owner is not None:
+                setattr(owner, name, row)
+    return [obj for obj, *_ in found]
+
+
+def save(obj: Model, fields: list[str]) -> None:
+    """``obj.save(update_fields=fields)`` in one plain UPDATE; fields with
+    ``auto_now`` get the current time, as the ORM gives them."""
+    model = type(obj)
+    targets = [model._meta.get_field(name) for name in fields]
+    values = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in targets]
+    assignments = ", ".join(f"{connection.ops.quote_name(f.column)} = %s" for f in targets)
+    execute(
+        f"UPDATE {model._meta.db_table} SET {assignments} WHERE {model._meta.pk.column} = %s",
+        [*values, param(model, model._meta.pk.name, obj.pk)],
+    )
+
+
+def _fields(model: type[Model]) -> list:
+    return list(model._meta.concrete_fields)
+
+
+@cache
+def _reader(model: type[Model], vendor: str) -> tuple:
+    """(model, attnames, (converters, column) per column), once per model
+    and database."""
+    del vendor  # part of the cache key: converters differ per database
+    names, converters = [], []
+    for field in _fields(model):
+        column = field.get_col(model._meta.db_table)
+        names.append(field.attname)
+        backend = connection.ops.get_db_converters(column)
+        converters.append((backend + column.get_db_converters(connection), column))
+    return model, names, converters
+
+
+def _convert(value, converters: list, column):
+    for converter in converters:
+        value = converter(value, column, connection)
+    return value
