@@ -249,7 +249,7 @@ def _ensure_ports(instance: Instance) -> None:
                 binding_vnic_type=VnicType.BAREMETAL if instance.baremetal else VnicType.NORMAL,
             )
             nic.created_by_compute = True
-        nic.save(update_fields=["port", "created_by_compute"])
+        sql.save(nic, ["port", "created_by_compute"])
 
 
 def cleanup_ports(instance: Instance) -> None:

@@ -148,6 +148,22 @@ def save(obj: Model, fields: list[str]) -> None:
     )
 
 
+def insert(obj: Model) -> Model:
+    """``obj.save()`` of a new row in one plain INSERT (its primary key must
+    be set already, as a UUID default does); ``auto_now_add`` and
+    ``auto_now`` fields get the current time, as the ORM gives them."""
+    model = type(obj)
+    targets = [f for f in _fields(model) if not f.generated]
+    values = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in targets]
+    names = ", ".join(connection.ops.quote_name(f.column) for f in targets)
+    execute(
+        f"INSERT INTO {model._meta.db_table} ({names}) VALUES ({marks(values)})",
+        values,
+    )
+    obj._state.adding, obj._state.db = False, connection.alias
+    return obj
+
+
 def _fields(model: type[Model]) -> list:
     return list(model._meta.concrete_fields)
 
