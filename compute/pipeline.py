@@ -393,7 +393,7 @@ def schedule(instance_id, attempt: int) -> Outcome:
             if instance.last_failure:
                 why = f"{instance.last_failure}; no other host: {why}"
             return _fail(instance, "schedule", why, event)
-        instance.host = instance.claimed_host = host
+        instance.host_id = instance.claimed_host_id = host.pk
         instance.alternate_hosts = [h.name for h in picked if h != host]
         _finish(event, "Success", host=host.name)
         _move(instance, TaskState.BINDING)

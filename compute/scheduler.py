@@ -6,13 +6,16 @@ segment with a free IP for every NIC, supports every NIC's vnic type,
 baremetal flavors on free baremetal hosts, lease constraints. Hosts are
 weighed by free RAM (spread), the best is claimed with a conditional UPDATE,
 and alternates are kept, spread over segments where possible.
+
+Every build schedules, so the filters are written as SQL conditions on
+``compute_host h`` rather than built by the ORM (config.sql says why).
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import F, Q
+from django.db.models import F
 
 from compute.models import Host, Instance
 from config import sql
@@ -29,15 +32,27 @@ class NicNeed:
     segment_ids: tuple | None = None
 
 
+@dataclass(frozen=True)
+class Condition:
+    """An SQL condition on a host row ``h`` (of compute_host), with its
+    parameters."""
+
+    where: str
+    params: tuple = ()
+
+    def __or__(self, other: "Condition") -> "Condition":
+        return Condition(f"({self.where}) OR ({other.where})", self.params + other.params)
+
+
 @dataclass
 class Constraints:
     """Placement rules from outside compute (leases): ``only_hosts`` if the
-    instance must land in a reserved set, ``avoid`` a filter on Host for the
-    hosts it must not land on (a subquery, so a pool of thousands of
+    instance must land in a reserved set, ``avoid`` a condition true for
+    the hosts it must not land on (a subquery, so a pool of thousands of
     reserved hosts stays one clause)."""
 
     only_hosts: set[str] | None = None
-    avoid: Q | None = None
+    avoid: Condition | None = None
     reason: str = ""
 
 
@@ -71,54 +86,80 @@ def reaches_of(needs: list[NicNeed]) -> list:
     return list(zip(needs, reaches, strict=True))
 
 
-def filters(instance: Instance, reaches: list, constraints: Constraints):
-    """The filter chain as (why it leaves no host, queryset transform,
-    whether it looks beyond the host row) triples, in order, so an empty
-    result is explained by the first that emptied it. ``reaches`` pairs each
-    NIC's need with its network's reach."""
+@dataclass(frozen=True)
+class Filter:
+    """One link of the filter chain: the condition, what it means when it
+    leaves no host, and whether it looks beyond the host row."""
+
+    why: str
+    condition: Condition
+    wide: bool = False
+
+
+def _in(column: str, values) -> Condition:
+    values = sorted(values)
+    if not values:
+        return Condition("1 = 0")
+    return Condition(f"{column} IN ({sql.marks(values)})", tuple(values))
+
+
+def filters(instance: Instance, reaches: list, constraints: Constraints) -> list[Filter]:
+    """The filter chain, in order, so an empty result is explained by the
+    first link that emptied it. ``reaches`` pairs each NIC's need with its
+    network's reach."""
     if instance.baremetal:
-        kind = (
-            "no baremetal host is free",
-            lambda q: q.filter(baremetal=True, running_instances=0),
-            False,
+        kind = Filter(
+            "no baremetal host is free", Condition("h.baremetal AND h.running_instances = 0")
         )
     else:
-        kind = ("no virtual host is enabled", lambda q: q.filter(baremetal=False), False)
+        kind = Filter("no virtual host is enabled", Condition("NOT h.baremetal"))
     chain = [
-        (
+        Filter(
             "no enabled host is alive",
-            lambda q: q.filter(enabled=True, last_heartbeat__gte=alive_since()),
-            False,
+            Condition(
+                "h.enabled AND h.last_heartbeat >= %s",
+                (sql.param(Host, "last_heartbeat", alive_since()),),
+            ),
         ),
         kind,
-        (
+        Filter(
             f"no host has {instance.vcpus} vCPUs, {instance.memory_mb} MB RAM and "
             f"{instance.disk_gb} GB disk free",
-            lambda q: q.filter(
-                free_vcpus__gte=instance.vcpus,
-                free_ram__gte=instance.memory_mb,
-                free_disk__gte=instance.disk_gb,
+            Condition(
+                "h.free_vcpus >= %s AND h.free_ram >= %s AND h.free_disk >= %s",
+                (instance.vcpus, instance.memory_mb, instance.disk_gb),
             ),
-            False,
         ),
     ]
     for need, reach in reaches:
         why = f"no host reaches a segment of network {need.network_id} with a free IP"
         if need.vnic_type != "normal":
             why += f" and supports vnic {need.vnic_type}"
-        reaching = net_selectors.hosts_reaching(reach=reach, vnic_type=need.vnic_type)
-        chain.append((why, lambda q, r=reaching: q.filter(r), True))
+        where, params = net_selectors.hosts_reaching(
+            reach=reach, vnic_type=need.vnic_type, host_name="h.name"
+        )
+        chain.append(Filter(why, Condition(where, tuple(params)), wide=True))
     if constraints.only_hosts is not None:
-        hosts = constraints.only_hosts
         why = constraints.reason or "no host reserved for this instance fits"
-        chain.append((why, lambda q: q.filter(name__in=hosts), False))
+        chain.append(Filter(why, _in("h.name", constraints.only_hosts)))
     if constraints.avoid is not None:
         why = constraints.reason or "every host that fits is reserved by a lease"
-        chain.append((why, lambda q: q.exclude(constraints.avoid), False))
+        avoid = constraints.avoid
+        chain.append(Filter(why, Condition(f"NOT ({avoid.where})", avoid.params)))
     if instance.excluded_hosts:
         why = f"every eligible host was tried: {', '.join(sorted(instance.excluded_hosts))}"
-        chain.append((why, lambda q: q.exclude(name__in=instance.excluded_hosts), False))
+        tried = _in("h.name", instance.excluded_hosts)
+        chain.append(Filter(why, Condition(f"NOT ({tried.where})", tried.params)))
     return chain
+
+
+def _all(chain: list[Filter]) -> Condition:
+    if not chain:
+        return Condition("1 = 1")
+    return Condition(
+        " AND ".join(f"({f.condition.where})" for f in chain),
+        tuple(p for f in chain for p in f.condition.params),
+    )
 
 
 # Hosts by weight that the network filters look at first. The planner
@@ -126,48 +167,61 @@ def filters(instance: Instance, reaches: list, constraints: Constraints):
 # would check them on every host and sort; applied to the best WINDOW hosts
 # by their own row's filters, they cost a few index probes.
 WINDOW = 200
-WEIGHT = ("-free_ram", "name")
+WEIGHT = "h.free_ram DESC, h.name"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A host that passed the filters: claimed by id, named in the log
+    (later steps load the host they need in full)."""
+
+    pk: object
+    name: str
+
+
+def _hosts(where: str, params: tuple, top: int) -> list[Candidate]:
+    found = sql.rows(
+        f"SELECT h.id, h.name FROM compute_host h WHERE {where} ORDER BY {WEIGHT} LIMIT %s",
+        [*params, top],
+    )
+    return [Candidate(Host._meta.pk.to_python(pk), name) for pk, name in found]
 
 
 def candidates(
     instance: Instance, reaches: list, constraints: Constraints, *, top: int, enough: int
-):
+) -> list[Candidate]:
     """Up to ``top`` of the best hosts passing every filter, best first; from
     the window of best hosts alone when it yields ``enough``."""
     chain = filters(instance, reaches, constraints)
-    # The picks are claimed by id and named in the log; later steps load
-    # the host they need in full.
-    local = Host.objects.only("pk", "name")
-    for _, transform, wide in chain:
-        local = local if wide else transform(local)
-
-    def wide_filters(hosts):
-        for _, transform, wide in chain:
-            hosts = transform(hosts) if wide else hosts
-        return hosts.order_by(*WEIGHT)
-
-    window = Host.objects.only("pk", "name").filter(
-        pk__in=local.order_by(*WEIGHT).values("pk")[:WINDOW]
+    local = _all([f for f in chain if not f.wide])
+    wide = _all([f for f in chain if f.wide])
+    window = f"SELECT h.id FROM compute_host h WHERE {local.where} ORDER BY {WEIGHT} LIMIT %s"
+    best = _hosts(
+        f"h.id IN ({window}) AND {wide.where}", (*local.params, WINDOW, *wide.params), top
     )
-    best = list(wide_filters(window)[:top])
-    if len(best) < enough and local.order_by(*WEIGHT)[WINDOW : WINDOW + 1].exists():
-        best = list(wide_filters(local)[:top])  # the window was not enough
+    if len(best) < enough and sql.rows(
+        f"SELECT 1 FROM compute_host h WHERE {local.where} ORDER BY {WEIGHT} LIMIT 1 OFFSET %s",
+        [*local.params, WINDOW],
+    ):
+        # The window was not enough.
+        best = _hosts(f"{local.where} AND {wide.where}", local.params + wide.params, top)
     return best
 
 
 def explain_no_host(instance: Instance, needs: list[NicNeed], constraints: Constraints) -> str:
     """Why no host fits: the first filter that left none."""
-    hosts = Host.objects.all()
-    for why, transform, _ in filters(instance, reaches_of(needs), constraints):
-        hosts = transform(hosts)
-        if not hosts.exists():
-            return why
+    chain = filters(instance, reaches_of(needs), constraints)
+    for upto, link in enumerate(chain, start=1):
+        applied = _all(chain[:upto])
+        where = f"SELECT 1 FROM compute_host h WHERE {applied.where} LIMIT 1"
+        if not sql.rows(where, applied.params):
+            return link.why
     return "every candidate host was claimed by other builds meanwhile"
 
 
 def select_hosts(
     instance: Instance, needs: list[NicNeed], constraints: Constraints, *, alternates: int = 3
-) -> list[Host]:
+) -> list[Candidate]:
     """The best host first, then up to ``alternates`` others; among the top
     candidates, alternates on segments the earlier picks do not reach come
     first, so a segment running dry does not sink every retry."""
@@ -178,7 +232,7 @@ def select_hosts(
         return ranked[: alternates + 1]
     physnets = net_selectors.host_physnets(hosts=[h.name for h in ranked])
 
-    def segments(host: Host) -> frozenset:
+    def segments(host: Candidate) -> frozenset:
         return frozenset(
             reach.segment_of_physnet[p]
             for reach in routed
@@ -212,7 +266,7 @@ CLAIM_BAREMETAL = " AND running_instances = 0"
 CLAIM_NO_WAIT = " AND id IN (SELECT id FROM compute_host WHERE id = %(id)s FOR UPDATE SKIP LOCKED)"
 
 
-def claim(*, host: Host, instance: Instance, wait: bool = True) -> bool:
+def claim(*, host: Host | Candidate, instance: Instance, wait: bool = True) -> bool:
     """Take the instance's resources on the host if they still fit, in one
     conditional UPDATE. The check constraints on Host are the backstop.
 
@@ -231,7 +285,7 @@ def claim(*, host: Host, instance: Instance, wait: bool = True) -> bool:
     return sql.execute(statement, params) == 1
 
 
-def claim_first(*, hosts: list[Host], instance: Instance) -> Host | None:
+def claim_first(*, hosts: list[Candidate], instance: Instance) -> Candidate | None:
     """The first of ``hosts`` (best first) whose resources could be taken:
     hosts nobody else is claiming right now first, then waiting in turn."""
     for wait in (False, True):

@@ -24,9 +24,10 @@ def param(model: type[Model], field: str, value):
 
 
 @cache
-def columns(model: type[Model], alias: str) -> str:
-    """The model's columns, in field order, as ``alias.column, ...``."""
-    return ", ".join(f"{alias}.{connection.ops.quote_name(f.column)}" for f in _fields(model))
+def columns(model: type[Model], alias: str, only: tuple[str, ...] | None = None) -> str:
+    """The model's columns (or those of the fields named ``only``), in
+    field order, as ``alias.column, ...``."""
+    return ", ".join(f"{alias}.{connection.ops.quote_name(f.column)}" for f in _fields(model, only))
 
 
 def for_update(of: str = "") -> str:
@@ -56,13 +57,22 @@ def execute(sql: str, params: list | dict) -> int:
 
 
 def instances(
-    models: tuple[type[Model], ...], sql: str, params: list, *, extra: int = 0
+    models: tuple[type[Model], ...],
+    sql: str,
+    params: list,
+    *,
+    extra: int = 0,
+    only: tuple[str, ...] | None = None,
 ) -> list[tuple]:
     """Model instances from rows that select ``columns(model, ...)`` of each
-    of ``models`` in turn, then ``extra`` plain values; a model whose
-    primary key is null in a row (an outer join that found nothing) is None
-    there."""
-    readers = [_reader(model, connection.vendor) for model in models]
+    of ``models`` in turn (of the first, those ``only`` names, the rest
+    left deferred), then ``extra`` plain values; a model whose primary key
+    is null in a row (an outer join that found nothing) is None there."""
+    first, *joined = models
+    readers = [
+        _reader(first, connection.vendor, only),
+        *(_reader(model, connection.vendor, None) for model in joined),
+    ]
     found = []
     for row in rows(sql, params):
         start, made = 0, []
@@ -99,15 +109,17 @@ def select(
     *,
     lock: bool = False,
     annotations: dict[str, str] | None = None,
+    only: tuple[str, ...] | None = None,
 ) -> list[Model]:
     """``SELECT`` the model's rows from its table as ``alias``, then
     ``joins``, then ``rest`` (WHERE, ORDER BY); the joined rows attached
     to each, and each of ``annotations`` (name: an SQL expression giving a
-    number or text) set on it. ``lock`` takes the main rows' locks alone."""
+    number or text) set on it. ``lock`` takes the main rows' locks alone;
+    ``only`` reads those fields of the main rows (primary key included)."""
     extra = list((annotations or {}).items())
     select_list = ", ".join(
         [
-            columns(model, alias),
+            columns(model, alias, only),
             *(columns(j.model, j.alias) for j in joins),
             *(expression for _, expression in extra),
         ]
@@ -120,6 +132,7 @@ def select(
         + (for_update(of=alias) if lock else ""),
         params,
         extra=len(extra),
+        only=only,
     )
     for obj, *related in found:
         for (name, _), value in zip(extra, related[len(joins) :], strict=True):
@@ -164,17 +177,18 @@ def insert(obj: Model) -> Model:
     return obj
 
 
-def _fields(model: type[Model]) -> list:
-    return list(model._meta.concrete_fields)
+def _fields(model: type[Model], only: tuple[str, ...] | None = None) -> list:
+    fields = model._meta.concrete_fields
+    return [f for f in fields if only is None or f.primary_key or f.name in only]
 
 
 @cache
-def _reader(model: type[Model], vendor: str) -> tuple:
-    """(model, attnames, (converters, column) per column), once per model
-    and database."""
+def _reader(model: type[Model], vendor: str, only: tuple[str, ...] | None) -> tuple:
+    """(model, attnames, (converters, column) per column), once per model,
+    database and field set."""
     del vendor  # part of the cache key: converters differ per database
     names, converters = [], []
-    for field in _fields(model):
+    for field in _fields(model, only):
         column = field.get_col(model._meta.db_table)
         names.append(field.attname)
         backend = connection.ops.get_db_converters(column)

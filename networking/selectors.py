@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from config import sql
@@ -244,17 +244,29 @@ def network_reaches(*, wanted: list[tuple]) -> list[NetworkReach]:
     return reaches
 
 
-def hosts_reaching(*, reach: NetworkReach, vnic_type: str, host_field: str = "name") -> Q:
-    """A filter for rows whose ``host_field`` names a host that reaches a
-    usable segment and supports the vnic type: an EXISTS per row, which
-    PostgreSQL answers from the agent indexes without building the set."""
-    where = Q(physnets__physical_network__in=reach.physnets)
+def hosts_reaching(*, reach: NetworkReach, vnic_type: str, host_name: str) -> tuple[str, list]:
+    """An SQL condition (and its parameters) true where the column
+    ``host_name`` names a host that reaches a usable segment and supports
+    the vnic type: an EXISTS per row, which PostgreSQL answers from the
+    agent indexes without building the set. Hand-written: every scheduling
+    decision uses it (config.sql says why)."""
+    physnets = sorted(reach.physnets)
+    wired, params = "1 = 0", []
+    if physnets:
+        wired = (
+            "EXISTS (SELECT 1 FROM networking_hostphysnet p WHERE p.agent_id = a.id "
+            f"AND p.physical_network IN ({sql.marks(physnets)}))"
+        )
+        params = physnets
     if reach.overlay:
-        where |= ~Q(tunnel_types=[])
-    agents = HostAgent.objects.filter(
-        where, host=OuterRef(host_field), admin_state_up=True, vnic_types__vnic_type=vnic_type
+        wired = f"{wired} OR a.tunnel_types <> %s"
+        params = [*params, sql.param(HostAgent, "tunnel_types", [])]
+    return (
+        "EXISTS (SELECT 1 FROM networking_hostagent a JOIN networking_hostvnictype v "
+        f"ON v.agent_id = a.id WHERE a.host = {host_name} AND a.admin_state_up "
+        f"AND v.vnic_type = %s AND ({wired}))",
+        [vnic_type, *params],
     )
-    return Q(Exists(agents))
 
 
 def host_physnets(*, hosts: list[str]) -> dict[str, set[str]]:

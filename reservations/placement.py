@@ -6,11 +6,11 @@ import uuid
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from compute.models import Host, Instance, InstanceStatus
-from compute.scheduler import Constraints, alive_since
+from compute.scheduler import Condition, Constraints, alive_since
 from config import sql
 from config.errors import Conflict
 from reservations import allocation, properties
@@ -18,7 +18,6 @@ from reservations.models import (
     HostAllocation,
     Lease,
     LeaseStatus,
-    ReservableHost,
     Reservation,
     ReservationStatus,
     ResourceType,
@@ -56,9 +55,10 @@ def lease_constraints(instance: Instance) -> Constraints:
     instance of a reservation lands only on its hosts, within its amount."""
     reservation = reservation_of(instance)
     if reservation is None:
-        reserved_pool = ReservableHost.objects.filter(host=OuterRef("pk"))
         return Constraints(
-            avoid=Q(Exists(reserved_pool)),
+            avoid=Condition(
+                "EXISTS (SELECT 1 FROM reservations_reservablehost r WHERE r.host_id = h.id)"
+            ),
             reason="every host that fits is reservable and takes only lease instances",
         )
     if isinstance(reservation, str) or reservation.lease.project_id != instance.project_id:

@@ -62,6 +62,16 @@ def test_a_segment_is_reached_while_any_of_its_subnets_has_room(cloud):
     assert physnets() == {"physnet1", "physnet2"}
 
 
+def test_alternates_on_other_segments_come_first(cloud):
+    # h2 and h3 (both on rack2) weigh the most, h1 (rack1) the least.
+    report_host("h1", {"physnet1": {"bridge": "br-ex"}}, memory_mb=4096)
+    instance = run_pipeline(boot(cloud)[0])
+    assert instance.host.name == "h2"
+    # By weight alone h3 would come next; a rack2 that runs dry would then
+    # sink every retry.
+    assert instance.alternate_hosts == ["h1", "h3"]
+
+
 def test_binding_failure_reschedules_on_the_same_port(cloud):
     # h2 and h3 report vnic direct but no SR-IOV function: binding fails there.
     for name in ("h2", "h3"):
