@@ -328,10 +328,11 @@ def _baremetal_ports(instance: Instance) -> None:
 
 def _ports_ready(instance: Instance, step: str, event) -> Outcome | None:
     """Get or create the instance's ports: None when they are there, else
-    the failed build's outcome (nothing half-made is kept)."""
+    the failed build's outcome. Nothing half-made is kept without a
+    savepoint here: each port service undoes its own work when it fails,
+    and the failure deletes the ports compute made for earlier NICs."""
     try:
-        with transaction.atomic():
-            _ensure_ports(instance)
+        _ensure_ports(instance)
     except BerthError as error:
         return _fail(instance, step, f"preparing ports failed: {error.message}", event)
     return None

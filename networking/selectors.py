@@ -15,7 +15,6 @@ from networking.models import (
     BaremetalNic,
     HostAgent,
     HostPhysnet,
-    HostVnicType,
     IPAllocation,
     Network,
     Port,
@@ -64,6 +63,19 @@ def agent_list() -> QuerySet[HostAgent]:
     return HostAgent.objects.prefetch_related("physnets", "vnic_types", "baremetal_nics")
 
 
+# What a host reported beyond its agent row: its three kinds of child rows
+# in one statement (one shape, text columns), each kind in report order.
+HOST_REPORT_ROWS = (
+    "SELECT 'physnet', id, physical_network, bridge, sriov_interface, macvtap_interface, '' "
+    "FROM networking_hostphysnet WHERE agent_id = %(agent)s "
+    "UNION ALL SELECT 'vnic', id, vnic_type, '', '', '', '' "
+    "FROM networking_hostvnictype WHERE agent_id = %(agent)s "
+    "UNION ALL SELECT 'nic', id, mac_address, physical_network, switch_id, switch_port, "
+    "switch_info FROM networking_baremetalnic WHERE agent_id = %(agent)s "
+    "ORDER BY 1, 2"
+)
+
+
 def host_view(*, host: str) -> HostView | None:
     """What the host reported, or None if it never did. Every bind reads
     it: hand-written (config.sql says why)."""
@@ -71,8 +83,10 @@ def host_view(*, host: str) -> HostView | None:
     if not agents:
         return None
     agent = agents[0]
-    by_agent = "WHERE r.agent_id = %s ORDER BY r.id"
-    agent_id = [sql.param(HostPhysnet, "agent", agent.pk)]
+    reported = sql.rows(HOST_REPORT_ROWS, {"agent": sql.param(HostPhysnet, "agent", agent.pk)})
+    rows = {
+        kind: [row[2:] for row in reported if row[0] == kind] for kind in ("physnet", "vnic", "nic")
+    }
     return HostView(
         host=agent.host,
         datapath_type=agent.datapath_type,
@@ -80,17 +94,9 @@ def host_view(*, host: str) -> HostView | None:
         ovs_hybrid_plug=agent.ovs_hybrid_plug,
         bridge_name=agent.bridge_name,
         tunnel_types=frozenset(agent.tunnel_types),
-        physnets={
-            p.physical_network: PhysnetLink(p.bridge, p.sriov_interface, p.macvtap_interface)
-            for p in sql.select(HostPhysnet, "r", by_agent, agent_id)
-        },
-        vnic_types=frozenset(
-            v.vnic_type for v in sql.select(HostVnicType, "r", by_agent, agent_id)
-        ),
-        baremetal_nics=tuple(
-            Nic(n.mac_address, n.physical_network, n.switch_id, n.switch_port, n.switch_info)
-            for n in sql.select(BaremetalNic, "r", by_agent, agent_id)
-        ),
+        physnets={name: PhysnetLink(*links[:3]) for name, *links in rows["physnet"]},
+        vnic_types=frozenset(vnic for vnic, *_ in rows["vnic"]),
+        baremetal_nics=tuple(Nic(*nic) for nic in rows["nic"]),
     )
 
 

@@ -6,6 +6,7 @@ import netaddr
 from compute import pipeline, services
 from compute.models import Host, InstanceActionEvent
 from compute.services import NicRequest
+from config.quotas import quota_set
 from networking import selectors as net_selectors
 from networking import services as net_services
 from networking.models import Port
@@ -60,6 +61,18 @@ def test_a_segment_is_reached_while_any_of_its_subnets_has_room(cloud):
         project=cloud["project"], network=network, segment=rack2, cidr="10.3.0.0/29"
     )
     assert physnets() == {"physnet1", "physnet2"}
+
+
+def test_a_port_that_cannot_be_made_fails_the_build_and_keeps_no_port(cloud):
+    network = cloud["network"]
+    instance = boot(cloud, nics=[NicRequest(network=network), NicRequest(network=network)])[0]
+    # Room for the first NIC's port only, once the request was accepted.
+    quota_set(project=cloud["project"], resource="port", limit=Port.objects.count() + 1)
+    instance = run_pipeline(instance)
+    assert instance.status == "ERROR"
+    assert instance.fault["message"].startswith("preparing ports failed: Quota exceeded for port")
+    assert not Port.objects.filter(device_id=str(instance.pk)).exists()
+    assert not instance.nics.filter(port__isnull=False).exists()
 
 
 def test_alternates_on_other_segments_come_first(cloud):
