@@ -14,26 +14,33 @@ SQLite. Saving this way sends no model signals; berth connects none.
 from dataclasses import dataclass
 from functools import cache
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Model
+
+
+def _db():
+    # The connection itself: each attribute read through django.db.connection
+    # looks it up again, which the hottest loops here would pay per value.
+    return connections[DEFAULT_DB_ALIAS]
 
 
 def param(model: type[Model], field: str, value):
     """``value`` as the database takes it for ``model.field``."""
-    return model._meta.get_field(field).get_db_prep_save(value, connection)
+    return model._meta.get_field(field).get_db_prep_save(value, _db())
 
 
 @cache
 def columns(model: type[Model], alias: str, only: tuple[str, ...] | None = None) -> str:
     """The model's columns (or those of the fields named ``only``), in
     field order, as ``alias.column, ...``."""
-    return ", ".join(f"{alias}.{connection.ops.quote_name(f.column)}" for f in _fields(model, only))
+    quote = _db().ops.quote_name
+    return ", ".join(f"{alias}.{quote(f.column)}" for f in _fields(model, only))
 
 
 def for_update(of: str = "") -> str:
     """A row lock (on table alias ``of`` alone, in a join) where the
     database has them; SQLite has none, and serialises writers."""
-    if not connection.features.has_select_for_update:
+    if not _db().features.has_select_for_update:
         return ""
     return f" FOR UPDATE OF {of}" if of else " FOR UPDATE"
 
@@ -44,14 +51,14 @@ def marks(values: list) -> str:
 
 
 def rows(sql: str, params: list | dict) -> list[tuple]:
-    with connection.cursor() as cursor:
+    with _db().cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 
 
 def execute(sql: str, params: list | dict) -> int:
     """Run a write; the number of rows it touched."""
-    with connection.cursor() as cursor:
+    with _db().cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
 
@@ -68,22 +75,25 @@ def instances(
     of ``models`` in turn (of the first, those ``only`` names, the rest
     left deferred), then ``extra`` plain values; a model whose primary key
     is null in a row (an outer join that found nothing) is None there."""
+    db = _db()
     first, *joined = models
     readers = [
-        _reader(first, connection.vendor, only),
-        *(_reader(model, connection.vendor, None) for model in joined),
+        _reader(first, db.vendor, only),
+        *(_reader(model, db.vendor, None) for model in joined),
     ]
     found = []
     for row in rows(sql, params):
         start, made = 0, []
-        for model, names, converters in readers:
-            values = [
-                _convert(value, *reading)
-                for value, reading in zip(row[start : start + len(names)], converters, strict=True)
-            ]
-            start += len(names)
-            pk = values[names.index(model._meta.pk.attname)]
-            made.append(None if pk is None else model.from_db(connection.alias, names, values))
+        for reader in readers:
+            values = list(row[start : start + len(reader.names)])
+            start += len(reader.names)
+            for index, converters, column in reader.conversions:
+                for converter in converters:
+                    values[index] = converter(values[index], column, db)
+            if values[reader.pk_index] is None:
+                made.append(None)
+            else:
+                made.append(reader.model.from_db(db.alias, reader.names, values))
         found.append((*made, *row[start:]))
     return found
 
@@ -151,10 +161,10 @@ def select(
 def save(obj: Model, fields: list[str]) -> None:
     """``obj.save(update_fields=fields)`` in one plain UPDATE; fields with
     ``auto_now`` get the current time, as the ORM gives them."""
-    model = type(obj)
+    model, db = type(obj), _db()
     targets = [model._meta.get_field(name) for name in fields]
-    values = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in targets]
-    assignments = ", ".join(f"{connection.ops.quote_name(f.column)} = %s" for f in targets)
+    values = [f.get_db_prep_save(f.pre_save(obj, False), db) for f in targets]
+    assignments = ", ".join(f"{db.ops.quote_name(f.column)} = %s" for f in targets)
     execute(
         f"UPDATE {model._meta.db_table} SET {assignments} WHERE {model._meta.pk.column} = %s",
         [*values, param(model, model._meta.pk.name, obj.pk)],
@@ -165,15 +175,15 @@ def insert(obj: Model) -> Model:
     """``obj.save()`` of a new row in one plain INSERT (its primary key must
     be set already, as a UUID default does); ``auto_now_add`` and
     ``auto_now`` fields get the current time, as the ORM gives them."""
-    model = type(obj)
+    model, db = type(obj), _db()
     targets = [f for f in _fields(model) if not f.generated]
-    values = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in targets]
-    names = ", ".join(connection.ops.quote_name(f.column) for f in targets)
+    values = [f.get_db_prep_save(f.pre_save(obj, True), db) for f in targets]
+    names = ", ".join(db.ops.quote_name(f.column) for f in targets)
     execute(
         f"INSERT INTO {model._meta.db_table} ({names}) VALUES ({marks(values)})",
         values,
     )
-    obj._state.adding, obj._state.db = False, connection.alias
+    obj._state.adding, obj._state.db = False, db.alias
     return obj
 
 
@@ -182,21 +192,28 @@ def _fields(model: type[Model], only: tuple[str, ...] | None = None) -> list:
     return [f for f in fields if only is None or f.primary_key or f.name in only]
 
 
+@dataclass(frozen=True)
+class _Reader:
+    """How rows of a model's columns become instances: the attnames in
+    column order, where the primary key is, and the converters of the
+    columns that have any."""
+
+    model: type[Model]
+    names: list[str]
+    pk_index: int
+    conversions: list[tuple]
+
+
 @cache
-def _reader(model: type[Model], vendor: str, only: tuple[str, ...] | None) -> tuple:
-    """(model, attnames, (converters, column) per column), once per model,
-    database and field set."""
+def _reader(model: type[Model], vendor: str, only: tuple[str, ...] | None) -> _Reader:
+    """Once per model, database and field set."""
     del vendor  # part of the cache key: converters differ per database
-    names, converters = [], []
-    for field in _fields(model, only):
+    db = _db()
+    names, conversions = [], []
+    for index, field in enumerate(_fields(model, only)):
         column = field.get_col(model._meta.db_table)
         names.append(field.attname)
-        backend = connection.ops.get_db_converters(column)
-        converters.append((backend + column.get_db_converters(connection), column))
-    return model, names, converters
-
-
-def _convert(value, converters: list, column):
-    for converter in converters:
-        value = converter(value, column, connection)
-    return value
+        converters = db.ops.get_db_converters(column) + column.get_db_converters(db)
+        if converters:
+            conversions.append((index, converters, column))
+    return _Reader(model, names, names.index(model._meta.pk.attname), conversions)
