@@ -74,23 +74,59 @@ def _deadline():
 # lazily is one more query to build).
 JOINS = {
     "host": sql.Join("host", Host, "LEFT JOIN compute_host h ON h.id = i.host_id", "h"),
-    "project": sql.Join("project", Project, "JOIN identity_project p ON p.id = i.project_id", "p"),
+    "project": sql.Join(
+        "project", Project, "JOIN identity_project pr ON pr.id = i.project_id", "pr"
+    ),
 }
+# The NICs with their ports and the ports' networks, read with the instance
+# by the steps that need both: one round trip less per step.
+WITH_NICS = (
+    "LEFT JOIN compute_instancenic n ON n.instance_id = i.id "
+    "LEFT JOIN networking_port p ON p.id = n.port_id "
+    "LEFT JOIN networking_network pw ON pw.id = p.network_id"
+)
+
+
+def _read(instance_id, related: tuple, *, lock: bool, nics: bool) -> tuple:
+    """(the instance or None, its NICs if ``nics``) with the instance's
+    ``related`` rows, locked if ``lock`` (its row alone: the host's is
+    shared by every build on it). Hand-written, as the pipeline's hottest
+    statement (config.sql says why)."""
+    joins = [JOINS[name] for name in related]
+    models = [Instance, *(j.model for j in joins)]
+    tables = ["compute_instance i", *(j.clause for j in joins)]
+    select = [sql.columns(Instance, "i"), *(sql.columns(j.model, j.alias) for j in joins)]
+    order = ""
+    if nics:
+        models += [InstanceNic, Port, Network]
+        tables.append(WITH_NICS)
+        select += [sql.columns(m, a) for m, a in ((InstanceNic, "n"), (Port, "p"), (Network, "pw"))]
+        order = ' ORDER BY n."index"'
+    rows = sql.instances(
+        tuple(models),
+        f"SELECT {', '.join(select)} FROM {' '.join(tables)} WHERE i.id = %s{order}"
+        + (sql.for_update(of="i") if lock else ""),
+        [sql.param(Instance, "id", instance_id)],
+    )
+    if not rows:
+        return None, []
+    instance, *rest = rows[0][: len(models) - 3 * nics]
+    for join, row in zip(joins, rest, strict=True):
+        setattr(instance, join.path, row)
+    found = []
+    for *_, nic, port, network in rows if nics else ():
+        if nic is None:  # an instance without NICs
+            continue
+        if port is not None:
+            port.network = network
+        nic.port = port
+        found.append(nic)
+    return instance, found
 
 
 def _load(instance_id, *related: str, lock: bool = False) -> Instance | None:
-    """The instance with its ``related`` rows, locked if ``lock`` (its row
-    alone: the host's is shared by every build on it). Hand-written, as the
-    pipeline's hottest statement (config.sql says why)."""
-    found = sql.select(
-        Instance,
-        "i",
-        "WHERE i.id = %s",
-        [sql.param(Instance, "id", instance_id)],
-        [JOINS[name] for name in related],
-        lock=lock,
-    )
-    return found[0] if found else None
+    """The instance with its ``related`` rows, locked if ``lock``."""
+    return _read(instance_id, related, lock=lock, nics=False)[0]
 
 
 NIC_JOINS = {
@@ -98,15 +134,12 @@ NIC_JOINS = {
     "network": sql.Join(
         "network", Network, "LEFT JOIN networking_network w ON w.id = n.network_id", "w"
     ),
-    "port__network": sql.Join(
-        "port__network", Network, "LEFT JOIN networking_network pw ON pw.id = p.network_id", "pw"
-    ),
 }
 
 
 def _nics(instance: Instance, *related: str, without_port: bool = False) -> list[InstanceNic]:
-    """The instance's NICs in order, with their ``related`` rows; every step
-    reads them, so hand-written as ``_load``."""
+    """The instance's NICs in order, with their ``related`` rows; hand-written
+    as ``_read``."""
     return sql.select(
         InstanceNic,
         "n",
@@ -123,6 +156,13 @@ def _lock(instance_id, attempt: int, state: str, *related: str) -> Instance | No
     the ``related`` rows its step reads."""
     instance = _load(instance_id, *related, lock=True)
     return instance if _in_step(instance, attempt, state) else None
+
+
+def _lock_with_nics(instance_id, attempt: int, state: str, *related: str) -> tuple:
+    """As ``_lock``, and the instance's NICs with their ports, in the same
+    statement: (None, []) when the step has no work."""
+    instance, nics = _read(instance_id, related, lock=True, nics=True)
+    return (instance, nics) if _in_step(instance, attempt, state) else (None, [])
 
 
 def _in_step(instance: Instance | None, attempt: int, state: str) -> bool:
@@ -355,10 +395,11 @@ def prepare_ports(instance_id, attempt: int) -> Outcome:
         return Outcome.NEXT
 
 
-def nic_needs(instance: Instance) -> list[scheduler.NicNeed]:
-    """What each NIC requires of a host, from its port if it has one."""
+def nic_needs(instance: Instance, nics: list[InstanceNic] | None = None) -> list[scheduler.NicNeed]:
+    """What each NIC (read with its port, unless given) requires of a host,
+    from its port if it has one."""
     needs = []
-    for nic in _nics(instance, "port"):
+    for nic in _nics(instance, "port") if nics is None else nics:
         port = nic.port
         if port is None:  # legacy order: the port comes at bind time
             vnic = VnicType.BAREMETAL if instance.baremetal else VnicType.NORMAL
@@ -379,11 +420,11 @@ def nic_needs(instance: Instance) -> list[scheduler.NicNeed]:
 
 def schedule(instance_id, attempt: int) -> Outcome:
     with transaction.atomic():
-        instance = _lock(instance_id, attempt, TaskState.SCHEDULING)
+        instance, nics = _lock_with_nics(instance_id, attempt, TaskState.SCHEDULING)
         if instance is None:
             return Outcome.STOP
         event = _event(instance, TaskState.SCHEDULING)
-        needs = nic_needs(instance)
+        needs = nic_needs(instance, nics)
         constraints = scheduler.constraints_for(instance)
         picked = scheduler.select_hosts(
             instance, needs, constraints, alternates=settings.BERTH_SCHEDULER_ALTERNATES
@@ -403,12 +444,11 @@ def schedule(instance_id, attempt: int) -> Outcome:
 
 def bind_ports(instance_id, attempt: int) -> Outcome:
     with transaction.atomic():
-        instance = _lock(instance_id, attempt, TaskState.BINDING, "host")
+        instance, nics = _lock_with_nics(instance_id, attempt, TaskState.BINDING, "host")
         if instance is None:
             return Outcome.STOP
         event = _event(instance, TaskState.BINDING)
         host = instance.host.name
-        nics = _nics(instance, "port")
         if any(nic.port is None for nic in nics):
             # A legacy fleet: the ports are created only now.
             failed = _ports_ready(instance, "bind ports", event)
@@ -432,7 +472,7 @@ def bind_ports(instance_id, attempt: int) -> Outcome:
         return Outcome.NEXT
 
 
-def _spawn_request(instance: Instance) -> SpawnRequest:
+def _spawn_request(instance: Instance, nics: list[InstanceNic]) -> SpawnRequest:
     vifs = [
         Vif(
             port_id=str(port.pk),
@@ -442,7 +482,7 @@ def _spawn_request(instance: Instance) -> SpawnRequest:
             network_id=str(port.network_id),
             mtu=port.network.mtu,
         )
-        for port in (nic.port for nic in _nics(instance, "port", "port__network"))
+        for port in (nic.port for nic in nics)
     ]
     return SpawnRequest(
         instance_id=str(instance.pk),
@@ -457,10 +497,10 @@ def spawn(instance_id, attempt: int) -> Outcome:
     started = timezone.now()
     # Read without a lock: the driver may take its time, and the locked
     # re-check below decides whether what it did still counts.
-    instance = _load(instance_id, "host")
+    instance, nics = _read(instance_id, ("host",), lock=False, nics=True)
     if not _in_step(instance, attempt, TaskState.SPAWNING):
         return Outcome.STOP
-    request = _spawn_request(instance)
+    request = _spawn_request(instance, nics)
     driver = DRIVERS[instance.host.virt_driver]
     try:
         driver_data, error = driver.spawn(request), None
