@@ -16,6 +16,7 @@ from functools import cache
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Model
+from django.db.transaction import TransactionManagementError
 
 
 def _db():
@@ -39,9 +40,14 @@ def columns(model: type[Model], alias: str, only: tuple[str, ...] | None = None)
 
 def for_update(of: str = "") -> str:
     """A row lock (on table alias ``of`` alone, in a join) where the
-    database has them; SQLite has none, and serialises writers."""
-    if not _db().features.has_select_for_update:
+    database has them; SQLite has none, and serialises writers. As the
+    ORM, it refuses to lock outside a transaction, where the lock would
+    end with the statement."""
+    db = _db()
+    if not db.features.has_select_for_update:
         return ""
+    if db.get_autocommit():
+        raise TransactionManagementError("A row lock needs a transaction.")
     return f" FOR UPDATE OF {of}" if of else " FOR UPDATE"
 
 

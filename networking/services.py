@@ -688,15 +688,19 @@ def _locked_port(port_id) -> Port:
     return found[0]
 
 
-@transaction.atomic
 def port_bind(*, port: Port, host: str) -> Port:
     """Bind the port on the host: choose a segment the host reaches, give the
     port an address there if the network is routed, and ask the drivers how
     to plug it. No driver fits -> vif_type binding_failed with the reason.
 
     Raises Conflict HostNotConnectedToAnySegment (routed network the host
-    does not reach) or IpAddressGenerationFailure (every reachable segment is
-    out of addresses); the port is then left as it was."""
+    does not reach), MacAddressInUse (a baremetal NIC's MAC is taken) or
+    IpAddressGenerationFailure (every reachable segment is out of
+    addresses); the port is then left as it was. It runs in the caller's
+    transaction, which its row lock needs (port_create, port_update and the
+    build pipeline each hold one): nothing is written before the last check
+    passed, so a caller that goes on after a Conflict needs no savepoint
+    (two round trips on every build)."""
     port = _locked_port(port.pk)
     view = selectors.host_view(host=host)
     subnets = selectors.network_subnets(network_id=port.network_id)
@@ -723,6 +727,10 @@ def port_bind(*, port: Port, host: str) -> Port:
         if isinstance(result, str):
             failures.append(result)
             continue
+        # A baremetal NIC's MAC is checked before any address is taken.
+        moves_mac = result.mac_address and result.mac_address != port.mac_address
+        if moves_mac and _mac_taken(port.network_id, result.mac_address):
+            raise _mac_in_use(port.network, result.mac_address)
         if routed and not _addresses_on(port, segment, subnets, current):
             exhausted = _exhausted([s for s in subnets if s.segment_id == segment.pk])
             continue
@@ -739,10 +747,7 @@ def port_bind(*, port: Port, host: str) -> Port:
         port.binding_failure = f"binding failed on {host}: {reason}"
         sql.save(port, BINDING_FIELDS)
         return port
-    if chosen.mac_address and chosen.mac_address != port.mac_address:
-        if _mac_taken(port.network_id, chosen.mac_address):
-            raise _mac_in_use(port.network, chosen.mac_address)
-        port.mac_address = chosen.mac_address
+    port.mac_address = chosen.mac_address or port.mac_address
     port.binding_vif_type = chosen.vif_type
     port.binding_vif_details = chosen.vif_details
     port.binding_profile = {**port.binding_profile, **chosen.profile}

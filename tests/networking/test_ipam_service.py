@@ -44,3 +44,34 @@ def test_allocation_fills_the_pools_exactly_once(pools):
     assert len(addresses) == len(set(addresses)) == expected.size
     assert all(a in expected and a.words[-1] != 1 for a in addresses)
     assert all(a.subnet_id == subnet.id for a in got)
+
+
+@pytest.mark.django_db
+def test_a_bind_that_fails_writes_nothing_so_the_caller_can_go_on():
+    """port_bind runs in its caller's transaction without a savepoint: when
+    a baremetal NIC's MAC is taken, it says so before taking an address."""
+    project = ProjectFactory()
+    context = RequestContext(user_id="u", project=project, role="admin")
+    network = services.network_create(
+        context=context,
+        project=project,
+        segments=[{"network_type": "vlan", "physical_network": "provision", "segmentation_id": 7}],
+    )
+    services.subnet_create(
+        project=project, network=network, segment=network.segments.get(), cidr="10.41.0.0/24"
+    )
+    services.host_agent_report(
+        report=services.HostNetworkReport(
+            host="bm-1",
+            vnic_types=["baremetal"],
+            baremetal_nics=[{"mac_address": "52:54:00:00:00:07", "physical_network": "provision"}],
+        )
+    )
+    services.port_create(project=project, network=network, mac_address="52:54:00:00:00:07")
+    port = services.port_create(project=project, network=network, binding_vnic_type="baremetal")
+    with pytest.raises(Conflict) as raised:
+        services.port_bind(port=port, host="bm-1")
+    assert raised.value.type == "MacAddressInUse"
+    # The transaction goes on, and the port is as it was: no address, unbound.
+    port.refresh_from_db()
+    assert (port.binding_host, port.fixed_ips.count()) == ("", 0)

@@ -391,7 +391,14 @@ def test_beat_killed_beside_a_second_sweeper(
         )
     finally:
         beat.terminate()
-        beat.wait(timeout=20)
+        try:
+            beat.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            # A slow shutdown under load is not what this test is about
+            # (seen once with the whole suite on 2 CPUs); each event fired
+            # once is, below.
+            beat.kill()
+            beat.wait()
     events = LeaseEvent.objects.count()
     fired = list(
         Notification.objects.filter(event_type__startswith="lease.event.").values_list(
