@@ -78,12 +78,22 @@ JOINS = {
         "project", Project, "JOIN identity_project pr ON pr.id = i.project_id", "pr"
     ),
 }
+
+
+NIC_JOINS = {
+    "port": sql.Join("port", Port, "LEFT JOIN networking_port p ON p.id = n.port_id", "p"),
+    "network": sql.Join(
+        "network", Network, "LEFT JOIN networking_network w ON w.id = n.network_id", "w"
+    ),
+}
 # The NICs with their ports and the ports' networks, read with the instance
 # by the steps that need both: one round trip less per step.
-WITH_NICS = (
-    "LEFT JOIN compute_instancenic n ON n.instance_id = i.id "
-    "LEFT JOIN networking_port p ON p.id = n.port_id "
-    "LEFT JOIN networking_network pw ON pw.id = p.network_id"
+WITH_NICS = " ".join(
+    [
+        "LEFT JOIN compute_instancenic n ON n.instance_id = i.id",
+        NIC_JOINS["port"].clause,
+        "LEFT JOIN networking_network pw ON pw.id = p.network_id",
+    ]
 )
 
 
@@ -110,7 +120,7 @@ def _read(instance_id, related: tuple, *, lock: bool, nics: bool) -> tuple:
     )
     if not rows:
         return None, []
-    instance, *rest = rows[0][: len(models) - 3 * nics]
+    instance, *rest = rows[0][: 1 + len(joins)]
     for join, row in zip(joins, rest, strict=True):
         setattr(instance, join.path, row)
     found = []
@@ -127,14 +137,6 @@ def _read(instance_id, related: tuple, *, lock: bool, nics: bool) -> tuple:
 def _load(instance_id, *related: str, lock: bool = False) -> Instance | None:
     """The instance with its ``related`` rows, locked if ``lock``."""
     return _read(instance_id, related, lock=lock, nics=False)[0]
-
-
-NIC_JOINS = {
-    "port": sql.Join("port", Port, "LEFT JOIN networking_port p ON p.id = n.port_id", "p"),
-    "network": sql.Join(
-        "network", Network, "LEFT JOIN networking_network w ON w.id = n.network_id", "w"
-    ),
-}
 
 
 def _nics(instance: Instance, *related: str, without_port: bool = False) -> list[InstanceNic]:

@@ -43,6 +43,9 @@ class Condition:
     def __or__(self, other: "Condition") -> "Condition":
         return Condition(f"({self.where}) OR ({other.where})", self.params + other.params)
 
+    def __invert__(self) -> "Condition":
+        return Condition(f"NOT ({self.where})", self.params)
+
 
 @dataclass
 class Constraints:
@@ -144,12 +147,10 @@ def filters(instance: Instance, reaches: list, constraints: Constraints) -> list
         chain.append(Filter(why, _in("h.name", constraints.only_hosts)))
     if constraints.avoid is not None:
         why = constraints.reason or "every host that fits is reserved by a lease"
-        avoid = constraints.avoid
-        chain.append(Filter(why, Condition(f"NOT ({avoid.where})", avoid.params)))
+        chain.append(Filter(why, ~constraints.avoid))
     if instance.excluded_hosts:
         why = f"every eligible host was tried: {', '.join(sorted(instance.excluded_hosts))}"
-        tried = _in("h.name", instance.excluded_hosts)
-        chain.append(Filter(why, Condition(f"NOT ({tried.where})", tried.params)))
+        chain.append(Filter(why, ~_in("h.name", instance.excluded_hosts)))
     return chain
 
 
@@ -266,7 +267,7 @@ CLAIM_BAREMETAL = " AND running_instances = 0"
 CLAIM_NO_WAIT = " AND id IN (SELECT id FROM compute_host WHERE id = %(id)s FOR UPDATE SKIP LOCKED)"
 
 
-def claim(*, host: Host | Candidate, instance: Instance, wait: bool = True) -> bool:
+def claim(*, host: Candidate, instance: Instance, wait: bool = True) -> bool:
     """Take the instance's resources on the host if they still fit, in one
     conditional UPDATE. The check constraints on Host are the backstop.
 

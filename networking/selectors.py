@@ -100,29 +100,30 @@ def host_view(*, host: str) -> HostView | None:
     )
 
 
-def network_subnets(*, network_id) -> list[Subnet]:
-    """The network's subnets, oldest first; read by every port create and
-    bind, so hand-written as ``host_view``."""
+def _of_networks(model, alias: str, network_ids: list, **options) -> list:
+    """The subnets or segments (``model``) of the networks, oldest first;
+    hand-written as ``host_view``: every port create, bind and scheduling
+    decision reads them."""
     return sql.select(
-        Subnet,
-        "s",
-        "WHERE s.network_id = %s ORDER BY s.created_at, s.id",
-        [sql.param(Subnet, "network", network_id)],
+        model,
+        alias,
+        f"WHERE {alias}.network_id IN ({sql.marks(network_ids)}) "
+        f"ORDER BY {alias}.created_at, {alias}.id",
+        [sql.param(model, "network", network_id) for network_id in network_ids],
+        **options,
     )
+
+
+def network_subnets(*, network_id) -> list[Subnet]:
+    return _of_networks(Subnet, "s", [network_id])
 
 
 def network_segments(*, network_id) -> list[Segment]:
-    """The network's segments, oldest first (as ``network_subnets``)."""
-    return sql.select(
-        Segment,
-        "g",
-        "WHERE g.network_id = %s ORDER BY g.created_at, g.id",
-        [sql.param(Segment, "network", network_id)],
-    )
+    return _of_networks(Segment, "g", [network_id])
 
 
 def port_addresses(*, port_id) -> list[IPAllocation]:
-    """The port's fixed IPs with their subnets (as ``network_subnets``)."""
+    """The port's fixed IPs with their subnets (hand-written as ``host_view``)."""
     return sql.select(
         IPAllocation,
         "a",
@@ -205,21 +206,14 @@ def network_reaches(*, wanted: list[tuple]) -> list[NetworkReach]:
     all exhausted. Two queries for all of them, whatever the number of
     hosts: the scheduler asks this for every build."""
     network_ids = list(dict.fromkeys(network_id for network_id, _ in wanted))
-    # Hand-written, as host_view: every scheduling decision reads these.
     if not network_ids:
         return []
-    of_networks = (
-        f"WHERE {{a}}.network_id IN ({sql.marks(network_ids)}) ORDER BY {{a}}.created_at, {{a}}.id"
-    )
-    params = [sql.param(Subnet, "network", network_id) for network_id in network_ids]
     segments: dict = {network_id: [] for network_id in network_ids}
-    for segment in sql.select(Segment, "g", of_networks.format(a="g"), params):
+    for segment in _of_networks(Segment, "g", network_ids):
         segments[segment.network_id].append(segment)
     subnets: dict = {network_id: [] for network_id in network_ids}
     used = "(SELECT COUNT(*) FROM networking_ipallocation a WHERE a.subnet_id = s.id)"
-    for subnet in sql.select(
-        Subnet, "s", of_networks.format(a="s"), params, annotations={"used_ips": used}
-    ):
+    for subnet in _of_networks(Subnet, "s", network_ids, annotations={"used_ips": used}):
         subnets[subnet.network_id].append(subnet)
     reaches = []
     for network_id, segment_ids in wanted:
