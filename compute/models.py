@@ -57,6 +57,12 @@ class Host(models.Model):
     capabilities = models.JSONField(default=dict, blank=True)
     # Fake driver knobs: {"spawn_delay": 0.5, "spawn_error": "disk full"}.
     driver_options = models.JSONField(default=dict, blank=True)
+    # Builds this host failed (a bind its drivers refused, a spawn its
+    # hypervisor failed) since its last success, and when the last one did:
+    # the scheduler weighs it down while that is recent (Nova's
+    # BuildFailureWeigher). Kept by the pipeline, never by a form.
+    failed_builds = models.PositiveIntegerField(default=0, editable=False)
+    last_build_failure = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

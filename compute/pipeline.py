@@ -56,6 +56,14 @@ EVENTS = {
     TaskState.SPAWNING: "compute_spawn",
     TaskState.DELETING: "compute_terminate_instance",
 }
+# What a fault calls each step.
+LABELS = {
+    TaskState.PREPARING_PORTS: "prepare ports",
+    TaskState.SCHEDULING: "schedule",
+    TaskState.BINDING: "bind ports",
+    TaskState.SPAWNING: "spawn",
+    TaskState.DELETING: "delete",
+}
 
 
 def fleet_is_legacy() -> bool:
@@ -307,42 +315,75 @@ def cleanup_ports(instance: Instance) -> None:
             net_services.port_unbind(port=port)
 
 
-def _release_claim(instance: Instance) -> None:
-    """Give the host's capacity back; idempotent through claimed_host."""
+def _release_claim(instance: Instance, *, host_failed: bool = False) -> None:
+    """Give the host's capacity back (counting a failure against it if
+    ``host_failed``); idempotent through claimed_host."""
     if instance.claimed_host_id:
-        scheduler.release(host_id=instance.claimed_host_id, instance=instance)
+        scheduler.release(host_id=instance.claimed_host_id, instance=instance, failed=host_failed)
         instance.claimed_host = None
 
 
-def _fail(instance: Instance, step: str, message: str, event=None) -> Outcome:
-    """ERROR with a fault naming the step and the resource, everything the
-    build held released."""
+def _attempt_line(attempt: int, label: str, host: str, reason: str) -> str:
+    return f"attempt {attempt} {label}{f' on {host}' if host else ''}: {reason}"
+
+
+def _failed_attempts(instance: Instance) -> list[str]:
+    """What failed each earlier attempt, from the action log: the step, the
+    host and the reason (which names the port or the hypervisor's error)."""
+    if instance.current_action_id is None:
+        return []
+    labels = {EVENTS[state]: label for state, label in LABELS.items()}
+    failed = InstanceActionEvent.objects.filter(
+        action_id=instance.current_action_id, result="Error", attempt__lt=instance.attempt
+    ).order_by("attempt", "start_time")
+    return [
+        _attempt_line(e.attempt, labels.get(e.event, e.event), e.host, e.details) for e in failed
+    ]
+
+
+def _fail(instance: Instance, state: str, message: str, event=None, *, found: str = "") -> Outcome:
+    """ERROR with a fault, everything the build held released. The message
+    says what failed; the details (admin-only) name the step, host and
+    reason of every failed attempt in order (the cause of a reschedule
+    that later found no host is an earlier attempt's), then the final step
+    with what it ``found`` (the message unless given)."""
     cleanup_ports(instance)
     _release_claim(instance)
+    found = found or message
+    host = instance.host.name if instance.host_id else ""
+    attempts = [
+        *_failed_attempts(instance),
+        _attempt_line(instance.attempt, LABELS[state], host, found),
+    ]
     instance.status = InstanceStatus.ERROR
     instance.fault = {
         "code": 500,
         "message": message,
-        "details": f"step: {step}; attempts: {instance.attempt}; "
-        f"hosts tried: {', '.join(instance.excluded_hosts) or 'none'}",
+        "details": "; ".join(attempts)
+        + f"; final step: {LABELS[state]}; "
+        + f"hosts tried: {', '.join(instance.excluded_hosts) or 'none'}",
         "created": timezone.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     if event is not None:
-        _finish(event, "Error", message)
+        _finish(event, "Error", found)
     _move(instance, None)
     return Outcome.STOP
 
 
-def _retry_or_fail(instance: Instance, step: str, reason: str, event) -> Outcome:
-    """The host failed the build: release it, exclude it and try another
-    host with the same ports, unless the attempts are used up."""
+def _retry_or_fail(
+    instance: Instance, state: str, reason: str, event, *, host_failed: bool = True
+) -> Outcome:
+    """The host failed the build: release it (counting the failure against
+    it unless ``host_failed`` is false: the cause was elsewhere), exclude it
+    and try another host with the same ports, unless the attempts are used
+    up."""
     _finish(event, "Error", reason)
     host = instance.host
-    _release_claim(instance)
+    _release_claim(instance, host_failed=host_failed)
     instance.excluded_hosts = [*instance.excluded_hosts, host.name]
     instance.last_failure = reason
     if instance.attempt >= settings.BERTH_BUILD_MAX_ATTEMPTS:
-        return _fail(instance, step, reason)
+        return _fail(instance, state, reason)
     instance.attempt += 1
     instance.host = None
     _move(instance, TaskState.SCHEDULING)
@@ -368,7 +409,7 @@ def _baremetal_ports(instance: Instance) -> None:
             net_services.port_update(port=nic.port, binding_vnic_type=VnicType.BAREMETAL)
 
 
-def _ports_ready(instance: Instance, step: str, event) -> Outcome | None:
+def _ports_ready(instance: Instance, state: str, event) -> Outcome | None:
     """Get or create the instance's ports: None when they are there, else
     the failed build's outcome. Nothing half-made is kept without a
     savepoint here: each port service undoes its own work when it fails,
@@ -376,7 +417,7 @@ def _ports_ready(instance: Instance, step: str, event) -> Outcome | None:
     try:
         _ensure_ports(instance)
     except BerthError as error:
-        return _fail(instance, step, f"preparing ports failed: {error.message}", event)
+        return _fail(instance, state, f"preparing ports failed: {error.message}", event)
     return None
 
 
@@ -389,7 +430,7 @@ def prepare_ports(instance_id, attempt: int) -> Outcome:
         if instance is None:
             return Outcome.STOP
         event = _event(instance, TaskState.PREPARING_PORTS)
-        failed = _ports_ready(instance, "prepare ports", event)
+        failed = _ports_ready(instance, TaskState.PREPARING_PORTS, event)
         if failed:
             return failed
         _finish(event, "Success")
@@ -433,13 +474,15 @@ def schedule(instance_id, attempt: int) -> Outcome:
         )
         host = scheduler.claim_first(hosts=picked, instance=instance)
         if host is None:
-            why = scheduler.explain_no_host(instance, needs, constraints)
+            no_host = scheduler.explain_no_host(instance, needs, constraints)
+            why = no_host.why
             if instance.last_failure:
                 why = f"{instance.last_failure}; no other host: {why}"
-            return _fail(instance, "schedule", why, event)
+            found = f"{no_host.why} ({no_host.detail})" if no_host.detail else no_host.why
+            return _fail(instance, TaskState.SCHEDULING, why, event, found=found)
         instance.host_id = instance.claimed_host_id = host.pk
         instance.alternate_hosts = [h.name for h in picked if h != host]
-        _finish(event, "Success", host=host.name)
+        _finish(event, "Success", scheduler.explain_choice(host, picked), host=host.name)
         _move(instance, TaskState.BINDING)
         return Outcome.NEXT
 
@@ -453,7 +496,7 @@ def bind_ports(instance_id, attempt: int) -> Outcome:
         host = instance.host.name
         if any(nic.port is None for nic in nics):
             # A legacy fleet: the ports are created only now.
-            failed = _ports_ready(instance, "bind ports", event)
+            failed = _ports_ready(instance, TaskState.BINDING, event)
             if failed:
                 return failed
         if instance.baremetal:
@@ -464,11 +507,19 @@ def bind_ports(instance_id, attempt: int) -> Outcome:
             try:
                 port = net_services.port_bind(port=nic.port, host=host)
             except BerthError as error:
+                # A segment out of addresses is the network's doing, not the
+                # host's: it does not weigh the host down.
                 return _retry_or_fail(
-                    instance, "bind ports", f"binding on {host}: {error.message}", event
+                    instance,
+                    TaskState.BINDING,
+                    f"port {nic.port.pk}: binding on {host}: {error.message}",
+                    event,
+                    host_failed=error.type != "IpAddressGenerationFailure",
                 )
             if port.binding_vif_type == VifType.BINDING_FAILED:
-                return _retry_or_fail(instance, "bind ports", port.binding_failure, event)
+                return _retry_or_fail(
+                    instance, TaskState.BINDING, f"port {port.pk}: {port.binding_failure}", event
+                )
         _finish(event, "Success", host=host)
         _move(instance, TaskState.SPAWNING)
         return Outcome.NEXT
@@ -503,6 +554,7 @@ def spawn(instance_id, attempt: int) -> Outcome:
     if not _in_step(instance, attempt, TaskState.SPAWNING):
         return Outcome.STOP
     request = _spawn_request(instance, nics)
+    host_id, host_failures = instance.host_id, instance.host.failed_builds
     driver = DRIVERS[instance.host.virt_driver]
     try:
         driver_data, error = driver.spawn(request), None
@@ -516,7 +568,11 @@ def spawn(instance_id, attempt: int) -> Outcome:
         event = Step(instance, TaskState.SPAWNING, started)
         if error is not None:
             reason = f"spawn failed on {request.host}: {error}"
-            return _retry_or_fail(instance, "spawn", reason, event)
+            return _retry_or_fail(instance, TaskState.SPAWNING, reason, event)
+        # A success clears the host's failures; read with the instance, so
+        # only a host that has some pays the UPDATE.
+        if host_failures:
+            scheduler.clear_failures(host_id=host_id, before=started)
         net_services.ports_set_status(
             port_ids=[vif.port_id for vif in request.vifs], status=PortStatus.ACTIVE
         )
@@ -553,7 +609,7 @@ def resume_step(instance: Instance) -> str | None:
         step = instance.task_state
         if step == TaskState.DELETING:
             return step
-        _fail(instance, str(step), f"step {step} did not finish after {instance.resumes} resumes")
+        _fail(instance, step, f"step {step} did not finish after {instance.resumes} resumes")
         return None
     instance.resumes += 1
     instance.step_deadline = _deadline()

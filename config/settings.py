@@ -177,6 +177,15 @@ BERTH_STEP_TIMEOUT = env.int("BERTH_STEP_TIMEOUT", default=600)
 BERTH_REAPER_MAX_RESUMES = env.int("BERTH_REAPER_MAX_RESUMES", default=3)
 # Alternate hosts kept per build (Nova's max_attempts - 1 by default).
 BERTH_SCHEDULER_ALTERNATES = env.int("BERTH_SCHEDULER_ALTERNATES", default=3)
+# MB of free RAM each recent build failure on a host counts against it when
+# hosts are weighed (Nova's build_failure_weight_multiplier, same default:
+# one failure outweighs any free RAM below about 1 TB); 0 turns it off.
+BERTH_SCHEDULER_BUILD_FAILURE_WEIGHT = env.float(
+    "BERTH_SCHEDULER_BUILD_FAILURE_WEIGHT", default=1000000.0
+)
+# A host's build failures stop counting once this many seconds pass without
+# another (a success on it clears them at once, as in Nova).
+BERTH_SCHEDULER_BUILD_FAILURE_WINDOW = env.int("BERTH_SCHEDULER_BUILD_FAILURE_WINDOW", default=3600)
 
 # --- reservations -------------------------------------------------------------
 
