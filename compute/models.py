@@ -5,6 +5,7 @@ import uuid
 
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.deletion import ProtectedError
 
 
 class Host(models.Model):
@@ -214,6 +215,47 @@ class Instance(models.Model):
         return self.name
 
 
+def _cascade(collector, field, sub_objs) -> None:
+    # CASCADE without its SET NULL first, which the NIC's check constraint
+    # refuses; the NICs go before the row they name (nullable=False).
+    collector.collect(
+        sub_objs,
+        source=field.remote_field.model,
+        source_attr=field.name,
+        nullable=False,
+        fail_on_restricted=False,
+    )
+
+
+def nic_network_deleted(collector, field, sub_objs, using) -> None:
+    """on_delete of a NIC's network. A live instance (any status but
+    DELETED: an ERROR build may be retried) keeps the network: deleting it
+    is refused, as Neutron answers NetworkInUse while ports are on it. The
+    NICs of deleted instances go with the network: a request that names
+    neither a network nor a port says nothing, and a deleted instance's
+    story is its action log."""
+    live = list(sub_objs.exclude(instance__status=InstanceStatus.DELETED).only("instance", "index"))
+    if live:
+        raise ProtectedError("A live instance asked for the network.", live)
+    _cascade(collector, field, sub_objs)
+
+
+def nic_port_deleted(collector, field, sub_objs, using) -> None:
+    """on_delete of a NIC's port. A port the user gave a live instance takes
+    its NIC along: the interface is detached, as Nova does when Neutron
+    deletes a server's port, and a build still to run goes on without it
+    instead of looking for a port that is gone. Any other NIC only forgets
+    the port: compute deletes its own ports itself (a failed attempt, a
+    baremetal swap) and makes them again on the NIC's network when a build
+    needs them; a deleted instance's NIC keeps what it asked for."""
+    detached = sub_objs.filter(created_by_compute=False).exclude(
+        instance__status=InstanceStatus.DELETED
+    )
+    _cascade(collector, field, detached)
+    rest = sub_objs.filter(Q(created_by_compute=True) | Q(instance__status=InstanceStatus.DELETED))
+    collector.add_field_update(field, None, rest)
+
+
 class InstanceNic(models.Model):
     """One NIC the user asked for: on a network (compute creates the port)
     or on a port the user passed in (only unbound on delete)."""
@@ -221,12 +263,12 @@ class InstanceNic(models.Model):
     instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="nics")
     index = models.PositiveSmallIntegerField()
     network = models.ForeignKey(
-        "networking.Network", on_delete=models.SET_NULL, null=True, blank=True
+        "networking.Network", on_delete=nic_network_deleted, null=True, blank=True
     )
     requested_port_id = models.UUIDField(null=True, blank=True)
     fixed_ip = models.GenericIPAddressField(null=True, blank=True)
     port = models.ForeignKey(
-        "networking.Port", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        "networking.Port", on_delete=nic_port_deleted, null=True, blank=True, related_name="+"
     )
     created_by_compute = models.BooleanField(default=False)
 
@@ -241,7 +283,8 @@ class InstanceNic(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.instance_id}#{self.index}"
+        # Also how a network's delete names what still uses it.
+        return f"server {self.instance_id} NIC {self.index}"
 
 
 class InstanceAction(models.Model):

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models.deletion import ProtectedError
 from django.utils import timezone
 
 from compute import pipeline, tasks
@@ -20,7 +21,7 @@ from compute.models import (
     TaskState,
 )
 from config.auth import RequestContext
-from config.errors import Conflict, Invalid, NotFound
+from config.errors import Conflict, Invalid, NotFound, in_use_by
 from config.quotas import quota_fit
 from networking.models import Network, Port
 from networking.services import HostNetworkReport, host_agent_report
@@ -131,8 +132,15 @@ def flavor_create(
 
 @transaction.atomic
 def flavor_delete(*, flavor: Flavor) -> None:
-    # Instances keep a copy of what they hold, as Nova embeds the flavor.
-    flavor.delete()
+    """Instances keep a copy of what they hold, as Nova embeds the flavor,
+    and let go of it. A row that protects the flavor (a reservation's own,
+    until its lease is deleted) makes the delete a Conflict."""
+    try:
+        flavor.delete()
+    except ProtectedError as error:
+        raise Conflict(
+            f"Flavor {flavor.pk} cannot be deleted: it is in use by {in_use_by(error)}."
+        ) from None
 
 
 @transaction.atomic

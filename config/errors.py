@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, DataError, InterfaceError, OperationalError
+from django.db.models.deletion import ProtectedError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -57,6 +58,12 @@ class OverQuota(Conflict):
 class TooLarge(BerthError):
     status = 413
     type = "RequestEntityTooLarge"
+
+
+def in_use_by(error: ProtectedError) -> str:
+    """What a refused delete's row is still used by, for the Conflict that
+    says so: each protecting row by its own name, once."""
+    return ", ".join(sorted({str(row) for row in error.protected_objects}))
 
 
 # --- rendering ----------------------------------------------------------------

@@ -20,6 +20,7 @@ from networking.models import (
     Port,
     Segment,
     Subnet,
+    VifType,
 )
 
 
@@ -139,6 +140,32 @@ def free_ports_by_mac(*, network_id, macs: list[str]) -> QuerySet[Port]:
     return Port.objects.filter(
         network_id=network_id, mac_address__in=[ipam.parse_mac(m) for m in macs], device_id=""
     )
+
+
+def ports_bound_through(*, segment: Segment) -> list:
+    """Ids of the ports of the segment's network bound on a host through
+    this segment, as far as it can be told. A port's segment is not stored:
+    on a routed network it is the segment of its addresses (whose subnets
+    the caller checks); on any other a bound port counts when its host
+    reaches the segment, or no longer reports what it reaches."""
+    if Subnet.objects.filter(network_id=segment.network_id, segment__isnull=False).exists():
+        return []
+    bound = (
+        Port.objects.filter(network_id=segment.network_id)
+        .exclude(binding_host="")
+        .exclude(binding_vif_type__in=[VifType.UNBOUND, VifType.BINDING_FAILED])
+        .order_by("pk")
+        .values_list("pk", "binding_host")
+    )
+    views: dict[str, HostView | None] = {}
+    found = []
+    for port_id, host in bound:
+        if host not in views:
+            views[host] = host_view(host=host)
+        view = views[host]
+        if view is None or view.reaches(segment.network_type, segment.physical_network):
+            found.append(port_id)
+    return found
 
 
 def baremetal_macs(*, host: str) -> list[str]:

@@ -15,11 +15,12 @@ import netaddr
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
+from django.db.models.deletion import ProtectedError
 from django.utils import timezone
 
 from config import sql
 from config.auth import RequestContext
-from config.errors import Conflict, Forbidden, Invalid, NotFound
+from config.errors import Conflict, Forbidden, Invalid, NotFound, in_use_by
 from config.models import Project
 from config.quotas import quota_enforce
 from networking import binding, ipam, selectors
@@ -85,6 +86,10 @@ def network_update(*, context: RequestContext, network: Network, **fields) -> Ne
 
 @transaction.atomic
 def network_delete(*, network: Network) -> None:
+    """The network with its subnets and segments. Refused (NetworkInUse)
+    while ports are on it, or while a row of another app that protects it
+    refers to it (a live server asked for it: compute's rule); the network
+    row's lock makes the check hold until the delete commits."""
     network = Network.objects.select_for_update().get(pk=network.pk)
     if network.ports.exists():
         raise Conflict(
@@ -93,7 +98,16 @@ def network_delete(*, network: Network) -> None:
             type="NetworkInUse",
         )
     Subnet.objects.filter(network=network).delete()
-    network.delete()
+    try:
+        network.delete()
+    except ProtectedError as error:
+        # Raised before any row is deleted; the subnets come back with the
+        # rollback this exception causes.
+        raise Conflict(
+            f"Unable to complete operation on network {network.pk}. It is still in use by "
+            f"{in_use_by(error)}.",
+            type="NetworkInUse",
+        ) from None
 
 
 # --- segments -----------------------------------------------------------------
@@ -210,12 +224,25 @@ def segment_update(
     return segment
 
 
+def _segment_in_use(segment: Segment, reason: str, ids) -> Conflict:
+    return Conflict(
+        f"Segment '{segment.pk}' cannot be deleted: {reason} {', '.join(map(str, ids))}.",
+        type="SegmentInUse",
+    )
+
+
 @transaction.atomic
 def segment_delete(*, segment: Segment) -> None:
-    if segment.subnets.exists():
-        raise Conflict(
-            f"Segment {segment.pk} cannot be deleted: subnets still use it.", type="SegmentInUse"
-        )
+    """Refused (SegmentInUse, as Neutron) while subnets are on the segment
+    or ports are bound through it. The network's row lock is the one
+    subnet_create takes before it puts a subnet on a segment."""
+    Network.objects.select_for_update().filter(pk=segment.network_id).first()
+    subnets = list(segment.subnets.values_list("pk", flat=True))
+    if subnets:
+        raise _segment_in_use(segment, "The segment is still associated with subnet(s)", subnets)
+    bound = selectors.ports_bound_through(segment=segment)
+    if bound:
+        raise _segment_in_use(segment, "The segment is still bound with port(s)", bound)
     segment.delete()
 
 

@@ -120,9 +120,11 @@ class Reservation(models.Model):
     disk_gb = models.PositiveIntegerField(null=True, blank=True)
     affinity = models.BooleanField(null=True, blank=True)
     # The flavor instances of this reservation boot with (Blazar makes one).
+    # It goes with the lease (lease_delete); until then it cannot be deleted
+    # alone, which would leave the lease's servers nothing to boot with.
     flavor = models.OneToOneField(
         "compute.Flavor",
-        on_delete=models.SET_NULL,
+        on_delete=models.PROTECT,
         null=True,
         blank=True,
         related_name="reservation",

@@ -123,6 +123,11 @@ def subscription_create(
     )
 
 
+def subscription_delete(*, subscription: Subscription) -> None:
+    # Its deliveries go with it; a delivery task that finds none does nothing.
+    subscription.delete()
+
+
 def post(url: str, address: str | None, body: bytes, headers: dict) -> int:
     """POST to ``address``, the one checked_destination checked, not to a
     second lookup of the name (its DNS may answer differently a moment

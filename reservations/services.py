@@ -68,7 +68,7 @@ def reservable_host_update(*, reservable: ReservableHost, capabilities: dict) ->
 def reservable_host_delete(*, reservable: ReservableHost) -> None:
     reservable = ReservableHost.objects.select_for_update().get(pk=reservable.pk)
     if HostAllocation.objects.filter(host=reservable.host, end_at__gt=timezone.now()).exists():
-        raise Conflict(f"Host {reservable.host.name} is reserved by a lease and cannot be deleted.")
+        raise Conflict(f"Can't delete host {reservable.pk}. The host is reserved.")
     reservable.delete()
 
 
@@ -377,17 +377,22 @@ def _change_reservation(lease: Lease, change: dict) -> None:
 
 
 def lease_delete(*, lease: Lease, now: datetime | None = None) -> None:
-    """End the lease now if it runs (its servers are deleted, its hosts
-    released), then remove it."""
+    """End the lease now if it started and did not end (its servers are
+    deleted, its hosts released; an ERROR lease may have servers too), then
+    remove it, and after it the private flavors of its reservations, which
+    protect their flavors while they exist."""
     now = now or timezone.now()
     with transaction.atomic():
         lease = Lease.objects.select_for_update().get(pk=lease.pk)
-        if lease.status in (LeaseStatus.ACTIVE, LeaseStatus.STARTING):
+        if lease.status not in (LeaseStatus.PENDING, LeaseStatus.TERMINATED):
             events.HANDLERS[events.EventType.END](lease, now)
         notify(project=lease.project, event_type="lease.delete", lease=lease)
-        for reservation in lease.reservations.exclude(flavor=None):
-            compute.flavor_delete(flavor=reservation.flavor)
+        flavors = [
+            r.flavor for r in lease.reservations.exclude(flavor=None).select_related("flavor")
+        ]
         lease.delete()
+        for flavor in flavors:
+            compute.flavor_delete(flavor=flavor)
 
 
 def lease_end_now(*, lease: Lease) -> None:

@@ -259,7 +259,7 @@ class SubscriptionViewSet(DestroyMixin, OpenStackViewSet):
         return Response({"subscription": {**data, "secret": subscription.secret}}, status=201)
 
     def perform_destroy(self, subscription):
-        subscription.delete()
+        notifications.subscription_delete(subscription=subscription)
 
     @action(detail=True)
     def deliveries(self, request, pk=None):
