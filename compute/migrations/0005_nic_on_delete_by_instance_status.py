@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('compute', '0003_instance_current_action'),
+        ('compute', '0004_host_build_failures'),
         ('networking', '0001_initial'),
     ]
 
