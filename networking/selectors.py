@@ -228,9 +228,10 @@ class NetworkReach:
 def network_reaches(*, wanted: list[tuple]) -> list[NetworkReach]:
     """For each (network id, segment ids or None): where a port can still
     get an address. On a routed network that is the segments with a subnet
-    that has a free IP (segment ids narrow them: a fixed IP pins a port to
-    its segment); on a plain network every segment, unless its subnets are
-    all exhausted. Two queries for all of them, whatever the number of
+    that has a free IP, or the segments given (a port's fixed IPs pin it to
+    the segments it already holds addresses on); on a plain network every
+    segment, unless its subnets are all exhausted. Two queries for all of
+    them, whatever the number of
     hosts: the scheduler asks this for every build."""
     network_ids = list(dict.fromkeys(network_id for network_id, _ in wanted))
     if not network_ids:
@@ -257,7 +258,9 @@ def network_reaches(*, wanted: list[tuple]) -> list[NetworkReach]:
         elif subnets[network_id] and not free:
             usable = []
         if segment_ids is not None:
-            usable = [s for s in usable if s.id in segment_ids]
+            # The port already holds its addresses on these segments, so
+            # whether they have any left to give does not matter.
+            usable = [s for s in segments[network_id] if s.id in segment_ids]
         flat = [s for s in usable if s.network_type != "vxlan"]
         reaches.append(
             NetworkReach(

@@ -67,6 +67,21 @@ def test_a_segment_is_reached_while_any_of_its_subnets_has_room(cloud):
     assert physnets() == {"physnet1", "physnet2"}
 
 
+def test_a_port_holding_its_address_on_a_full_segment_is_still_placed(cloud):
+    network = cloud["network"]
+    held, _ = (
+        net_services.port_create(
+            project=cloud["project"], network=network, fixed_ips=[{"ip_address": address}]
+        )
+        for address in ("10.2.0.10", "10.2.0.11")  # rack2's whole pool
+    )
+    # rack2 has no free address left, but the port already holds one there:
+    # it is placed on a rack2 host, not refused for want of an address.
+    instance = run_pipeline(boot(cloud, nics=[NicRequest(port=held)])[0])
+    assert (instance.status, instance.host.name in {"h2", "h3"}) == ("ACTIVE", True)
+    assert [str(a.address) for a in held.fixed_ips.all()] == ["10.2.0.10"]
+
+
 def test_a_port_that_cannot_be_made_fails_the_build_and_keeps_no_port(cloud):
     network = cloud["network"]
     instance = boot(cloud, nics=[NicRequest(network=network), NicRequest(network=network)])[0]
