@@ -231,8 +231,8 @@ def network_reaches(*, wanted: list[tuple]) -> list[NetworkReach]:
     that has a free IP, or the segments given (a port's fixed IPs pin it to
     the segments it already holds addresses on); on a plain network every
     segment, unless its subnets are all exhausted. Two queries for all of
-    them, whatever the number of
-    hosts: the scheduler asks this for every build."""
+    them, whatever the number of hosts: the scheduler asks this for every
+    build."""
     network_ids = list(dict.fromkeys(network_id for network_id, _ in wanted))
     if not network_ids:
         return []
