@@ -1,5 +1,6 @@
 """Reads for compute."""
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,7 +15,10 @@ from compute.models import (
     InstanceStatus,
 )
 from compute.scheduler import alive_since
+from compute.services import NicRequest
 from config.auth import RequestContext
+from config.errors import Invalid
+from networking import selectors as net_selectors
 
 
 def server_list(*, context: RequestContext, all_projects: bool = False) -> QuerySet[Instance]:
@@ -33,6 +37,47 @@ def server_list(*, context: RequestContext, all_projects: bool = False) -> Query
 def flavor_list(*, context: RequestContext) -> QuerySet[Flavor]:
     flavors = Flavor.objects.all()
     return flavors if context.is_admin else flavors.filter(is_public=True)
+
+
+def nic_requests(*, context: RequestContext, requested) -> list[NicRequest]:
+    """A server request's ``networks`` as NicRequests, resolved among what
+    the caller's project may use; an unknown network or port, another
+    project's too, is 400 in Nova's words. POST /servers and a lease's
+    server template (when it is made, and again when it boots) ask here."""
+    if requested in (None, "auto"):
+        networks = list(net_selectors.network_list(context=context)[:2])
+        if len(networks) != 1:
+            raise Invalid(
+                "Multiple possible networks found, use a Network ID to be more specific."
+                if networks
+                else "No network is available to this project; pass networks."
+            )
+        return [NicRequest(network=networks[0])]
+    if requested == "none":
+        return []
+    nics = []
+    for entry in requested:
+        if "port" in entry:
+            port = _visible(net_selectors.port_list(context=context), entry["port"])
+            if port is None:
+                raise Invalid(f"Port id {entry['port']} could not be found.")
+            nics.append(NicRequest(port=port))
+            continue
+        network = _visible(net_selectors.network_list(context=context), entry.get("uuid"))
+        if network is None:
+            raise Invalid(f"Network {entry.get('uuid')} could not be found.")
+        fixed_ip = str(entry["fixed_ip"]) if entry.get("fixed_ip") else None
+        nics.append(NicRequest(network=network, fixed_ip=fixed_ip))
+    return nics
+
+
+def _visible(queryset: QuerySet, pk):
+    # A template's ids were not checked as UUIDs the way POST /servers
+    # checks its own: a malformed one names nothing.
+    try:
+        return queryset.filter(pk=uuid.UUID(str(pk))).first()
+    except ValueError:
+        return None
 
 
 def host_list() -> QuerySet[Host]:

@@ -8,7 +8,6 @@ and finds it DONE afterwards. Never one beat entry per event (beat reloads
 every entry on each change and stalls at 10^4 entries).
 """
 
-import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -16,12 +15,12 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from compute import selectors as compute_selectors
 from compute import services as compute
 from compute.models import Instance, InstanceStatus, TaskState
 from config.auth import RequestContext
-from config.errors import BerthError, NotFound
+from config.errors import BerthError
 from config.models import Role
-from networking import selectors as net_selectors
 from reservations import allocation
 from reservations.models import (
     EVENT_ORDER,
@@ -181,21 +180,9 @@ def _boot_template(lease: Lease, reservation) -> None:
     delete actions for virtual reservations), through the build pipeline."""
     template = reservation.server_template
     context = RequestContext(user_id=lease.user_id, project=lease.project, role=Role.MEMBER)
-    nics = []
-    for entry in template.get("networks", []):
-        # Only what the lease's project may use, as POST /servers resolves
-        # it, and looked up now: the template names ids given when the lease
-        # was made, which may name another project's rows or be gone.
-        if "port" in entry:
-            port = _visible(net_selectors.port_list(context=context), entry["port"])
-            if port is None:
-                raise NotFound(f"Port id {entry['port']} could not be found.")
-            nics.append(compute.NicRequest(port=port))
-        else:
-            network = _visible(net_selectors.network_list(context=context), entry.get("uuid"))
-            if network is None:
-                raise NotFound(f"Network {entry.get('uuid')} could not be found.")
-            nics.append(compute.NicRequest(network=network))
+    # Resolved again now, as when the lease was made: what the lease's
+    # project may use may have changed since (a network deleted, unshared).
+    nics = compute_selectors.nic_requests(context=context, requested=template.get("networks", []))
     count = template.get("count", reservation.amount)
     compute.server_create(
         context=context,
@@ -206,13 +193,6 @@ def _boot_template(lease: Lease, reservation) -> None:
         min_count=count,
         max_count=count,
     )
-
-
-def _visible(queryset, pk):
-    try:
-        return queryset.filter(pk=uuid.UUID(str(pk))).first()
-    except ValueError:
-        return None
 
 
 def _before_end(lease: Lease, now: datetime) -> None:

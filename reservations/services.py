@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from compute import selectors as compute_selectors
 from compute import services as compute
 from compute.models import Host
 from config.auth import RequestContext
@@ -145,7 +146,7 @@ def _allocate(reservation: Reservation, lease: Lease) -> None:
         )
 
 
-def _reserve(lease: Lease, request) -> Reservation:
+def _reserve(lease: Lease, request, context: RequestContext) -> Reservation:
     if isinstance(request, HostRequest):
         if request.min < 1 or request.min > request.max:
             raise Invalid("Invalid values for min/max of hosts.")
@@ -164,8 +165,13 @@ def _reserve(lease: Lease, request) -> Reservation:
                 "An instance reservation needs amount, vcpus and memory_mb of at least 1."
             )
         template = request.server_template
-        if template is not None and template.get("count", request.amount) > request.amount:
-            raise Invalid("The server template's count cannot exceed the reservation's amount.")
+        if template is not None:
+            if template.get("count", request.amount) > request.amount:
+                raise Invalid("The server template's count cannot exceed the reservation's amount.")
+            # Resolved now as POST /servers resolves its networks (another
+            # project's network or port is an unknown one, 400), not only
+            # at the start, where it would fail the lease instead.
+            compute_selectors.nic_requests(context=context, requested=template.get("networks", []))
         reservation = Reservation.objects.create(
             lease=lease,
             resource_type=ResourceType.INSTANCE,
@@ -218,7 +224,7 @@ def lease_create(
         except IntegrityError:
             raise Conflict(f"The lease with name: {request.name} already exists") from None
         for wanted in request.reservations:
-            _reserve(lease, wanted)
+            _reserve(lease, wanted, context)
         _lease_changed(lease, "lease.create", now)
     return lease
 
@@ -359,7 +365,8 @@ def lease_update(
 def _change_reservation(lease: Lease, change: dict) -> None:
     reservation = lease.reservations.filter(pk=change.get("id")).first()
     if reservation is None:
-        raise NotFound(f"Reservation {change.get('id')} is not part of lease {lease.pk}.")
+        # Blazar's answer too: bad input, not a missing lease.
+        raise Invalid(f"Reservation {change.get('id')} is not part of lease {lease.pk}.")
     if reservation.resource_type == ResourceType.HOST:
         for key in ("min", "max", "hypervisor_properties", "resource_properties"):
             if key in change:

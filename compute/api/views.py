@@ -14,7 +14,6 @@ from compute.models import Flavor, Host, Instance
 from config.api import OpenStackGenericViewSet, OpenStackViewSet
 from config.discovery import COMPUTE_MAX_MICROVERSION
 from config.errors import BerthError, Invalid, NotFound
-from networking import selectors as net_selectors
 from networking.services import HostNetworkReport
 
 SUPPORTED_MICROVERSIONS = {"2.1", "latest"}
@@ -131,36 +130,6 @@ class FlavorViewSet(NovaViewSet):
         return Response({key: flavor.extra_specs[key]})
 
 
-def resolve_nics(context, requested) -> list[services.NicRequest]:
-    """The request's networks as NicRequests; unknown networks or ports are
-    400 (Nova's wording), a port of another project too."""
-    if requested in (None, "auto"):
-        networks = list(net_selectors.network_list(context=context)[:2])
-        if len(networks) != 1:
-            raise Invalid(
-                "Multiple possible networks found, use a Network ID to be more specific."
-                if networks
-                else "No network is available to this project; pass networks."
-            )
-        return [services.NicRequest(network=networks[0])]
-    if requested == "none":
-        return []
-    nics = []
-    for entry in requested:
-        if "port" in entry:
-            port = net_selectors.port_list(context=context).filter(pk=entry["port"]).first()
-            if port is None:
-                raise Invalid(f"Port id {entry['port']} could not be found.")
-            nics.append(services.NicRequest(port=port))
-            continue
-        network = net_selectors.network_list(context=context).filter(pk=entry["uuid"]).first()
-        if network is None:
-            raise Invalid(f"Network {entry['uuid']} could not be found.")
-        fixed_ip = str(entry["fixed_ip"]) if entry.get("fixed_ip") else None
-        nics.append(services.NicRequest(network=network, fixed_ip=fixed_ip))
-    return nics
-
-
 @docs.server_schema
 class ServerViewSet(NovaViewSet):
     resource = "server"
@@ -200,7 +169,7 @@ class ServerViewSet(NovaViewSet):
             context=self.context,
             name=fields["name"],
             flavor=flavor,
-            nics=resolve_nics(self.context, fields.get("networks")),
+            nics=selectors.nic_requests(context=self.context, requested=fields.get("networks")),
             image_ref=fields.get("imageRef", ""),
             metadata=fields.get("metadata"),
             reservation_id=str(hints.get("reservation", "")) if isinstance(hints, dict) else "",

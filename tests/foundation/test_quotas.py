@@ -28,11 +28,16 @@ def test_usage_is_counted_from_the_database(db):
     assert quota_usage(project=project)["network"] == 2
 
 
-def test_unlimited(caller):
+def test_unlimited(caller, settings):
+    # A default of 1: the third network is created only because -1 holds.
+    settings.BERTH_QUOTA_DEFAULTS = {**settings.BERTH_QUOTA_DEFAULTS, "network": 1}
     alice = caller("alpha", "member")
     quota_set(project=alice.project, resource="network", limit=-1)
     for _ in range(3):
         assert alice.post("/networking/v2.0/networks", {"network": {}}).status_code == 201
+    bob = caller("beta", "member")
+    assert bob.post("/networking/v2.0/networks", {"network": {}}).status_code == 201
+    assert bob.post("/networking/v2.0/networks", {"network": {}}).status_code == 409
 
 
 def project_locks(queries) -> list[str]:

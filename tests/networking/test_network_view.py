@@ -100,13 +100,21 @@ def test_segment_usage_counts_per_segment_fullest_first(routed):
 
 
 @pytest.mark.parametrize(
-    ("used", "total", "level"),
-    [(0, 10, "ok"), (8, 10, "ok"), (9, 10, "warning"), (10, 10, "danger"), (11, 10, "danger")],
+    ("used", "total", "level", "width"),
+    [
+        (0, 10, "ok", 0.0),
+        (8, 10, "ok", 80.0),
+        (9, 10, "warning", 90.0),
+        (10, 10, "danger", 100.0),
+        (11, 10, "danger", 100.0),  # addresses outside the pools: the bar stays full
+        (1, 3, "ok", 33.3),
+        (0, 0, "none", 0.0),  # a segment without addresses
+    ],
 )
-def test_usage_level_turns_warning_above_80_percent_and_danger_when_full(used, total, level):
+def test_usage_level_turns_warning_above_80_percent_and_danger_when_full(used, total, level, width):
     row = selectors.SegmentUsage(None, [], selectors.Availability(total, used), [])
     assert row.level == level
-    assert row.bar_width == min(100.0, round(used / total * 100, 1))
+    assert row.bar_width == width
 
 
 def test_page_shows_each_segment_with_usage_bar_subnets_and_hosts(admin_client, routed):

@@ -17,6 +17,7 @@ import json
 import re
 import socket
 import threading
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -38,7 +39,14 @@ from networking import services as net
 from networking.models import HostAgent, Network, Port, Segment, Subnet
 from reservations import notifications
 from reservations import services as reservations
-from reservations.models import Delivery, Lease, Notification, ReservableHost, Subscription
+from reservations.models import (
+    Delivery,
+    HostAllocation,
+    Lease,
+    Notification,
+    ReservableHost,
+    Subscription,
+)
 from tests.compute.conftest import report_host, run_pipeline
 from tests.conftest import Caller
 
@@ -286,6 +294,9 @@ def seed_world(settings) -> Seed:
     notification = Notification.objects.filter(project=alpha).order_by("seq").first()
     assert Delivery.objects.filter(subscription=subscription).exists()
     server_port = server.nics.get().port
+    # Both leases hold the other host: deleting this one from the
+    # reservable pool succeeds (a held one is 409).
+    assert not HostAllocation.objects.filter(host=host).exists()
 
     seed = Seed(alpha=alpha, beta=beta)
     seed.ids = {
@@ -370,45 +381,89 @@ def make_callers(seed: Seed) -> dict[str, APIClient]:
 
 @dataclass(frozen=True)
 class Expect:
-    statuses: frozenset
+    status: int  # the one right answer
     why: str
     may_write: bool = False  # the database may change (the call is allowed)
+
+
+# The status of a call that succeeds, as the peer services answer it
+# (openstack_wire.md 2.6): per method, except where Nova has its own code
+# for one call.
+SUCCESS = {"GET": 200, "PUT": 200, "POST": 201, "DELETE": 204}
+OWN_CODES = {
+    "POST /compute/v2.1/servers": 202,
+    "POST /compute/v2.1/flavors": 200,
+    "DELETE /compute/v2.1/flavors/{pk}": 202,
+    "POST /compute/v2.1/flavors/{pk}/os-extra_specs": 200,
+    "DELETE /compute/v2.1/flavors/{pk}/os-extra_specs/{key}": 200,
+    # berth's: a host report replaces the host's last one.
+    "POST /compute/v2.1/os-host-reports": 200,
+}
+# Calls the seeded world makes conflict, whoever is allowed to make them:
+# 409 is their one right answer, and they change nothing.
+CONFLICTS = {
+    "DELETE /networking/v2.0/networks/{pk}": "NetworkInUse: the server's port is on it",
+    "DELETE /networking/v2.0/subnets/{pk}": "SubnetInUse: ports hold its addresses",
+    "DELETE /networking/v2.0/segments/{pk}": "SegmentInUse: the subnet is on it",
+    "POST /reservation/v1/os-hosts": "the host is reservable already",
+}
+# Another project's member creating with alpha's rows in the body, answered
+# as the peer answers a row the caller cannot see or may not name: Neutron
+# refuses a foreign project_id (403) and hides a network that is not the
+# caller's (404, as if there were none); Nova calls an unknown network on a
+# server create bad input (400).
+FOREIGN_CREATE = {
+    ("network", "create"): 403,
+    ("subnet", "create"): 404,
+    ("port", "create"): 404,
+    ("server", "create"): 400,
+}
+
+
+def allowed(ep: Endpoint, why: str) -> Expect:
+    """A call its caller may make: its success code, or the conflict the
+    seeded world makes it run into."""
+    if ep.kind in CONFLICTS:
+        return Expect(409, CONFLICTS[ep.kind])
+    return Expect(OWN_CODES.get(ep.kind, SUCCESS[ep.method]), why, may_write=True)
 
 
 def expect(ep: Endpoint, caller: str) -> Expect:
     safe = ep.method in SAFE
     if ep.resource == "discovery":
         # Blazar answers its version list with 300 Multiple Choices.
-        return Expect(frozenset({200, 300}), "discovery documents are public")
+        versions = ep.template == "/" + settings.BERTH_RESERVATION_PREFIX
+        return Expect(300 if versions else 200, "discovery documents are public")
     if caller in ("anonymous", "bogus-token"):
-        return Expect(frozenset({401}), "no valid token")
+        return Expect(401, "no valid token")
     if ep.resource == "unknown":
-        return Expect(frozenset({404}), "unknown URL")
+        return Expect(404, "unknown URL")
     if caller == "admin":
-        # Every project's rows and every endpoint; a write may conflict.
-        return Expect(frozenset({200, 201, 202, 204, 409}), "admin", may_write=True)
+        # Every project's rows and every endpoint.
+        return allowed(ep, "admin")
     reader = caller == "alpha-reader"
     if ep.resource in ADMIN_ONLY and (ep.resource, ep.action) not in MEMBER_READABLE:
-        return Expect(frozenset({403}), "admin-only endpoint")
+        return Expect(403, "admin-only endpoint")
     if not safe and ep.resource in ADMIN_WRITES:
-        return Expect(frozenset({403}), "admin-only write")
+        return Expect(403, "admin-only write")
     if not safe and reader:
-        return Expect(frozenset({403}), "readers do not write")
+        return Expect(403, "readers do not write")
     if ep.resource in SHARED or (ep.resource, ep.action) in MEMBER_READABLE:
-        return Expect(frozenset({200}), "readable by every project")
+        return Expect(200, "readable by every project")
     assert ep.resource in OWNED, f"unclassified resource {ep.resource!r}: add it to the policy"
     if caller == "beta-member":
         if ep.detail:
-            return Expect(frozenset({404}), "another project's id")
+            return Expect(404, "another project's id")
         if safe:
-            return Expect(frozenset({200}), "its own list")
+            return Expect(200, "its own list")
         if ep.resource in OWN_PROJECT_CREATE:
-            return Expect(frozenset({201}), "creates in its own project", may_write=True)
-        return Expect(frozenset({400, 403, 404}), "create naming another project's rows")
+            return Expect(201, "creates in its own project", may_write=True)
+        key = (ep.resource, ep.action)
+        assert key in FOREIGN_CREATE, f"{ep.kind}: add its answer to FOREIGN_CREATE"
+        return Expect(FOREIGN_CREATE[key], "create naming another project's rows")
     if safe:
-        return Expect(frozenset({200}), "own project's row")
-    # alpha-member: its own rows; deleting one still in use may conflict.
-    return Expect(frozenset({200, 201, 202, 204, 409}), "own project's row", may_write=True)
+        return Expect(200, "own project's row")
+    return allowed(ep, "own project's row")
 
 
 def bodies(seed: Seed) -> dict:
@@ -569,6 +624,9 @@ class Case:
     path: str
     body: dict | None
     expectation: Expect
+    # (one of alpha's values the request names, a value naming nothing):
+    # the answer must be the one for a row that does not exist.
+    named: tuple[str, str] | None = None
 
 
 @dataclass
@@ -617,10 +675,9 @@ def check(ep: Endpoint, caller: str, response, seed: Seed, expectation: Expect) 
         body = response.json() if response.content else None
     except ValueError:
         body = response.content[:200]
-    if status not in expectation.statuses:
-        wanted = sorted(expectation.statuses)
+    if status != expectation.status:
         shown = json.dumps(body)[:240] if body is not None else ""
-        problems.append(f"expected {wanted} ({expectation.why}); body {shown}")
+        problems.append(f"expected {expectation.status} ({expectation.why}); body {shown}")
     if status >= 500:
         return problems
     if status >= 400 and ep.resource != "discovery":
@@ -675,10 +732,11 @@ def matrix_cases(seed: Seed, which: tuple) -> list[Case]:
 def probe_cases(seed: Seed) -> list[Case]:
     """Cross-project references inside request bodies and filters, which a
     route-by-route walk cannot see: each names one of alpha's rows from a
-    place beta owns."""
+    place beta owns, and is answered as if that row did not exist (the
+    peer's answer for an unknown id, found again with an id of nothing)."""
     ids = {k: str(v) for k, v in seed.ids.items()}
     v2, c21, r1 = "/networking/v2.0", "/compute/v2.1", "/reservation/v1"
-    refused = frozenset({400, 404})
+    nothing = str(uuid.uuid4())
     cases = [
         (
             "beta-member",
@@ -691,8 +749,9 @@ def probe_cases(seed: Seed) -> list[Case]:
                     "cidr": "10.78.0.0/24",
                 }
             },
-            frozenset({404}),
+            404,
             "alpha's segment must look like no segment at all",
+            (ids[("segment", "pk")], nothing),
         ),
         (
             "beta-member",
@@ -704,8 +763,11 @@ def probe_cases(seed: Seed) -> list[Case]:
                     "fixed_ips": [{"subnet_id": ids[("subnet", "pk")]}],
                 }
             },
-            refused,
+            # Neutron too: beta's network has no subnet, so no address of
+            # it can be asked for.
+            400,
             "an address from alpha's subnet",
+            (ids[("subnet", "pk")], nothing),
         ),
         (
             "beta-member",
@@ -718,62 +780,73 @@ def probe_cases(seed: Seed) -> list[Case]:
                     "networks": [{"port": ids[("alpha", "direct-port")]}],
                 }
             },
-            refused,
-            "booting on alpha's port",
+            400,
+            "booting on alpha's port (Nova: Port id ... could not be found)",
+            (ids[("alpha", "direct-port")], nothing),
         ),
         (
             "beta-member",
             "POST",
             f"{c21}/servers",
             {"server": {"name": "mx", "flavorRef": "mx-private", "networks": "none"}},
-            refused,
-            "a private flavor",
+            400,
+            "a private flavor (Nova: Flavor ... could not be found)",
+            ("mx-private", "mx-no-such-flavor"),
         ),
         (
             "beta-member",
             "PUT",
             f"{r1}/leases/{ids[('beta', 'lease')]}",
             {"reservations": [{"id": ids[("alpha", "reservation")], "max": 2}]},
-            refused,
-            "changing alpha's reservation through beta's own lease",
+            400,
+            "changing alpha's reservation through beta's own lease (Blazar: invalid "
+            "reservation ids are bad input)",
+            (ids[("alpha", "reservation")], nothing),
         ),
         (
             "alpha-member",
             "PUT",
             f"{v2}/ports/{ids[('port', 'pk')]}",
             {"port": {"binding:host_id": HOSTS[0]}},
-            frozenset({403}),
+            403,
             "binding:host_id is the admin's to set",
+            None,
         ),
         (
             "alpha-member",
             "POST",
             f"{v2}/ports",
             {"port": {"network_id": ids[("network", "pk")], "binding:profile": {"a": 1}}},
-            frozenset({403}),
+            403,
             "binding:profile is the admin's to set",
+            None,
         ),
         (
             "alpha-member",
             "POST",
             f"{v2}/networks",
             {"network": {"name": "mx", "provider:network_type": "vlan"}},
-            frozenset({403}),
+            403,
             "provider attributes are the admin's to set",
+            None,
         ),
     ]
+    network, server = ids[("network", "pk")], ids[("server", "pk")]
     filters = [
-        f"{v2}/ports?network_id={ids[('network', 'pk')]}",
-        f"{v2}/ports?device_id={ids[('server', 'pk')]}",
-        f"{v2}/subnets?network_id={ids[('network', 'pk')]}",
-        f"{v2}/segments?network_id={ids[('network', 'pk')]}",
-        f"{c21}/servers/detail?all_tenants=1&project_id={seed.alpha.pk.hex}",
-        f"{r1}/leases?project_id={seed.alpha.pk}",
-        f"{r1}/notifications?since=0",
+        (f"{v2}/ports?network_id={network}", (network, nothing)),
+        (f"{v2}/ports?device_id={server}", (server, nothing)),
+        (f"{v2}/subnets?network_id={network}", (network, nothing)),
+        (f"{v2}/segments?network_id={network}", (network, nothing)),
+        (
+            f"{c21}/servers/detail?all_tenants=1&project_id={seed.alpha.pk.hex}",
+            (seed.alpha.pk.hex, uuid.UUID(nothing).hex),
+        ),
+        (f"{r1}/leases?project_id={seed.alpha.pk}", (str(seed.alpha.pk), nothing)),
+        (f"{r1}/notifications?since=0", None),
     ]
     cases += [
-        ("beta-member", "GET", path, None, frozenset({200}), "filtering for alpha's rows")
-        for path in filters
+        ("beta-member", "GET", path, None, 200, "filtering for alpha's rows", named)
+        for path, named in filters
     ]
     return [
         Case(
@@ -788,10 +861,24 @@ def probe_cases(seed: Seed) -> list[Case]:
             caller,
             path,
             body,
-            Expect(statuses, why),
+            Expect(status, why),
+            named,
         )
-        for caller, method, path, body, statuses, why in cases
+        for caller, method, path, body, status, why, named in cases
     ]
+
+
+def as_if_missing(case: Case, response, callers: dict) -> list[str]:
+    """The probe again with the value naming nothing: the same answer, but
+    for the value, or the first answer told that alpha's row exists."""
+    value, stand_in = case.named
+    path = case.path.replace(value, stand_in)
+    body = json.loads(json.dumps(case.body).replace(value, stand_in)) if case.body else None
+    missing = call(callers[case.caller], case.ep.method, path, body)
+    seen = (response.status_code, response.content.decode().replace(value, stand_in))
+    if seen == (missing.status_code, missing.content.decode()):
+        return []
+    return [f"answered otherwise than for nothing: {missing.status_code} {missing.content[:200]}"]
 
 
 def run(cases: list[Case], seed: Seed, callers: dict) -> tuple[list[Outcome], int]:
@@ -807,6 +894,8 @@ def run(cases: list[Case], seed: Seed, callers: dict) -> tuple[list[Outcome], in
                 changed = changed_tables(baseline, snapshot())
                 if changed:
                     problems.append(f"refused call changed {changed}")
+            if case.named is not None:
+                problems += as_if_missing(case, response, callers)
             transaction.set_rollback(True)
         violations += [
             Outcome(case.caller, case.ep.method, case.path, response.status_code, p)
@@ -1217,7 +1306,8 @@ def test_redirects_to_a_disallowed_destination_are_not_followed(
     (delivery,) = deliver_all(subscription)
     assert len(receiver.received) == 1 and receiver.received[0]["verified"]
     assert trap.connections == []
-    assert all(address[0] == "127.0.0.1" for address in network_spy), network_spy
+    # One connection, to the receiver: none to where the redirect points.
+    assert network_spy == [("127.0.0.1", receiver.port)]
     # A redirect is not a delivery: it is retried, and the reason is kept.
     assert (delivery.status, delivery.response_status) == ("pending", status)
     assert str(status) in delivery.last_error
@@ -1248,53 +1338,75 @@ def test_a_name_is_not_resolved_again_between_check_and_connect(db, receiver, ne
 # --- deferred writes ------------------------------------------------------------------------
 
 
-def test_a_lease_template_cannot_boot_on_another_projects_network_or_port(world):
-    """A server template is resolved when the lease starts, long after the
-    request: it must see only what the lease's project sees, as POST
-    /servers does (beta's lease naming alpha's network or port boots
-    nothing there, and the lease says why)."""
+def template_lease(n: int, nic: dict) -> dict:
+    """A lease body whose instance reservation boots a server on ``nic``."""
+    start = timezone.now() + timedelta(days=5 + n)
+    return {
+        "name": f"template-{n}",
+        "start_date": start.strftime("%Y-%m-%d %H:%M"),
+        "end_date": (start + timedelta(hours=1)).strftime("%Y-%m-%d %H:%M"),
+        "reservations": [
+            {
+                "resource_type": "virtual:instance",
+                "amount": 1,
+                "vcpus": 1,
+                "memory_mb": 256,
+                "disk_gb": 1,
+                "server_template": {"name": f"stolen-{n}", "networks": [nic]},
+            }
+        ],
+    }
+
+
+def test_a_lease_template_cannot_name_another_projects_network_or_port(world):
+    """A server template names networks and ports as POST /servers does, and
+    is answered as Nova answers one the caller cannot see: 400, exactly as
+    for an id of nothing, and no lease is made."""
+    seed, callers = world
+    beta = callers["beta-member"]
+    nothing = str(uuid.uuid4())
+    for key, alpha_id, words in [
+        ("uuid", str(seed.ids[("network", "pk")]), "Network {} could not be found."),
+        ("port", str(seed.ids[("port", "pk")]), "Port id {} could not be found."),
+    ]:
+        for named in (alpha_id, nothing):
+            refused = call(beta, "POST", "/reservation/v1/leases", template_lease(0, {key: named}))
+            assert refused.json() == {
+                "error_code": 400,
+                "error_message": words.format(named),
+                "error_name": 400,
+            }
+            assert refused.status_code == 400
+    assert not Lease.objects.filter(project=seed.beta, name__startswith="template").exists()
+
+
+def test_a_lease_template_is_resolved_again_when_the_lease_starts(world):
+    """The template is resolved when the lease starts, long after the
+    request, and sees only what the lease's project sees then: alpha's
+    network, shared when beta's lease was made and no longer when it
+    starts, boots nothing there, and the lease says why."""
     from reservations import events
     from reservations.models import LeaseEvent
 
     seed, callers = world
-    beta = callers["beta-member"]
-    alpha_port = Port.objects.get(pk=seed.ids[("port", "pk")])
-    before = (alpha_port.device_id, alpha_port.device_owner, alpha_port.binding_host)
-    leases = []
-    for n, nic in enumerate(
-        [{"uuid": str(seed.ids[("network", "pk")])}, {"port": str(alpha_port.pk)}]
-    ):
-        start = timezone.now() + timedelta(days=5 + n)
-        body = {
-            "name": f"template-{n}",
-            "start_date": start.strftime("%Y-%m-%d %H:%M"),
-            "end_date": (start + timedelta(hours=1)).strftime("%Y-%m-%d %H:%M"),
-            "reservations": [
-                {
-                    "resource_type": "virtual:instance",
-                    "amount": 1,
-                    "vcpus": 1,
-                    "memory_mb": 256,
-                    "disk_gb": 1,
-                    "server_template": {"name": f"stolen-{n}", "networks": [nic]},
-                }
-            ],
-        }
-        created = call(beta, "POST", "/reservation/v1/leases", body)
-        # Refused now (better) or at start (below); never booted there.
-        assert created.status_code in (201, 400, 404), created.json()
-        if created.status_code == 201:
-            leases.append(created.json()["lease"]["id"])
-    for lease_id in leases:
-        start_event = LeaseEvent.objects.get(lease_id=lease_id, event_type="start_lease")
-        with transaction.atomic():
-            events.fire(LeaseEvent.objects.select_for_update().get(pk=start_event.pk))
-        lease = Lease.objects.get(pk=lease_id)
-        assert lease.status == "ERROR" and "could not be found" in lease.status_reason
+    beta, admin = callers["beta-member"], callers["admin"]
+    network = str(seed.ids[("network", "pk")])
+    url = f"/networking/v2.0/networks/{network}"
+    assert call(admin, "PUT", url, {"network": {"shared": True}}).status_code == 200
+    created = call(beta, "POST", "/reservation/v1/leases", template_lease(1, {"uuid": network}))
+    assert created.status_code == 201, created.json()
+    assert call(admin, "PUT", url, {"network": {"shared": False}}).status_code == 200
+    lease_id = created.json()["lease"]["id"]
+    start = LeaseEvent.objects.get(lease_id=lease_id, event_type="start_lease")
+    with transaction.atomic():
+        events.fire(LeaseEvent.objects.select_for_update().get(pk=start.pk))
+    lease = Lease.objects.get(pk=lease_id)
+    assert (lease.status, lease.status_reason) == (
+        "ERROR",
+        f"start_lease failed: Network {network} could not be found.",
+    )
     assert not Instance.objects.filter(name__startswith="stolen").exists()
-    assert not Port.objects.filter(project=seed.beta, network_id=seed.ids[("network", "pk")])
-    alpha_port.refresh_from_db()
-    assert (alpha_port.device_id, alpha_port.device_owner, alpha_port.binding_host) == before
+    assert not Port.objects.filter(project=seed.beta, network_id=network).exists()
 
 
 def test_a_lease_end_deletes_only_its_own_projects_servers(world):
@@ -1317,6 +1429,6 @@ def test_a_lease_end_deletes_only_its_own_projects_servers(world):
     end = LeaseEvent.objects.get(lease_id=seed.ids[("lease", "pk")], event_type="end_lease")
     with transaction.atomic():
         events.fire(LeaseEvent.objects.select_for_update().get(pk=end.pk), now=end.time)
-    assert Lease.objects.get(pk=seed.ids[("lease", "pk")]).status != "ERROR"
+    assert Lease.objects.get(pk=seed.ids[("lease", "pk")]).status == "TERMINATED"
     hinted.refresh_from_db()
     assert (hinted.status, hinted.task_state) == ("ERROR", None)
