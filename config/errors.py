@@ -5,6 +5,7 @@ Services raise ``BerthError`` subclasses; they know nothing of HTTP beyond a
 status a caller may use. Views never build error bodies themselves.
 """
 
+import json
 import logging
 
 from django.conf import settings
@@ -13,6 +14,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, DataError, InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
+from rest_framework import serializers
 from rest_framework.response import Response
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,33 @@ class OverQuota(Conflict):
 class TooLarge(BerthError):
     status = 413
     type = "RequestEntityTooLarge"
+
+
+# --- words in messages -------------------------------------------------------------
+# A message names things as the client writes them: wire values, not Python
+# enum members, model reprs or Python literals (None, True, {'a': 1}).
+
+
+def shown(value) -> str:
+    """A value from a request as JSON, the client's own notation."""
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def one_of(values) -> str:
+    """'one of: a, b, c' for the wire values a field accepts (enum members
+    and choice keys alike render as their values)."""
+    return "one of: " + ", ".join(str(getattr(v, "value", v)) for v in values)
+
+
+class WireChoiceField(serializers.ChoiceField):
+    """A choice field whose refusal lists the accepted values and shows the
+    value as sent: DRF's own says only '"True" is not a valid choice.'"""
+
+    def to_internal_value(self, data):
+        try:
+            return super().to_internal_value(data)
+        except drf.ValidationError:
+            raise drf.ValidationError(f"{shown(data)} is not {one_of(self.choices)}.") from None
 
 
 # --- rendering ----------------------------------------------------------------

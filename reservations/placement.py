@@ -61,8 +61,11 @@ def lease_constraints(instance: Instance) -> Constraints:
             ),
             reason="every host that fits is reservable and takes only lease instances",
         )
-    if isinstance(reservation, str) or reservation.lease.project_id != instance.project_id:
+    if isinstance(reservation, str):
         return Constraints(only_hosts=set(), reason=f"reservation {reservation} not found")
+    if reservation.lease.project_id != instance.project_id:
+        # Named by its id only: another project's lease name is not the caller's to read.
+        return Constraints(only_hosts=set(), reason=f"reservation {reservation.pk} not found")
     lease = reservation.lease
     if reservation.status != ReservationStatus.ACTIVE or lease.status != LeaseStatus.ACTIVE:
         return Constraints(only_hosts=set(), reason=f"reservation {reservation.pk} is not active")
