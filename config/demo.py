@@ -26,7 +26,8 @@ from networking import services as networking
 from networking.models import Network, Port
 from networking.services import HostNetworkReport
 from reservations import services as reservations
-from reservations.models import HostAllocation, Lease, LeaseStatus, ReservableHost
+from reservations.models import Lease, LeaseStatus, ReservableHost
+from reservations.selectors import current_allocations
 
 DEMO_NETWORK = "routed-net"
 # segment name -> (segment spec, subnet cidr)
@@ -338,9 +339,8 @@ def leases_table() -> Table:
     project = project_get_or_create(name=settings.BERTH_DEMO_PROJECT)
     leases = Lease.objects.filter(project=project).prefetch_related("events")
     hosts: dict = {}
-    for lease_id, host in HostAllocation.objects.filter(reservation__lease__in=leases).values_list(
-        "reservation__lease_id", "host__name"
-    ):
+    held = current_allocations().filter(reservation__lease__in=leases)
+    for lease_id, host in held.values_list("reservation__lease_id", "host__name"):
         hosts.setdefault(lease_id, []).append(host)
     table = _table("leases", "lease", "status", "start", "end", "hosts", "events")
     for lease in leases:

@@ -155,7 +155,11 @@ class HostAllocation(models.Model):
 
     For instance reservations ``slots`` is how many instances of the
     reservation's size the host keeps for it; host reservations take the
-    host whole (slots is 0)."""
+    host whole (slots is 0).
+
+    Healing ends the allocation of a host that went away at the moment it
+    is replaced and points it at its replacement: such a row is history
+    (the host was held until then), not one of the reservation's hosts."""
 
     reservation = models.ForeignKey(
         Reservation, on_delete=models.CASCADE, related_name="allocations"
@@ -166,6 +170,9 @@ class HostAllocation(models.Model):
     # this host may start only then.
     end_at = models.DateTimeField()
     slots = models.PositiveIntegerField(default=0)
+    replaced_by = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="replaced"
+    )
 
     class Meta:
         indexes = [models.Index(fields=["host", "start_at", "end_at"])]

@@ -11,8 +11,8 @@ from rest_framework import serializers
 
 from config.api import MAX_DB_INT
 from config.errors import Invalid, one_of, shown
-from reservations import services
-from reservations.models import HostAllocation, Lease, ResourceType
+from reservations import selectors, services
+from reservations.models import Lease, ResourceType
 
 LEASE_DATE = "%Y-%m-%dT%H:%M:%S.%f"
 STAMP = "%Y-%m-%d %H:%M:%S"
@@ -206,10 +206,9 @@ def lease_request(body: dict) -> services.LeaseRequest:
 class LeaseSerializer(serializers.Serializer):
     def to_representation(self, lease: Lease) -> dict:
         reservations = []
-        allocations = {}
-        for a in HostAllocation.objects.filter(reservation__lease=lease).select_related("host"):
-            allocations.setdefault(a.reservation_id, []).append(a.host.name)
+        hosts = selectors.reservation_hosts(lease=lease)
         for r in lease.reservations.all():
+            held = hosts.get(r.id, selectors.ReservationHosts())
             data = {
                 "id": str(r.id),
                 "lease_id": str(lease.id),
@@ -220,7 +219,15 @@ class LeaseSerializer(serializers.Serializer):
                 "resources_changed": r.resources_changed,
                 "created_at": stamp(r.created_at),
                 "updated_at": stamp(r.updated_at),
-                "hosts": sorted(allocations.get(r.id, [])),
+                "hosts": held.current,
+                "replaced_hosts": [
+                    {
+                        "host": replaced.host,
+                        "replaced_by": replaced.replaced_by,
+                        "replaced_at": lease_date(replaced.replaced_at),
+                    }
+                    for replaced in held.replaced
+                ],
             }
             if r.resource_type == ResourceType.HOST:
                 data.update(
