@@ -18,9 +18,9 @@ from rich.text import Text
 from compute import services as compute
 from compute.models import Flavor, Host, Instance, InstanceStatus
 from compute.selectors import host_is_up
-from config.auth import RequestContext
+from config.auth import DEMO_USER, RequestContext, user_context
 from config.models import Role
-from config.services import project_get_or_create
+from config.services import membership_ensure, project_get_or_create
 from networking import selectors
 from networking import services as networking
 from networking.models import Network, Port
@@ -106,8 +106,12 @@ def _nothing(*_) -> None:
 
 
 def demo_context() -> RequestContext:
-    project = project_get_or_create(name=settings.BERTH_DEMO_PROJECT)
-    return RequestContext(user_id="demo", project=project, role=Role.ADMIN)
+    """The demo acts as its user, the one whose token it prints: what it
+    makes shows the same user_id as what that token makes."""
+    membership = membership_ensure(
+        project_name=settings.BERTH_DEMO_PROJECT, username=DEMO_USER, role=Role.ADMIN
+    )
+    return user_context(user=membership.user, project=membership.project, role=Role.ADMIN)
 
 
 def hosts_report(*, tick: Callable[[], object] = _nothing) -> None:

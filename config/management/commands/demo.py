@@ -24,6 +24,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from config import demo
+from config.auth import DEMO_USER
 from config.management.commands._progress import progress_bar
 from config.services import membership_ensure, token_create
 
@@ -45,7 +46,7 @@ class Command(BaseCommand):
         call_command("install_periodic_tasks", stdout=io.StringIO())
         password = self.ensure_admin_user()
         _, token = token_create(
-            project_name=settings.BERTH_DEMO_PROJECT, username="demo", role="admin"
+            project_name=settings.BERTH_DEMO_PROJECT, username=DEMO_USER, role="admin"
         )
         self.step(f"making the demo cloud: network {demo.DEMO_NETWORK}, hosts, flavors")
         with progress_bar(self.stderr) as bar:
