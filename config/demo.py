@@ -3,6 +3,7 @@ servers built through the real pipeline. Every function is safe to run
 again on the same database (the README's demo command may be re-run)."""
 
 import io
+import textwrap
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -391,3 +392,60 @@ def servers_table() -> Table:
             (server.fault or {}).get("message", "-"),
         )
     return table
+
+
+# --- the openstack CLI ----------------------------------------------------------------
+
+# What the openstack CLI does against berth, which serves no identity API:
+# docs/clients.md lists each command; tests/*/test_clients.py run them.
+CLI_WORKS = (
+    "network",
+    "network segment",
+    "subnet",
+    "port",
+    "ip availability",
+    "network agent",
+    "extension list",
+    "flavor list/show/delete",
+    "hypervisor list",
+    "compute service list/set",
+    "server event list/show",
+    "server delete",
+    "reservation lease",
+    "reservation host",
+    "reservation allocation",
+)
+# The CLI asks Keystone first for these.
+CLI_NEEDS_KEYSTONE = ("server list/show/create", "flavor create/set/unset")
+
+
+def cli_environment(*, base: str, token: str) -> dict[str, str]:
+    """The OS_* settings for the openstack CLI and openstacksdk (a bare
+    ``openstack.connect()`` reads them too): a static token, no Keystone."""
+    return {
+        "OS_AUTH_TYPE": "admin_token",
+        "OS_ENDPOINT": base,
+        "OS_TOKEN": token,
+        "OS_NETWORK_ENDPOINT_OVERRIDE": f"{base}/{settings.BERTH_NETWORKING_PREFIX}",
+        "OS_COMPUTE_ENDPOINT_OVERRIDE": f"{base}/{settings.BERTH_COMPUTE_PREFIX}/v2.1",
+        "OS_RESERVATION_ENDPOINT_OVERRIDE": f"{base}/{settings.BERTH_RESERVATION_PREFIX}/v1",
+    }
+
+
+def cli_hint(environment: dict[str, str]) -> list[str]:
+    """The demo's lines on the clients: their settings (cli_environment),
+    then what the CLI can and cannot do without Keystone."""
+    return [
+        "openstack CLI / openstacksdk:",
+        *(f"  export {k}={v}" for k, v in environment.items()),
+        *textwrap.wrap(
+            f"The CLI works for {', '.join(CLI_WORKS)}. It fails for "
+            f"{' and '.join(CLI_NEEDS_KEYSTONE)}, which ask Keystone first (use "
+            "openstacksdk for servers), and for what berth does not serve (routers, "
+            "security groups, floating IPs, images, keypairs, quotas). docs/clients.md "
+            "lists each command.",
+            width=96,
+            initial_indent="  ",
+            subsequent_indent="  ",
+        ),
+    ]

@@ -352,8 +352,10 @@ class PortUpdateSerializer(ColonFieldsMixin, serializers.Serializer):
     }
 
     def validate(self, data):
-        if data.get("binding_host") is None:
-            data.pop("binding_host", None)
+        if "binding_host" in data and data["binding_host"] is None:
+            # As in Neutron, a null host unbinds: `openstack port unset
+            # --host` sends it.
+            data["binding_host"] = ""
         if "binding_profile" in data and data["binding_profile"] is None:
             data["binding_profile"] = {}
         return data
@@ -363,6 +365,11 @@ class PortCreateSerializer(PortUpdateSerializer):
     network_id = serializers.UUIDField()
     project_id = serializers.UUIDField(required=False)
     tenant_id = serializers.UUIDField(required=False)
+
+    def validate(self, data):
+        if data.get("binding_host") is None:
+            data.pop("binding_host", None)  # a new port is unbound anyway
+        return super().validate(data)
 
 
 # --- IP availability ----------------------------------------------------------------

@@ -189,24 +189,18 @@ class Command(BaseCommand):
         ]
         self.stdout.write(demo.render(*tables, width=width, color=color))
         auth = settings.BERTH_AUTH_MODE
-        networking = f"{base}/{settings.BERTH_NETWORKING_PREFIX}"
-        compute = f"{base}/{settings.BERTH_COMPUTE_PREFIX}/v2.1"
-        reservation = f"{base}/{settings.BERTH_RESERVATION_PREFIX}/v1"
+        clients = demo.cli_environment(base=base, token=token)
         lines = [
             "",
             "berth is running.",
             f"  admin console    {base}/admin/   (user admin, password {password})",
             f"  API docs         {base}/api/docs",
-            f"  networking       {networking}",
-            f"  compute          {compute}",
-            f"  reservation      {reservation}",
+            f"  networking       {clients['OS_NETWORK_ENDPOINT_OVERRIDE']}",
+            f"  compute          {clients['OS_COMPUTE_ENDPOINT_OVERRIDE']}",
+            f"  reservation      {clients['OS_RESERVATION_ENDPOINT_OVERRIDE']}",
             f"  auth mode        {auth}",
             "",
-            "openstack CLI / openstacksdk:",
-            "  export OS_AUTH_TYPE=admin_token OS_ENDPOINT=" + base + " OS_TOKEN=" + token,
-            f"  export OS_NETWORK_ENDPOINT_OVERRIDE={networking}",
-            f"  export OS_COMPUTE_ENDPOINT_OVERRIDE={compute}",
-            f"  export OS_RESERVATION_ENDPOINT_OVERRIDE={reservation}",
+            *demo.cli_hint(clients),
             "",
             f"token (admin of project {settings.BERTH_DEMO_PROJECT}):",
             token,
