@@ -7,6 +7,7 @@ status a caller may use. Views never build error bodies themselves.
 
 import json
 import logging
+import re
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
@@ -127,6 +128,32 @@ def error_body(api: str | None, status: int, type_: str, message: str) -> dict:
     return {"error": {"code": status, "title": type_, "message": message}}
 
 
+# DRF's own messages name the Python type a value arrived as ('got type
+# "dict"'); the client wrote JSON.
+JSON_TYPES = {
+    "dict": "an object",
+    "list": "an array",
+    "str": "a string",
+    "int": "a number",
+    "float": "a number",
+    "bool": "a boolean",
+    "NoneType": "null",
+}
+DRF_TYPE_MESSAGE = re.compile(
+    r'Expected a (?P<wanted>list|dictionary) of items but got type "(?P<got>\w+)"\.'
+    r"|Invalid data\. Expected a dictionary, but got (?P<got_object>\w+)\."
+)
+
+
+def _json_words(text: str) -> str:
+    found = DRF_TYPE_MESSAGE.fullmatch(text)
+    if found is None:
+        return text
+    wanted = "an array" if found["wanted"] == "list" else "an object"
+    got = found["got"] or found["got_object"]
+    return f"Expected {wanted}, not {JSON_TYPES.get(got, got)}."
+
+
 def _flatten(detail) -> str:
     """One readable sentence from DRF's nested validation detail."""
     if isinstance(detail, dict):
@@ -137,7 +164,7 @@ def _flatten(detail) -> str:
         return "; ".join(parts)
     if isinstance(detail, list):
         return " ".join(_flatten(item) for item in detail)
-    return str(detail)
+    return _json_words(str(detail))
 
 
 DRF_TYPES = {

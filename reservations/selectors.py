@@ -26,8 +26,8 @@ def lease_list(*, context: RequestContext) -> QuerySet[Lease]:
 
 
 def current_allocations() -> QuerySet[HostAllocation]:
-    """Allocations a reservation holds (now or later): not the history of
-    hosts that healing replaced."""
+    """Allocations that are their reservation's hosts: all but the history
+    of hosts that healing replaced."""
     return HostAllocation.objects.filter(replaced_by=None)
 
 

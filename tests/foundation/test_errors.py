@@ -178,3 +178,20 @@ def test_host_report_choices_are_listed_as_wire_values(admin, report, message):
     response = admin.post("/compute/v2.1/os-host-reports", body)
     assert response.status_code == 400
     assert response.json() == {"badRequest": {"code": 400, "message": message}}
+
+
+def test_a_value_of_the_wrong_json_type_is_named_in_json(caller):
+    """DRF says 'got type "dict"'; the client sent a JSON object."""
+    alice = caller("alpha", "member")
+    network = alice.post(NETWORKS, {"network": {"name": "n"}}).json()["network"]
+    for fixed_ips, message in [
+        ({"ip_address": "10.0.0.5"}, "fixed_ips: Expected an array, not an object."),
+        ([True], "fixed_ips: Expected an object, not a boolean."),
+    ]:
+        port = {"network_id": network["id"], "fixed_ips": fixed_ips}
+        assert neutron_message(alice.post("/networking/v2.0/ports", {"port": port})) == message
+    server = {"name": "s", "flavorRef": "f", "networks": [7]}
+    response = alice.post("/compute/v2.1/servers", {"server": server})
+    assert response.json() == {
+        "badRequest": {"code": 400, "message": "networks: Expected an object, not a number."}
+    }

@@ -13,16 +13,6 @@ from tests.conftest import Caller
 V1 = "/reservation/v1"
 
 
-@pytest.fixture
-def lab_member(pool):
-    return Caller("lab", "member", username="lab-member")
-
-
-@pytest.fixture
-def ops(pool):
-    return Caller("ops", "admin", username="operator")
-
-
 def minutes(n: int) -> str:
     return (timezone.now() + timedelta(minutes=n)).strftime("%Y-%m-%d %H:%M")
 

@@ -3,25 +3,13 @@ API: its hosts are the ones it holds now; the replaced one is history."""
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from django.utils import timezone
 
 from reservations import events, placement
 from reservations.models import HostAllocation
-from tests.conftest import Caller
 from tests.reservations.test_api import V1, lease_body
 
 COMPUTE = '["==", "$node_type", "compute"]'
-
-
-@pytest.fixture
-def lab_member(pool):
-    return Caller("lab", "member", username="lab-member")
-
-
-@pytest.fixture
-def ops(pool):
-    return Caller("ops", "admin", username="operator")
 
 
 def disable(ops, host: str) -> None:

@@ -13,11 +13,6 @@ from tests.conftest import Caller
 from tests.reservations.test_api import V1, lease_body
 
 
-@pytest.fixture
-def lab_member(pool):
-    return Caller("lab", "member", username="lab-member")
-
-
 @pytest.mark.parametrize(
     ("reservation", "message"),
     [
