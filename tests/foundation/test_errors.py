@@ -161,6 +161,11 @@ def test_neutron_choices_are_listed_as_wire_values(caller):
     assert neutron_message(alice.post("/networking/v2.0/subnets", {"subnet": subnet})) == (
         'ip_version: {"v": 4} is not one of: 4, 6.'
     )
+    # Each bad value of a repeated filter, not a Python list of them all.
+    availability = caller("alpha", "admin").get(
+        "/networking/v2.0/network-ip-availabilities", network_id=[network["id"], "nope"]
+    )
+    assert neutron_message(availability) == "Invalid value for network_id: 'nope'."
 
 
 @pytest.mark.parametrize(
