@@ -11,7 +11,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from config.api import DestroyMixin, OpenStackViewSet, parse_limit
-from config.errors import Invalid, NotFound, shown
+from config.errors import Invalid, NotFound
 from reservations import notifications, selectors, services
 from reservations.api import schema as docs
 from reservations.api import serializers as s
@@ -198,7 +198,7 @@ def lease_id(text: str) -> uuid.UUID:
     try:
         return uuid.UUID(text)
     except ValueError:
-        raise Invalid(f"lease_id must be a lease's id, not {shown(text)}.") from None
+        raise Invalid(f"lease_id must be a lease's id, not {text!r}.") from None
 
 
 @docs.notification_schema

@@ -235,6 +235,9 @@ def test_feed_paging_values_are_checked(lab_member):
     assert lab_member.get(f"{V1}/notifications", since="²").status_code == 400
     assert lab_member.get(f"{V1}/notifications/²").status_code == 404
     assert lab_member.get(f"{V1}/notifications", limit="2").status_code == 200
+    assert lab_member.get(f"{V1}/notifications", lease_id="x").json()["error_message"] == (
+        "lease_id must be a lease's id, not 'x'."
+    )
     response = lab_member.delete(f"{V1}/notifications/1")
     assert response.status_code == 405 and response.json()["error_code"] == 405
 
