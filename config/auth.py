@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from rest_framework import authentication, exceptions, permissions
 
 from config.models import Project, Role
@@ -32,6 +33,41 @@ class RequestContext:
         return self.role in (Role.ADMIN, Role.MEMBER)
 
 
+# The demo's user: the demo command's token is this user's, and in noauth
+# mode every request acts as it.
+DEMO_USER = "demo"
+
+
+def user_id_of(user) -> str:
+    """The user_id berth writes and shows for a Django user: the user name.
+
+    berth serves no identity API, so a Keystone-style opaque id could not
+    be looked up anywhere; the name is what ``create_token --user`` was
+    given and what the admin lists (Keystone's LDAP backend, likewise,
+    uses a name as the id). Never the row's number: that says nothing
+    outside this database."""
+    return user.get_username()
+
+
+def user_ids_to_names(apps, model) -> None:
+    """For a data migration: the model's rows written when user_id was the
+    user's row number get the user's name instead."""
+    users = apps.get_model(settings.AUTH_USER_MODEL)
+    name_field = get_user_model().USERNAME_FIELD
+    rows = model.objects.filter(user_id__regex=r"^[0-9]+$")
+    for number in rows.values_list("user_id", flat=True).distinct():
+        name = users.objects.filter(pk=int(number)).values_list(name_field, flat=True).first()
+        if name is not None:
+            rows.filter(user_id=number).update(user_id=name)
+
+
+def user_context(*, user, project: Project, role: str) -> RequestContext:
+    """A Django user acting in a project: the API's tokens, the admin
+    console and the management commands all build it here, so one user
+    has one user_id everywhere."""
+    return RequestContext(user_id=user_id_of(user), project=project, role=role)
+
+
 @cache
 def _demo_project_id():
     return project_get_or_create(name=settings.BERTH_DEMO_PROJECT).pk
@@ -42,7 +78,7 @@ def demo_context() -> RequestContext:
     if project is None:  # deleted since this process cached its id
         _demo_project_id.cache_clear()
         project = Project.objects.get(pk=_demo_project_id())
-    return RequestContext(user_id="demo", project=project, role=Role.ADMIN)
+    return RequestContext(user_id=DEMO_USER, project=project, role=Role.ADMIN)
 
 
 class KeystoneTokenAuthentication(authentication.BaseAuthentication):
@@ -66,8 +102,8 @@ class KeystoneTokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(
                 "The request you have made requires authentication."
             )
-        context = RequestContext(
-            user_id=str(membership.user_id), project=membership.project, role=membership.role
+        context = user_context(
+            user=membership.user, project=membership.project, role=membership.role
         )
         return context.user_id, context
 

@@ -3,6 +3,7 @@ servers built through the real pipeline. Every function is safe to run
 again on the same database (the README's demo command may be re-run)."""
 
 import io
+import textwrap
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -18,15 +19,16 @@ from rich.text import Text
 from compute import services as compute
 from compute.models import Flavor, Host, Instance, InstanceStatus
 from compute.selectors import host_is_up
-from config.auth import RequestContext
+from config.auth import DEMO_USER, RequestContext, user_context
 from config.models import Role
-from config.services import project_get_or_create
+from config.services import membership_ensure, project_get_or_create
 from networking import selectors
 from networking import services as networking
 from networking.models import Network, Port
 from networking.services import HostNetworkReport
 from reservations import services as reservations
-from reservations.models import HostAllocation, Lease, LeaseStatus, ReservableHost
+from reservations.models import Lease, LeaseStatus, ReservableHost
+from reservations.selectors import current_allocations
 
 DEMO_NETWORK = "routed-net"
 # segment name -> (segment spec, subnet cidr)
@@ -105,8 +107,12 @@ def _nothing(*_) -> None:
 
 
 def demo_context() -> RequestContext:
-    project = project_get_or_create(name=settings.BERTH_DEMO_PROJECT)
-    return RequestContext(user_id="demo", project=project, role=Role.ADMIN)
+    """The demo acts as its user, the one whose token it prints: what it
+    makes shows the same user_id as what that token makes."""
+    membership = membership_ensure(
+        project_name=settings.BERTH_DEMO_PROJECT, username=DEMO_USER, role=Role.ADMIN
+    )
+    return user_context(user=membership.user, project=membership.project, role=Role.ADMIN)
 
 
 def hosts_report(*, tick: Callable[[], object] = _nothing) -> None:
@@ -338,9 +344,8 @@ def leases_table() -> Table:
     project = project_get_or_create(name=settings.BERTH_DEMO_PROJECT)
     leases = Lease.objects.filter(project=project).prefetch_related("events")
     hosts: dict = {}
-    for lease_id, host in HostAllocation.objects.filter(reservation__lease__in=leases).values_list(
-        "reservation__lease_id", "host__name"
-    ):
+    held = current_allocations().filter(reservation__lease__in=leases)
+    for lease_id, host in held.values_list("reservation__lease_id", "host__name"):
         hosts.setdefault(lease_id, []).append(host)
     table = _table("leases", "lease", "status", "start", "end", "hosts", "events")
     for lease in leases:
@@ -387,3 +392,60 @@ def servers_table() -> Table:
             (server.fault or {}).get("message", "-"),
         )
     return table
+
+
+# --- the openstack CLI ----------------------------------------------------------------
+
+# What the openstack CLI does against berth, which serves no identity API:
+# docs/clients.md lists each command; tests/*/test_clients.py run them.
+CLI_WORKS = (
+    "network",
+    "network segment",
+    "subnet",
+    "port",
+    "ip availability",
+    "network agent",
+    "extension list",
+    "flavor list/show/delete",
+    "hypervisor list",
+    "compute service list/set",
+    "server event list/show",
+    "server delete",
+    "reservation lease",
+    "reservation host",
+    "reservation allocation",
+)
+# The CLI asks Keystone first for these.
+CLI_NEEDS_KEYSTONE = ("server list/show/create", "flavor create/set/unset")
+
+
+def cli_environment(*, base: str, token: str) -> dict[str, str]:
+    """The OS_* settings for the openstack CLI and openstacksdk (a bare
+    ``openstack.connect()`` reads them too): a static token, no Keystone."""
+    return {
+        "OS_AUTH_TYPE": "admin_token",
+        "OS_ENDPOINT": base,
+        "OS_TOKEN": token,
+        "OS_NETWORK_ENDPOINT_OVERRIDE": f"{base}/{settings.BERTH_NETWORKING_PREFIX}",
+        "OS_COMPUTE_ENDPOINT_OVERRIDE": f"{base}/{settings.BERTH_COMPUTE_PREFIX}/v2.1",
+        "OS_RESERVATION_ENDPOINT_OVERRIDE": f"{base}/{settings.BERTH_RESERVATION_PREFIX}/v1",
+    }
+
+
+def cli_hint(environment: dict[str, str]) -> list[str]:
+    """The demo's lines on the clients: their settings (cli_environment),
+    then what the CLI can and cannot do without Keystone."""
+    return [
+        "openstack CLI / openstacksdk:",
+        *(f"  export {k}={v}" for k, v in environment.items()),
+        *textwrap.wrap(
+            f"The CLI works for {', '.join(CLI_WORKS)}. It fails for "
+            f"{' and '.join(CLI_NEEDS_KEYSTONE)}, which ask Keystone first (use "
+            "openstacksdk for servers), and for what berth does not serve (routers, "
+            "security groups, floating IPs, images, keypairs, quotas). docs/clients.md "
+            "lists each command.",
+            width=96,
+            initial_indent="  ",
+            subsequent_indent="  ",
+        ),
+    ]

@@ -5,7 +5,9 @@ Services raise ``BerthError`` subclasses; they know nothing of HTTP beyond a
 status a caller may use. Views never build error bodies themselves.
 """
 
+import json
 import logging
+import re
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
@@ -14,6 +16,7 @@ from django.db import DatabaseError, DataError, InterfaceError, OperationalError
 from django.db.models.deletion import ProtectedError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
+from rest_framework import serializers
 from rest_framework.response import Response
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,33 @@ def in_use_by(error: ProtectedError) -> str:
     return ", ".join(sorted({str(row) for row in error.protected_objects}))
 
 
+# --- words in messages -------------------------------------------------------------
+# A message names things as the client writes them: wire values, not Python
+# enum members, model reprs or Python literals (None, True, {'a': 1}).
+
+
+def shown(value) -> str:
+    """A value from a request as JSON, the client's own notation."""
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def one_of(values) -> str:
+    """'one of: a, b, c' for the wire values a field accepts (enum members
+    and choice keys alike render as their values)."""
+    return "one of: " + ", ".join(str(getattr(v, "value", v)) for v in values)
+
+
+class WireChoiceField(serializers.ChoiceField):
+    """A choice field whose refusal lists the accepted values and shows the
+    value as sent: DRF's own says only '"True" is not a valid choice.'"""
+
+    def to_internal_value(self, data):
+        try:
+            return super().to_internal_value(data)
+        except drf.ValidationError:
+            raise drf.ValidationError(f"{shown(data)} is not {one_of(self.choices)}.") from None
+
+
 # --- rendering ----------------------------------------------------------------
 
 NOVA_FAULTS = {
@@ -105,6 +135,32 @@ def error_body(api: str | None, status: int, type_: str, message: str) -> dict:
     return {"error": {"code": status, "title": type_, "message": message}}
 
 
+# DRF's own messages name the Python type a value arrived as ('got type
+# "dict"'); the client wrote JSON.
+JSON_TYPES = {
+    "dict": "an object",
+    "list": "an array",
+    "str": "a string",
+    "int": "a number",
+    "float": "a number",
+    "bool": "a boolean",
+    "NoneType": "null",
+}
+DRF_TYPE_MESSAGE = re.compile(
+    r'Expected a (?P<wanted>list|dictionary) of items but got type "(?P<got>\w+)"\.'
+    r"|Invalid data\. Expected a dictionary, but got (?P<got_object>\w+)\."
+)
+
+
+def _json_words(text: str) -> str:
+    found = DRF_TYPE_MESSAGE.fullmatch(text)
+    if found is None:
+        return text
+    wanted = "an array" if found["wanted"] == "list" else "an object"
+    got = found["got"] or found["got_object"]
+    return f"Expected {wanted}, not {JSON_TYPES.get(got, got)}."
+
+
 def _flatten(detail) -> str:
     """One readable sentence from DRF's nested validation detail."""
     if isinstance(detail, dict):
@@ -115,7 +171,7 @@ def _flatten(detail) -> str:
         return "; ".join(parts)
     if isinstance(detail, list):
         return " ".join(_flatten(item) for item in detail)
-    return str(detail)
+    return _json_words(str(detail))
 
 
 DRF_TYPES = {

@@ -20,7 +20,7 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, extend_schema_field
 from rest_framework import serializers
 
-from config.errors import NOVA_FAULTS, api_of_path
+from config.errors import NOVA_FAULTS, WireChoiceField, api_of_path
 
 
 class KeystoneTokenScheme(OpenApiAuthenticationExtension):
@@ -92,7 +92,7 @@ def mapping(**kwargs) -> serializers.DictField:
     return serializers.DictField(child=serializers.JSONField(), **kwargs)
 
 
-class InlineChoiceField(serializers.ChoiceField):
+class InlineChoiceField(WireChoiceField):
     """A ChoiceField whose choices the schema lists where the field is.
     drf-spectacular hoists every ``enum`` property into a component named
     after the field, and warns when one name (``status``) means several

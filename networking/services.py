@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from config import sql
 from config.auth import RequestContext
-from config.errors import Conflict, Forbidden, Invalid, NotFound, in_use_by
+from config.errors import Conflict, Forbidden, Invalid, NotFound, in_use_by, one_of, shown
 from config.models import Project
 from config.quotas import quota_enforce
 from networking import binding, ipam, selectors
@@ -147,8 +147,7 @@ def _free_segmentation_id(network_type: str, physical_network: str) -> int:
 def _validate_segment(network_type: str, physical_network: str, segmentation_id: int | None):
     if network_type not in NetworkType.values:
         raise Invalid(
-            f"Invalid input for network_type: {network_type!r} is not one of "
-            f"{', '.join(NetworkType.values)}."
+            f"Invalid input for network_type: {shown(network_type)} is not {one_of(NetworkType)}."
         )
     if network_type == NetworkType.VXLAN:
         if physical_network:
@@ -828,7 +827,7 @@ def host_agent_report(*, report: HostNetworkReport, now: datetime | None = None)
     Child rows are rewritten only when what they say changed."""
     unknown = set(report.vnic_types) - set(VnicType.values)
     if unknown:
-        raise Invalid(f"Unknown vnic types {sorted(unknown)}; known: {VnicType.values}.")
+        raise Invalid(f"Unknown vnic types {', '.join(sorted(unknown))}; use {one_of(VnicType)}.")
     nics = [
         {**NIC_DEFAULTS, **nic, "mac_address": ipam.parse_mac(nic["mac_address"])}
         for nic in report.baremetal_nics

@@ -59,7 +59,8 @@ class LeaseStatus(models.TextChoices):
 class Lease(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey("identity.Project", on_delete=models.PROTECT, related_name="leases")
-    user_id = models.CharField(max_length=64, blank=True)
+    # config.auth.user_id_of: the user name, as long as Django allows one.
+    user_id = models.CharField(max_length=150, blank=True)
     name = models.CharField(max_length=80)
     start_at = models.DateTimeField(db_index=True)
     end_at = models.DateTimeField(db_index=True)
@@ -157,7 +158,11 @@ class HostAllocation(models.Model):
 
     For instance reservations ``slots`` is how many instances of the
     reservation's size the host keeps for it; host reservations take the
-    host whole (slots is 0)."""
+    host whole (slots is 0).
+
+    Healing ends the allocation of a host that went away at the moment it
+    is replaced and points it at its replacement: such a row is history
+    (the host was held until then), not one of the reservation's hosts."""
 
     reservation = models.ForeignKey(
         Reservation, on_delete=models.CASCADE, related_name="allocations"
@@ -168,6 +173,9 @@ class HostAllocation(models.Model):
     # this host may start only then.
     end_at = models.DateTimeField()
     slots = models.PositiveIntegerField(default=0)
+    replaced_by = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="replaced"
+    )
 
     class Meta:
         indexes = [models.Index(fields=["host", "start_at", "end_at"])]

@@ -61,8 +61,11 @@ def lease_constraints(instance: Instance) -> Constraints:
             ),
             reason="every host that fits is reservable and takes only lease instances",
         )
-    if isinstance(reservation, str) or reservation.lease.project_id != instance.project_id:
+    if isinstance(reservation, str):
         return Constraints(only_hosts=set(), reason=f"reservation {reservation} not found")
+    if reservation.lease.project_id != instance.project_id:
+        # Named by its id only: another project's lease name is not the caller's to read.
+        return Constraints(only_hosts=set(), reason=f"reservation {reservation.pk} not found")
     lease = reservation.lease
     if reservation.status != ReservationStatus.ACTIVE or lease.status != LeaseStatus.ACTIVE:
         return Constraints(only_hosts=set(), reason=f"reservation {reservation.pk} is not active")
@@ -111,7 +114,13 @@ def heal(*, now: datetime | None = None) -> int:
     handled = 0
     for allocation_id in list(lost[:100]):
         with transaction.atomic():
-            found = HostAllocation.objects.select_for_update().filter(pk=allocation_id).first()
+            # Again under the lock: a heal running at the same time may have
+            # replaced it since it was listed.
+            found = (
+                HostAllocation.objects.select_for_update()
+                .filter(pk=allocation_id, replaced_by=None)
+                .first()
+            )
             if found is None:
                 continue
             _replace(found, now)
@@ -151,12 +160,15 @@ def _replace(lost: HostAllocation, now: datetime) -> None:
     if lost.start_at >= now:
         lost.delete()
     else:
-        HostAllocation.objects.filter(pk=lost.pk).update(end_at=now)
+        # Held until now: kept as history, no longer one of the reservation's hosts.
+        HostAllocation.objects.filter(pk=lost.pk).update(end_at=now, replaced_by=new)
     new_host = Host.objects.get(pk=new.host_id).name
     notify(
         project=lease.project,
         event_type="lease.host_replaced",
         lease=lease,
+        reservation_id=str(reservation.pk),
         lost_host=old_host,
         new_host=new_host,
+        at=now.isoformat(),
     )

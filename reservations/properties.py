@@ -14,7 +14,7 @@ import json
 
 from django.db.models import Exists, OuterRef, Q
 
-from config.errors import Invalid
+from config.errors import Invalid, one_of, shown
 from reservations.models import HostProperty
 
 OPERATORS = {"==": "exact", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte", "!=": "exact"}
@@ -44,7 +44,7 @@ def parse(text: str, *, field: str) -> list | None:
     try:
         query = json.loads(text) if isinstance(text, str) else text
     except json.JSONDecodeError:
-        raise Invalid(f"Malformed {field}: {text!r} is not JSON.") from None
+        raise Invalid(f"Malformed {field}: {shown(text)} is not JSON.") from None
     _check(query, field)
     return query
 
@@ -55,20 +55,22 @@ def _check(query, field: str) -> None:
     operator = query[0]
     if operator in ("and", "or"):
         if len(query) < 2:
-            raise Invalid(f"Malformed {field}: {operator!r} needs at least one query.")
+            raise Invalid(f"Malformed {field}: {shown(operator)} needs at least one query.")
         for part in query[1:]:
             _check(part, field)
         return
     if operator not in OPERATORS or len(query) != 3:
         raise Invalid(
-            f'Malformed {field}: {query!r}; use [op, "$key", value] with op one of '
-            f"{', '.join(OPERATORS)}, or 'and'/'or'."
+            f'Malformed {field}: {shown(query)}; use [op, "$key", value] with op '
+            f"{one_of([*OPERATORS, 'and', 'or'])}."
         )
     key = query[1]
     if not isinstance(key, str) or not key.startswith("$") or len(key) < 2:
-        raise Invalid(f'Malformed {field}: {key!r} must name a property as "$name".')
+        raise Invalid(f'Malformed {field}: {shown(key)} must name a property as "$name".')
     if isinstance(query[2], (list, dict)):
-        raise Invalid(f"Malformed {field}: the value in {query!r} must be a string or a number.")
+        raise Invalid(
+            f"Malformed {field}: the value in {shown(query)} must be a string or a number."
+        )
 
 
 def _combine(query, leaf) -> Q:
@@ -118,12 +120,12 @@ def hypervisor_filter(query: list | None) -> Q:
     def leaf(operator, key, value):
         if key not in HYPERVISOR_FIELDS:
             raise Invalid(
-                f"Unknown hypervisor property {key!r}; known: {', '.join(HYPERVISOR_FIELDS)}."
+                f"Unknown hypervisor property {shown(key)}; known: {', '.join(HYPERVISOR_FIELDS)}."
             )
         number = as_number(value)
         if key in NUMERIC_HYPERVISOR_FIELDS:
             if number is None:
-                raise Invalid(f"Hypervisor property {key!r} is a number, not {value!r}.")
+                raise Invalid(f"Hypervisor property {shown(key)} is a number, not {shown(value)}.")
             value = number
         else:
             value = str(value)

@@ -1,5 +1,7 @@
 """Reads for reservations."""
 
+import uuid
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db.models import QuerySet
@@ -21,6 +23,45 @@ from reservations.models import (
 def lease_list(*, context: RequestContext) -> QuerySet[Lease]:
     leases = Lease.objects.select_related("project").prefetch_related("reservations", "events")
     return scope_to_project(leases, context)
+
+
+def current_allocations() -> QuerySet[HostAllocation]:
+    """Allocations that are their reservation's hosts: all but the history
+    of hosts that healing replaced."""
+    return HostAllocation.objects.filter(replaced_by=None)
+
+
+@dataclass
+class Replaced:
+    host: str
+    replaced_by: str
+    replaced_at: datetime
+
+
+@dataclass
+class ReservationHosts:
+    current: list[str] = field(default_factory=list)
+    replaced: list[Replaced] = field(default_factory=list)  # oldest first
+
+
+def reservation_hosts(*, lease: Lease) -> dict[uuid.UUID, ReservationHosts]:
+    """Per reservation of the lease: the hosts it holds, and the ones
+    healing replaced (with their replacement and when)."""
+    found: dict[uuid.UUID, ReservationHosts] = {}
+    rows = (
+        HostAllocation.objects.filter(reservation__lease=lease)
+        .select_related("host", "replaced_by__host")
+        .order_by("end_at", "host__name")
+    )
+    for a in rows:
+        hosts = found.setdefault(a.reservation_id, ReservationHosts())
+        if a.replaced_by is None:
+            hosts.current.append(a.host.name)
+        else:
+            hosts.replaced.append(Replaced(a.host.name, a.replaced_by.host.name, a.end_at))
+    for hosts in found.values():
+        hosts.current.sort()
+    return found
 
 
 def notification_list(*, context: RequestContext) -> QuerySet[Notification]:

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from compute import selectors as compute_selectors
@@ -20,7 +20,7 @@ from compute.models import Host
 from config.auth import RequestContext
 from config.errors import Conflict, Invalid, NotFound
 from config.quotas import quota_enforce
-from reservations import allocation, events, properties
+from reservations import allocation, events, properties, selectors
 from reservations.models import (
     HostAllocation,
     HostProperty,
@@ -294,19 +294,26 @@ def lease_dry_run(
 
 def _reallocate(lease: Lease, started: bool) -> None:
     """Fit every reservation to the lease's new window. A started lease keeps
-    its hosts (its servers run there); a pending one may move."""
+    its hosts (its servers run there) and when each was taken; a pending one
+    may move."""
     for reservation in lease.reservations.all():
-        mine = HostAllocation.objects.filter(reservation=reservation)
+        # The hosts healing replaced stay as they were: history, not held.
+        mine = selectors.current_allocations().filter(reservation=reservation)
         if reservation.resource_type == ResourceType.HOST:
             hosts = list(mine.values_list("host_id", flat=True))
+            # A replacement holds its host only from when it took over.
+            since = mine.aggregate(since=Max("start_at"))["since"] if started else None
             still_free = allocation.host_candidates(
-                start=lease.start_at,
+                start=since or lease.start_at,
                 end=lease.end_at,
                 where=Q(host_id__in=hosts),
                 ignore=reservation,
             ).count()
             if still_free == len(hosts) and reservation.min <= len(hosts) <= reservation.max:
-                mine.update(start_at=lease.start_at, end_at=lease.end_at + allocation.buffer())
+                window = {"end_at": lease.end_at + allocation.buffer()}
+                if not started:
+                    window["start_at"] = lease.start_at
+                mine.update(**window)
                 continue
             if started:
                 raise Conflict(

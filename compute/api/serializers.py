@@ -9,6 +9,7 @@ from rest_framework import serializers
 from compute import selectors
 from compute.models import Flavor, Host, Instance, InstanceStatus
 from config.api import MAX_DB_INT
+from config.errors import WireChoiceField
 from config.schema import typed
 
 # Allocation ratios multiply capacity; past this the products stop being
@@ -362,7 +363,7 @@ class HostReportSerializer(serializers.Serializer):
     # the service compares and stores these values as given.
     physnets = serializers.DictField(child=PhysnetLinksSerializer(), required=False)
     vnic_types = serializers.ListField(child=serializers.CharField(), required=False)
-    datapath_type = serializers.ChoiceField(["system", "netdev"], required=False)
+    datapath_type = WireChoiceField(["system", "netdev"], required=False)
     interface_types = serializers.ListField(child=serializers.CharField(), required=False)
     ovs_hybrid_plug = serializers.BooleanField(required=False)
     tunnel_types = serializers.ListField(child=serializers.CharField(), required=False)

@@ -7,6 +7,7 @@ import copy
 from rest_framework import serializers
 
 from config.api import MAX_DB_INT
+from config.errors import WireChoiceField
 from config.schema import InlineChoiceField
 from networking.models import HostAgent, Network, NetworkType, Port, Segment, Subnet, VnicType
 from networking.selectors import agents_alive_since
@@ -183,7 +184,7 @@ class SegmentCreateSerializer(serializers.Serializer):
     network_id = serializers.UUIDField()
     name = serializers.CharField(max_length=255, allow_blank=True, allow_null=True, required=False)
     description = serializers.CharField(max_length=255, allow_blank=True, required=False)
-    network_type = serializers.ChoiceField(NetworkType.choices)
+    network_type = WireChoiceField(NetworkType.choices)
     physical_network = serializers.CharField(
         max_length=64, required=False, allow_null=True, allow_blank=True
     )
@@ -257,7 +258,7 @@ class SubnetCreateSerializer(SubnetUpdateSerializer):
     segment_id = serializers.UUIDField(required=False, allow_null=True)
     project_id = serializers.UUIDField(required=False)
     tenant_id = serializers.UUIDField(required=False)
-    ip_version = serializers.ChoiceField([4, 6], required=False)
+    ip_version = WireChoiceField([4, 6], required=False)
     cidr = serializers.CharField()
 
 
@@ -342,7 +343,7 @@ class PortUpdateSerializer(ColonFieldsMixin, serializers.Serializer):
             allow_null=True,
             required=False,
         ),
-        "binding:vnic_type": serializers.ChoiceField(
+        "binding:vnic_type": WireChoiceField(
             VnicType.choices, source="binding_vnic_type", required=False
         ),
         "binding:profile": serializers.DictField(
@@ -351,8 +352,10 @@ class PortUpdateSerializer(ColonFieldsMixin, serializers.Serializer):
     }
 
     def validate(self, data):
-        if data.get("binding_host") is None:
-            data.pop("binding_host", None)
+        if "binding_host" in data and data["binding_host"] is None:
+            # As in Neutron, a null host unbinds: `openstack port unset
+            # --host` sends it.
+            data["binding_host"] = ""
         if "binding_profile" in data and data["binding_profile"] is None:
             data["binding_profile"] = {}
         return data
@@ -362,6 +365,11 @@ class PortCreateSerializer(PortUpdateSerializer):
     network_id = serializers.UUIDField()
     project_id = serializers.UUIDField(required=False)
     tenant_id = serializers.UUIDField(required=False)
+
+    def validate(self, data):
+        if data.get("binding_host") is None:
+            data.pop("binding_host", None)  # a new port is unbound anyway
+        return super().validate(data)
 
 
 # --- IP availability ----------------------------------------------------------------

@@ -188,11 +188,12 @@ class IpAvailabilityViewSet(OpenStackViewSet):
         queryset = super().filter_queryset(queryset)
         params = self.request.query_params
         if params.getlist("network_id"):
-            ids = params.getlist("network_id")
-            try:
-                ids = [uuid.UUID(value) for value in ids]
-            except ValueError:
-                raise Invalid(f"Invalid value for network_id: {ids!r}.") from None
+            ids = []
+            for value in params.getlist("network_id"):
+                try:
+                    ids.append(uuid.UUID(value))
+                except ValueError:
+                    raise Invalid(f"Invalid value for network_id: {value!r}.") from None
             queryset = queryset.filter(pk__in=ids)
         if params.getlist("network_name"):
             queryset = queryset.filter(name__in=params.getlist("network_name"))

@@ -39,6 +39,11 @@ def stamp(**kwargs) -> f.RegexField:
     return f.RegexField(STAMP, **kwargs)
 
 
+ReplacedHost = shape(
+    "ReplacedHost",
+    {"host": f.CharField(), "replaced_by": f.CharField(), "replaced_at": lease_date()},
+)
+
 Reservation = shape(
     "Reservation",
     {
@@ -51,8 +56,10 @@ Reservation = shape(
         "resources_changed": f.BooleanField(),
         "created_at": stamp(),
         "updated_at": stamp(),
-        # berth: the hosts that hold the reservation.
+        # berth: the hosts that hold the reservation, and the ones healing
+        # replaced (a host that went away), with their replacement.
         "hosts": strings(),
+        "replaced_hosts": ReplacedHost(many=True),
         # physical:host reservations.
         "min": f.IntegerField(required=False, allow_null=True),
         "max": f.IntegerField(required=False, allow_null=True),
@@ -320,6 +327,7 @@ notification_schema = extend_schema_view(
         parameters=[
             OpenApiParameter("since", int, description="Only notifications after this seq."),
             OpenApiParameter("limit", int, description="At most this many (up to 1000)."),
+            OpenApiParameter("lease_id", str, description="Only this lease's notifications."),
         ],
         responses=NotificationFeed,
     ),

@@ -10,9 +10,9 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from config.api import MAX_DB_INT
-from config.errors import Invalid
-from reservations import services
-from reservations.models import HostAllocation, Lease, ResourceType
+from config.errors import Invalid, one_of, shown
+from reservations import selectors, services
+from reservations.models import Lease, ResourceType
 
 LEASE_DATE = "%Y-%m-%dT%H:%M:%S.%f"
 STAMP = "%Y-%m-%d %H:%M:%S"
@@ -47,14 +47,15 @@ def parse_date(value, *, field: str, now: datetime) -> datetime:
                     f"{value} is too far ahead: dates end before {LATEST_DATE:%Y} ({field})."
                 )
             return parsed
-    raise Invalid(f"{value} is an invalid date. Required format: %Y-%m-%d %H:%M ({field}).")
+    text = value if isinstance(value, str) else shown(value)
+    raise Invalid(f"{text} is an invalid date. Required format: %Y-%m-%d %H:%M ({field}).")
 
 
 def as_int(value, *, field: str) -> int:
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise Invalid(f"{field} must be an integer, not {value!r}.") from None
+        raise Invalid(f"{field} must be an integer, not {shown(value)}.") from None
     if number < 0:
         raise Invalid(f"{field} must not be negative.")
     if number > MAX_DB_INT:
@@ -72,7 +73,7 @@ def as_affinity(value) -> bool | None:
         return True
     if str(value).lower() in ("false", "0", "no"):
         return False
-    raise Invalid(f"affinity must be true, false or none, not {value!r}.")
+    raise Invalid(f"affinity must be true, false or none, not {shown(value)}.")
 
 
 def as_text(value, *, field: str) -> str:
@@ -146,9 +147,7 @@ def reservation_request(body: dict):
             ),
             server_template=template,
         )
-    raise Invalid(
-        f"Invalid resource type {kind!r}; use {ResourceType.HOST!r} or {ResourceType.INSTANCE!r}."
-    )
+    raise Invalid(f"Invalid resource type {shown(kind)}; use {one_of(ResourceType)}.")
 
 
 def lease_name(value) -> str:
@@ -165,7 +164,7 @@ def reservation_change(body) -> dict:
     try:
         change = {"id": uuid.UUID(str(body.get("id")))}
     except ValueError:
-        raise Invalid(f"Reservation id {body.get('id')!r} is not a valid id.") from None
+        raise Invalid(f"Reservation id {shown(body.get('id'))} is not a valid id.") from None
     for key in ("min", "max", "amount"):
         if key in body:
             change[key] = as_int(body[key], field=key)
@@ -207,10 +206,9 @@ def lease_request(body: dict) -> services.LeaseRequest:
 class LeaseSerializer(serializers.Serializer):
     def to_representation(self, lease: Lease) -> dict:
         reservations = []
-        allocations = {}
-        for a in HostAllocation.objects.filter(reservation__lease=lease).select_related("host"):
-            allocations.setdefault(a.reservation_id, []).append(a.host.name)
+        hosts = selectors.reservation_hosts(lease=lease)
         for r in lease.reservations.all():
+            held = hosts.get(r.id, selectors.ReservationHosts())
             data = {
                 "id": str(r.id),
                 "lease_id": str(lease.id),
@@ -221,7 +219,15 @@ class LeaseSerializer(serializers.Serializer):
                 "resources_changed": r.resources_changed,
                 "created_at": stamp(r.created_at),
                 "updated_at": stamp(r.updated_at),
-                "hosts": sorted(allocations.get(r.id, [])),
+                "hosts": held.current,
+                "replaced_hosts": [
+                    {
+                        "host": replaced.host,
+                        "replaced_by": replaced.replaced_by,
+                        "replaced_at": lease_date(replaced.replaced_at),
+                    }
+                    for replaced in held.replaced
+                ],
             }
             if r.resource_type == ResourceType.HOST:
                 data.update(

@@ -2,6 +2,7 @@
 subscriptions, dry runs and the free-capacity query."""
 
 import secrets
+import uuid
 from datetime import timedelta
 
 import django_filters
@@ -193,6 +194,13 @@ def sequence_number(text: str) -> int | None:
     return int(text)
 
 
+def lease_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise Invalid(f"lease_id must be a lease's id, not {text!r}.") from None
+
+
 @docs.notification_schema
 class NotificationViewSet(OpenStackViewSet):
     """The feed: every lifecycle notification of the caller's project after
@@ -214,7 +222,11 @@ class NotificationViewSet(OpenStackViewSet):
                 f"since must be a sequence number, not {request.query_params['since']!r}."
             )
         limit = min(parse_limit(request.query_params.get("limit")) or 100, 1000)
-        rows = list(self.get_queryset().filter(seq__gt=since).order_by("seq")[:limit])
+        found = self.get_queryset().filter(seq__gt=since)
+        if "lease_id" in request.query_params:
+            # One lease's history: its lifecycle, changes and healing.
+            found = found.filter(lease_id=lease_id(request.query_params["lease_id"]))
+        rows = list(found.order_by("seq")[:limit])
         return Response(
             {
                 "notifications": [s.notification(n) for n in rows],

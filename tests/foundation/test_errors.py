@@ -136,3 +136,67 @@ def test_401_is_keystone_shaped_in_every_api():
     assert error_body("compute", 401, "Unauthorized", "no") == {
         "error": {"code": 401, "title": "Unauthorized", "message": "no"}
     }
+
+
+# --- wording: wire values, never Python's --------------------------------------------
+
+
+def neutron_message(response) -> str:
+    assert response.status_code == 400, response.json()
+    return response.json()["NeutronError"]["message"]
+
+
+def test_neutron_choices_are_listed_as_wire_values(caller):
+    alice = caller("alpha", "member")
+    unknown = alice.post(NETWORKS, {"network": {"provider:network_type": "geneve"}})
+    assert neutron_message(unknown) == (
+        'provider:network_type: "geneve" is not one of: flat, vlan, vxlan.'
+    )
+    network = alice.post(NETWORKS, {"network": {"name": "n"}}).json()["network"]
+    port = {"network_id": network["id"], "binding:vnic_type": True}
+    assert neutron_message(alice.post("/networking/v2.0/ports", {"port": port})) == (
+        "binding:vnic_type: true is not one of: normal, direct, macvtap, baremetal."
+    )
+    subnet = {"network_id": network["id"], "cidr": "10.0.0.0/24", "ip_version": {"v": 4}}
+    assert neutron_message(alice.post("/networking/v2.0/subnets", {"subnet": subnet})) == (
+        'ip_version: {"v": 4} is not one of: 4, 6.'
+    )
+    # Each bad value of a repeated filter, not a Python list of them all.
+    availability = caller("alpha", "admin").get(
+        "/networking/v2.0/network-ip-availabilities", network_id=[network["id"], "nope"]
+    )
+    assert neutron_message(availability) == "Invalid value for network_id: 'nope'."
+
+
+@pytest.mark.parametrize(
+    ("report", "message"),
+    [
+        ({"datapath_type": "dpdk"}, 'datapath_type: "dpdk" is not one of: system, netdev.'),
+        (
+            {"vnic_types": ["normal", "smartnic"]},
+            "Unknown vnic types smartnic; use one of: normal, direct, macvtap, baremetal.",
+        ),
+    ],
+)
+def test_host_report_choices_are_listed_as_wire_values(admin, report, message):
+    body = {"host_report": {"name": "h1", "vcpus": 1, "memory_mb": 1, "disk_gb": 1, **report}}
+    response = admin.post("/compute/v2.1/os-host-reports", body)
+    assert response.status_code == 400
+    assert response.json() == {"badRequest": {"code": 400, "message": message}}
+
+
+def test_a_value_of_the_wrong_json_type_is_named_in_json(caller):
+    """DRF says 'got type "dict"'; the client sent a JSON object."""
+    alice = caller("alpha", "member")
+    network = alice.post(NETWORKS, {"network": {"name": "n"}}).json()["network"]
+    for fixed_ips, message in [
+        ({"ip_address": "10.0.0.5"}, "fixed_ips: Expected an array, not an object."),
+        ([True], "fixed_ips: Expected an object, not a boolean."),
+    ]:
+        port = {"network_id": network["id"], "fixed_ips": fixed_ips}
+        assert neutron_message(alice.post("/networking/v2.0/ports", {"port": port})) == message
+    server = {"name": "s", "flavorRef": "f", "networks": [7]}
+    response = alice.post("/compute/v2.1/servers", {"server": server})
+    assert response.json() == {
+        "badRequest": {"code": 400, "message": "networks: Expected an object, not a number."}
+    }

@@ -13,6 +13,7 @@ import openstack
 import pytest
 from openstack import exceptions
 
+from config.demo import CLI_NEEDS_KEYSTONE, CLI_WORKS, cli_environment, cli_hint
 from config.services import token_create
 from networking.models import Port
 from networking.services import HostNetworkReport, host_agent_report
@@ -355,32 +356,50 @@ def test_member_neither_sees_nor_sets_the_binding(live_server, conn, hosts):
 # --- the openstack CLI ------------------------------------------------------------------
 
 
-@pytest.fixture
-def cli(live_server, transactional_db, tmp_path):
-    """run("port", "list", ...) -> the parsed `-f json` output."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    env.update(
-        HOME=str(tmp_path),  # no ~/.config/openstack/clouds.yaml
-        XDG_CONFIG_HOME=str(tmp_path),
-        OS_AUTH_TYPE="admin_token",
-        OS_ENDPOINT=live_server.url,
-        OS_TOKEN=token("admin", "ops"),
-        OS_NETWORK_ENDPOINT_OVERRIDE=live_server.url + "/networking",
-    )
+class OpenStackCLI:
+    """The `openstack` command set up with the OS_* settings the demo
+    prints (config.demo.cli_environment)."""
 
-    def run(*args: str):
-        done = subprocess.run(
+    def __init__(self, base: str, token: str, home: Path):
+        self.home = home
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        self.env.update(
+            HOME=str(home),  # no ~/.config/openstack/clouds.yaml
+            XDG_CONFIG_HOME=str(home),
+            **cli_environment(base=base, token=token),
+        )
+
+    def _run(self, args) -> subprocess.CompletedProcess:
+        return subprocess.run(
             [str(OPENSTACK_CLI), *args],
-            env=env,
-            cwd=tmp_path,  # nor a ./clouds.yaml
+            env=self.env,
+            cwd=self.home,  # nor a ./clouds.yaml
             capture_output=True,
             text=True,
             timeout=60,
         )
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout) if done.stdout.strip() else None
 
-    return run
+    def __call__(self, *args: str):
+        """The parsed `-f json` output; else what the command printed, or
+        None for nothing."""
+        done = self._run(args)
+        assert done.returncode == 0, done.stderr
+        if "json" in args:
+            # blazarclient prints "Created a new lease:" before the object.
+            start = min(i for i in (done.stdout.find("{"), done.stdout.find("[")) if i >= 0)
+            return json.loads(done.stdout[start:])
+        return done.stdout.strip() or None
+
+    def fails(self, *args: str) -> str:
+        """What a command that docs/clients.md lists as failing says."""
+        done = self._run(args)
+        assert done.returncode != 0, done.stdout
+        return done.stderr
+
+
+@pytest.fixture
+def cli(live_server, transactional_db, tmp_path):
+    return OpenStackCLI(live_server.url, token("admin", "ops"), tmp_path)
 
 
 def test_openstack_cli_routed_network_port_lifecycle(cli, conn, hosts):
@@ -457,3 +476,99 @@ def test_openstack_cli_routed_network_port_lifecycle(cli, conn, hosts):
 
     assert cli("port", "delete", "p1") is None
     assert not Port.objects.filter(pk=port["id"]).exists()
+
+
+def command(text: str) -> list[str]:
+    return [*text.split(), "-f", "json"]
+
+
+def test_openstack_cli_lists_shows_changes_and_deletes(cli, conn, hosts):
+    """The rest of docs/clients.md's networking commands, each run as written there."""
+    network = cli(*command("network create cli-net"))
+    assert [n["ID"] for n in cli(*command("network list"))] == [network["id"]]
+    assert cli("network", "set", "--name", "renamed", "--mtu", "1400", "cli-net") is None
+    assert cli(*command("network show renamed"))["mtu"] == 1400
+    segment = cli(
+        *command(
+            "network segment create --network renamed --network-type vlan "
+            "--physical-network physnet1 --segment 1101 seg1"
+        )
+    )
+    assert segment["id"] in {s["ID"] for s in cli(*command("network segment list"))}
+    assert cli("network", "segment", "set", "--description", "rack 1", "seg1") is None
+    assert cli(*command("network segment show seg1"))["description"] == "rack 1"
+    subnet = cli(
+        *command(
+            "subnet create --network renamed --network-segment seg1 "
+            "--subnet-range 10.251.1.0/24 --dns-nameserver 8.8.8.8 sub1"
+        )
+    )
+    assert [s["ID"] for s in cli(*command("subnet list"))] == [subnet["id"]]
+    assert cli("subnet", "set", "--dns-nameserver", "1.1.1.1", "sub1") is None
+    assert cli("subnet", "unset", "--dns-nameserver", "8.8.8.8", "sub1") is None
+    assert cli(*command("subnet show sub1"))["dns_nameservers"] == ["1.1.1.1"]
+
+    port = cli(*command("port create --network renamed --vnic-type normal p1"))
+    assert port["fixed_ips"] == []  # routed: deferred until bound
+    assert [p["ID"] for p in cli(*command("port list --network renamed"))] == [port["id"]]
+    assert cli("port", "set", "--host", "h1", "p1") is None
+    assert [p["ID"] for p in cli(*command("port list --host h1"))] == [port["id"]]
+    (address,) = cli(*command("port show p1"))["fixed_ips"]
+    assert address["subnet_id"] == subnet["id"]
+    assert cli("port", "set", "--device", "d-1", "--device-owner", "baremetal:none", "p1") is None
+    assert [p["ID"] for p in cli(*command("port list --device-id d-1"))] == [port["id"]]
+    assert [p["ID"] for p in cli(*command("port list --device-owner baremetal:none"))] == [
+        port["id"]
+    ]
+    wanted = f"subnet=sub1,ip-address={ipaddress.ip_address(address['ip_address']) + 1}"
+    assert cli("port", "set", "--fixed-ip", wanted, "p1") is None
+    assert len(conn.network.get_port(port["id"]).fixed_ips) == 2
+    first = f"subnet=sub1,ip-address={address['ip_address']}"
+    assert cli("port", "unset", "--fixed-ip", first, "p1") is None
+    assert [a["ip_address"] for a in conn.network.get_port(port["id"]).fixed_ips] == [
+        str(ipaddress.ip_address(address["ip_address"]) + 1)
+    ]
+    # A null binding:host_id unbinds, as in Neutron.
+    assert cli("port", "unset", "--host", "p1") is None
+    assert conn.network.get_port(port["id"]).binding_host_id == ""
+
+    (availability,) = cli(*command("ip availability list"))
+    assert (availability["Network Name"], availability["Used IPs"]) == ("renamed", 1)
+
+    for deleted in ("port delete p1", "subnet delete sub1", "network segment delete seg1"):
+        assert cli(*deleted.split()) is None
+    assert cli("network", "delete", "renamed") is None
+    assert cli(*command("network list")) == []
+
+
+def test_openstack_cli_agents_and_extensions(cli, hosts):
+    agents = {a["Host"]: a for a in cli(*command("network agent list"))}
+    assert sorted(agents) == ["h1", "h2", "h3"]
+    assert cli(*command(f"network agent show {agents['h1']['ID']}"))["host"] == "h1"
+    assert cli("network", "agent", "set", "--disable", agents["h1"]["ID"]) is None
+    assert cli(*command(f"network agent show {agents['h1']['ID']}"))["admin_state_up"] is False
+    aliases = {e["Alias"] for e in cli(*command("extension list --network"))}
+    assert {"binding", "provider", "multi-provider", "network-ip-availability"} <= aliases
+
+
+def test_openstack_cli_what_berth_does_not_serve_fails(cli):
+    assert "could not be found" in cli.fails("router", "list")
+    assert "could not be found" in cli.fails("security", "group", "list")
+
+
+def test_the_demo_hint_names_what_docs_clients_md_lists():
+    """The demo prints which CLI commands work (config.demo); the docs list
+    them one by one, and the tests above run them."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "clients.md").read_text()
+    works = docs[docs.index("### Works") : docs.index("### Fails")]
+    fails = docs[docs.index("### Fails") : docs.index("## Who made it")]
+    for family in CLI_WORKS:
+        first = family.split("/")[0]  # "flavor list/show/delete" -> "flavor list"
+        assert f"`{first}" in works, family
+    for family in CLI_NEEDS_KEYSTONE:
+        group, verbs = family.rsplit(" ", 1)[0], family.rsplit(" ", 1)[1].split("/")
+        for verb in verbs:
+            assert f"`{group} {verb}`" in fails, (group, verb)
+    hint = " ".join(" ".join(cli_hint(cli_environment(base="http://b", token="t"))).split())
+    assert all(family in hint for family in (*CLI_WORKS, *CLI_NEEDS_KEYSTONE))
+    assert "docs/clients.md" in hint

@@ -6,6 +6,7 @@ from config.auth import RequestContext
 from config.models import Project
 from reservations import services
 from tests.compute.conftest import report_host
+from tests.conftest import Caller
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -30,6 +31,16 @@ def pool(db):
         services.reservable_host_create(name=name, capabilities=capabilities)
     project = Project.objects.create(name="lab")
     return RequestContext(user_id="u", project=project, role="admin")
+
+
+@pytest.fixture
+def lab_member(pool):
+    return Caller("lab", "member", username="lab-member")
+
+
+@pytest.fixture
+def ops(pool):
+    return Caller("ops", "admin", username="operator")
 
 
 def host_lease(context, name="l1", start=1, end=2, min=1, max=1, props="", **kwargs):

@@ -13,16 +13,6 @@ from tests.conftest import Caller
 V1 = "/reservation/v1"
 
 
-@pytest.fixture
-def lab_member(pool):
-    return Caller("lab", "member", username="lab-member")
-
-
-@pytest.fixture
-def ops(pool):
-    return Caller("ops", "admin", username="operator")
-
-
 def minutes(n: int) -> str:
     return (timezone.now() + timedelta(minutes=n)).strftime("%Y-%m-%d %H:%M")
 
@@ -245,6 +235,9 @@ def test_feed_paging_values_are_checked(lab_member):
     assert lab_member.get(f"{V1}/notifications", since="²").status_code == 400
     assert lab_member.get(f"{V1}/notifications/²").status_code == 404
     assert lab_member.get(f"{V1}/notifications", limit="2").status_code == 200
+    assert lab_member.get(f"{V1}/notifications", lease_id="x").json()["error_message"] == (
+        "lease_id must be a lease's id, not 'x'."
+    )
     response = lab_member.delete(f"{V1}/notifications/1")
     assert response.status_code == 405 and response.json()["error_code"] == 405
 

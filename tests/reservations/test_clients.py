@@ -9,6 +9,9 @@ from blazarclient import exception as blazar_exception
 from keystoneauth1 import session, token_endpoint
 
 from config.services import token_create
+from reservations.models import Lease, Reservation
+from tests.compute.conftest import report_host
+from tests.networking.test_clients import OpenStackCLI, command
 
 
 @pytest.fixture
@@ -60,3 +63,83 @@ def test_errors_reach_the_client_with_blazars_message(bz):
     with pytest.raises(blazar_exception.BlazarClientException) as raised:
         bz.lease.create("bad", "soon", later(150), [HOST_RESERVATION], [])
     assert raised.value.kwargs["code"] == 400
+
+
+# --- the openstack CLI (the blazarclient plugin) -------------------------------------
+
+COMPUTE_HOST = (
+    'resource_type=physical:host,min=1,max=1,resource_properties=["==","$node_type","compute"]'
+)
+INSTANCES = (
+    "resource_type=virtual:instance,amount=1,vcpus=1,memory_mb=512,disk_gb=10,affinity=False"
+)
+
+
+@pytest.fixture
+def cli(transactional_db, live_server, pool, tmp_path):
+    token = token_create(project_name="ops", username="operator", role="admin")[1]
+    return OpenStackCLI(live_server.url, token, tmp_path)
+
+
+def lease_create(cli, name: str, reservation: str, start: int = 60, end: int = 120) -> dict:
+    return cli(
+        *("reservation", "lease", "create", "--reservation", reservation),
+        *("--start-date", later(start), "--end-date", later(end), name, "-f", "json"),
+    )
+
+
+def test_openstack_cli_reservation_hosts_and_allocations(cli):
+    hosts = {h["hypervisor_hostname"]: h for h in cli(*command("reservation host list"))}
+    assert sorted(hosts) == ["r1", "r2", "r3", "r4"]
+    assert cli(*command("reservation host show r1"))["node_type"] == "compute"
+    assert cli(*["reservation", "host", "set", "--extra", "rack=a7", "r1"]) == "Updated host: r1"
+    assert cli(*command("reservation host show r1"))["rack"] == "a7"
+    properties = {p["property"] for p in cli(*command("reservation host property list"))}
+    assert {"node_type", "gpus", "rack"} <= properties
+    assert cli(*["reservation", "host", "delete", "r4"]) == "Deleted host: r4"
+    report_host("r5", {"physnet1": {"bridge": "br-ex"}})
+    assert cli(*command("reservation host create r5"))["hypervisor_hostname"] == "r5"
+
+    lease_create(cli, "x", COMPUTE_HOST)
+    allocations = cli(*command("reservation allocation list host"))
+    assert sum(len(a["reservations"]) for a in allocations) == 1
+    # By name: blazarclient takes only Blazar's numeric host ids as ids.
+    shown = cli(*command("reservation allocation show host r1"))
+    assert shown["resource_id"] == hosts["r1"]["id"]
+
+
+def test_openstack_cli_lease_lifecycle(cli):
+    created = lease_create(cli, "cli-lease", COMPUTE_HOST)
+    assert created["status"] == "PENDING"
+    assert [x["name"] for x in cli(*command("reservation lease list"))] == ["cli-lease"]
+    assert cli(*command("reservation lease show cli-lease"))["id"] == created["id"]
+
+    def dates() -> tuple[datetime, ...]:
+        shown = cli(*command("reservation lease show cli-lease"))
+        return tuple(
+            datetime.strptime(shown[key], "%Y-%m-%dT%H:%M:%S.%f")
+            for key in ("start_date", "end_date")
+        )
+
+    start, end = dates()
+    minutes = timedelta(minutes=1)
+    for flag, expected in [
+        ("--prolong-for 1h", (start, end + 60 * minutes)),
+        ("--reduce-by 30m", (start, end + 30 * minutes)),
+        ("--defer-by 20m", (start + 20 * minutes, end + 30 * minutes)),
+        ("--advance-by 10m", (start + 10 * minutes, end + 30 * minutes)),
+    ]:
+        assert cli(*f"reservation lease set {flag} cli-lease".split()) is not None
+        assert dates() == expected
+    cli("reservation", "lease", "set", "--end-date", later(240), "cli-lease")
+    assert dates()[1].strftime("%Y-%m-%d %H:%M") == later(240)
+    (reservation,) = Reservation.objects.filter(lease_id=created["id"])
+    cli(*f"reservation lease set --reservation id={reservation.pk},max=2 cli-lease".split())
+    reservation.refresh_from_db()
+    assert reservation.max == 2
+    cli(*["reservation", "lease", "set", "--name", "renamed", "cli-lease"])
+
+    assert lease_create(cli, "vms", INSTANCES)["status"] == "PENDING"
+    for name in ("renamed", "vms"):
+        assert cli(*f"reservation lease delete {name}".split()) == f"Deleted lease: {name}"
+    assert not Lease.objects.exists()

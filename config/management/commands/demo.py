@@ -24,6 +24,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from config import demo
+from config.auth import DEMO_USER
 from config.management.commands._progress import progress_bar
 from config.services import membership_ensure, token_create
 
@@ -45,7 +46,7 @@ class Command(BaseCommand):
         call_command("install_periodic_tasks", stdout=io.StringIO())
         password = self.ensure_admin_user()
         _, token = token_create(
-            project_name=settings.BERTH_DEMO_PROJECT, username="demo", role="admin"
+            project_name=settings.BERTH_DEMO_PROJECT, username=DEMO_USER, role="admin"
         )
         self.step(f"making the demo cloud: network {demo.DEMO_NETWORK}, hosts, flavors")
         with progress_bar(self.stderr) as bar:
@@ -188,24 +189,18 @@ class Command(BaseCommand):
         ]
         self.stdout.write(demo.render(*tables, width=width, color=color))
         auth = settings.BERTH_AUTH_MODE
-        networking = f"{base}/{settings.BERTH_NETWORKING_PREFIX}"
-        compute = f"{base}/{settings.BERTH_COMPUTE_PREFIX}/v2.1"
-        reservation = f"{base}/{settings.BERTH_RESERVATION_PREFIX}/v1"
+        clients = demo.cli_environment(base=base, token=token)
         lines = [
             "",
             "berth is running.",
             f"  admin console    {base}/admin/   (user admin, password {password})",
             f"  API docs         {base}/api/docs",
-            f"  networking       {networking}",
-            f"  compute          {compute}",
-            f"  reservation      {reservation}",
+            f"  networking       {clients['OS_NETWORK_ENDPOINT_OVERRIDE']}",
+            f"  compute          {clients['OS_COMPUTE_ENDPOINT_OVERRIDE']}",
+            f"  reservation      {clients['OS_RESERVATION_ENDPOINT_OVERRIDE']}",
             f"  auth mode        {auth}",
             "",
-            "openstack CLI / openstacksdk:",
-            "  export OS_AUTH_TYPE=admin_token OS_ENDPOINT=" + base + " OS_TOKEN=" + token,
-            f"  export OS_NETWORK_ENDPOINT_OVERRIDE={networking}",
-            f"  export OS_COMPUTE_ENDPOINT_OVERRIDE={compute}",
-            f"  export OS_RESERVATION_ENDPOINT_OVERRIDE={reservation}",
+            *demo.cli_hint(clients),
             "",
             f"token (admin of project {settings.BERTH_DEMO_PROJECT}):",
             token,
