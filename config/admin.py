@@ -3,6 +3,7 @@ and the base every app's admin uses for models whose rules live in a
 service (``ServiceAdmin``)."""
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db import transaction
 from django.http import HttpResponseRedirect
@@ -221,8 +222,18 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
+def quota_resources():
+    return [(resource, resource) for resource in sorted(settings.BERTH_QUOTA_DEFAULTS)]
+
+
+class QuotaForm(forms.ModelForm):
+    # A limit on a name berth does not count (a typo) would be ignored.
+    resource = forms.ChoiceField(choices=quota_resources)
+
+
 class QuotaInline(admin.TabularInline):
     model = Quota
+    form = QuotaForm
     extra = 0
 
 

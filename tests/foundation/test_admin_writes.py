@@ -21,7 +21,7 @@ from django.utils import timezone
 from compute import services as compute
 from compute.models import Flavor, Host, Instance, InstanceActionEvent, InstanceStatus
 from config.auth import RequestContext
-from config.models import HealthProbe, Project, Role
+from config.models import HealthProbe, Project, Quota, Role
 from networking import services as net
 from networking.models import HostAgent, IPAllocation, Network, Port, Segment, Subnet
 from reservations import events, services
@@ -380,6 +380,35 @@ def test_reservable_host_capabilities_change_rewrites_its_properties(admin_clien
     reservable.refresh_from_db()
     assert reservable.capabilities == {"gpus": 4}
     assert set(reservable.properties.values_list("key", "number")) == {("gpus", 4.0)}
+
+
+def test_project_quotas_are_validated(admin_client, world):
+    """Below -1, twice the same resource, or a resource berth does not
+    count: the form says so and no quota is written."""
+    project = world["project"]
+    url = admin_url(Project, "change", project.pk)
+    rows = {
+        "below -1": [("instances", "-5")],
+        "twice": [("cores", "4"), ("cores", "8")],
+        "unknown": [("instance", "3")],
+    }
+    for case, quotas in rows.items():
+        data = form_fields(admin_client.get(url)) | {"quotas-TOTAL_FORMS": [str(len(quotas))]}
+        for n, (resource, limit) in enumerate(quotas):
+            data |= {f"quotas-{n}-resource": [resource], f"quotas-{n}-limit": [limit]}
+        response = admin_client.post(url, data | {"_save": ["Save"]})
+        assert response.status_code == 200, case
+        assert not Quota.objects.filter(project=project).exists(), case
+    data = form_fields(admin_client.get(url)) | {
+        "quotas-TOTAL_FORMS": ["1"],
+        "quotas-0-resource": ["cores"],
+        "quotas-0-limit": ["8"],
+        "_save": ["Save"],
+    }
+    assert admin_client.post(url, data).status_code == 302
+    assert list(Quota.objects.filter(project=project).values_list("resource", "limit")) == [
+        ("cores", 8)
+    ]
 
 
 # --- read-only stays read-only, whatever is posted ---------------------------------------
