@@ -3,8 +3,9 @@ plain fields, and act through the services.
 
 Rows are created through the API (or the services), not here: a network
 needs its segments, a subnet its pools, a port its MAC and addresses, and a
-host agent is what the host reports. Edits go through the update services
-so that revision numbers move as they do for API writes.
+host agent is what the host reports. Edits and deletes go through the same
+services as the API's, so revision numbers move and in-use checks refuse
+as they do for API writes.
 """
 
 from django.contrib import admin, messages
@@ -23,6 +24,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from config.admin import ReadOnlyInline, ServiceAdmin, with_seconds
 from config.auth import RequestContext
 from config.errors import Invalid
 from config.models import Role
@@ -63,31 +65,6 @@ def usage_row(label: str, availability: selectors.Availability) -> tuple[str, st
     return label, usage(availability.used_ips, availability.total_ips)
 
 
-class NoAddAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-
-class ReadOnlyInline(admin.TabularInline):
-    """Rows shown beside their parent; they change through their own page,
-    the API or the host's next report."""
-
-    extra = 0
-    show_change_link = True
-
-    def get_readonly_fields(self, request, obj=None):
-        return self.fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 class MacSearchMixin:
     """A search term that is a MAC in any common form (FA-16-3E-..., fa16.3e..)
     also matches the stored lower-case colon form."""
@@ -121,7 +98,7 @@ class SubnetInline(ReadOnlyInline):
 
 
 @admin.register(Network)
-class NetworkAdmin(NoAddAdmin):
+class NetworkAdmin(ServiceAdmin):
     list_display = [
         "name",
         "id",
@@ -149,14 +126,7 @@ class NetworkAdmin(NoAddAdmin):
         "updated_at",
         "ip_availability",
     ]
-    readonly_fields = [
-        "id",
-        "project",
-        "revision_number",
-        "created_at",
-        "updated_at",
-        "ip_availability",
-    ]
+    change_fields = ("name", "description", "admin_state_up", "shared", "mtu")
     inlines = [SegmentInline, SubnetInline]
 
     def get_queryset(self, request):
@@ -234,17 +204,18 @@ class NetworkAdmin(NoAddAdmin):
         }
         return TemplateResponse(request, "admin/networking/network_view.html", context)
 
-    def save_model(self, request, obj, form, change):
-        if form.changed_data:
-            context = RequestContext(
-                user_id=str(request.user.pk), project=obj.project, role=Role.ADMIN
-            )
-            changed = {name: form.cleaned_data[name] for name in form.changed_data}
-            services.network_update(context=context, network=obj, **changed)
+    def service_change(self, request, network, changes):
+        context = RequestContext(
+            user_id=str(request.user.pk), project=network.project, role=Role.ADMIN
+        )
+        return services.network_update(context=context, network=network, **changes)
+
+    def service_delete(self, request, network):
+        services.network_delete(network=network)
 
 
 @admin.register(Segment)
-class SegmentAdmin(NoAddAdmin):
+class SegmentAdmin(ServiceAdmin):
     list_display = [
         "__str__",
         "network",
@@ -268,15 +239,7 @@ class SegmentAdmin(NoAddAdmin):
         "updated_at",
     ]
     # What the segment is cannot change under the ports bound on it.
-    readonly_fields = [
-        "id",
-        "network",
-        "network_type",
-        "physical_network",
-        "segmentation_id",
-        "created_at",
-        "updated_at",
-    ]
+    change_fields = ("name", "description")
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(subnet_count=count_of(Subnet, "segment"))
@@ -285,14 +248,15 @@ class SegmentAdmin(NoAddAdmin):
     def subnet_count(self, segment):
         return segment.subnet_count
 
-    def save_model(self, request, obj, form, change):
-        if form.changed_data:
-            changed = {name: form.cleaned_data[name] for name in form.changed_data}
-            services.segment_update(segment=obj, **changed)
+    def service_change(self, request, segment, changes):
+        return services.segment_update(segment=segment, **changes)
+
+    def service_delete(self, request, segment):
+        services.segment_delete(segment=segment)
 
 
 @admin.register(Subnet)
-class SubnetAdmin(NoAddAdmin):
+class SubnetAdmin(ServiceAdmin):
     list_display = [
         "cidr",
         "name",
@@ -332,22 +296,7 @@ class SubnetAdmin(NoAddAdmin):
     ]
     # Addressing changes go through the API, which checks them against the
     # addresses already handed out.
-    readonly_fields = [
-        "id",
-        "network",
-        "segment",
-        "project",
-        "ip_version",
-        "cidr",
-        "gateway_ip",
-        "allocation_pools",
-        "ip_usage",
-        "dns_nameservers",
-        "host_routes",
-        "revision_number",
-        "created_at",
-        "updated_at",
-    ]
+    change_fields = ("name", "description", "enable_dhcp")
 
     def get_queryset(self, request):
         # Used counts come with the page's rows and pool sizes from each row's
@@ -359,10 +308,11 @@ class SubnetAdmin(NoAddAdmin):
     def ip_usage(self, subnet):
         return usage(subnet.used_ips, ipam.pool_size(subnet.allocation_pools))
 
-    def save_model(self, request, obj, form, change):
-        if form.changed_data:
-            changed = {name: form.cleaned_data[name] for name in form.changed_data}
-            services.subnet_update(subnet=obj, **changed)
+    def service_change(self, request, subnet, changes):
+        return services.subnet_update(subnet=subnet, **changes)
+
+    def service_delete(self, request, subnet):
+        services.subnet_delete(subnet=subnet)
 
 
 # --- ports --------------------------------------------------------------------------
@@ -378,15 +328,16 @@ class FixedIpInline(ReadOnlyInline):
         return super().get_queryset(request).select_related("subnet")
 
 
-@admin.action(description="Unbind the selected ports")
+@admin.action(description="Unbind the selected ports", permissions=["change"])
 def unbind(modeladmin, request, queryset):
     for port in queryset:
         services.port_unbind(port=port)
+        modeladmin.log_change(request, port, "Unbound.")
     modeladmin.message_user(request, f"Unbound {len(queryset)} port(s).", messages.SUCCESS)
 
 
 @admin.register(Port)
-class PortAdmin(MacSearchMixin, NoAddAdmin):
+class PortAdmin(MacSearchMixin, ServiceAdmin):
     list_display = [
         "__str__",
         "network",
@@ -394,9 +345,7 @@ class PortAdmin(MacSearchMixin, NoAddAdmin):
         "mac_address",
         "fixed_ip_list",
         "status",
-        "binding_host",
-        "binding_vnic_type",
-        "binding_vif_type",
+        "binding",
         "device_owner",
     ]
     list_filter = ["status", "binding_vif_type", "binding_vnic_type", "network"]
@@ -436,29 +385,47 @@ class PortAdmin(MacSearchMixin, NoAddAdmin):
     # Addresses, device and binding are set by the API and the binding
     # drivers (a rebind can fail or move the port's addresses); the admin
     # unbinds with the action.
-    readonly_fields = [f for f in fields if f not in ("name", "description", "admin_state_up")]
+    change_fields = ("name", "description", "admin_state_up")
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("fixed_ips")
+
+    @admin.display(description="bound on (vif type)", ordering="binding_host")
+    def binding(self, port):
+        return (
+            f"{port.binding_host} ({port.binding_vif_type})"
+            if port.binding_host
+            else port.binding_vif_type
+        )
 
     @admin.display(description="fixed IPs")
     def fixed_ip_list(self, port):
         return ", ".join(a.address for a in port.fixed_ips.all()) or "-"
 
-    def save_model(self, request, obj, form, change):
-        if form.changed_data:
-            changed = {name: form.cleaned_data[name] for name in form.changed_data}
-            services.port_update(port=obj, **changed)
+    def service_change(self, request, port, changes):
+        return services.port_update(port=port, **changes)
+
+    def service_delete(self, request, port):
+        services.port_delete(port=port)
 
 
 @admin.register(IPAllocation)
 class IPAllocationAdmin(MacSearchMixin, admin.ModelAdmin):
     """View only: an address belongs to its port and changes with it."""
 
-    list_display = ["address", "subnet", "port", "created_at"]
+    list_display = ["address", "subnet_cidr", "port_mac", "created"]
     list_filter = ["subnet__ip_version"]
     list_select_related = ["subnet", "port"]
     search_fields = ["address", "port__mac_address", "port__id", "port__name"]
+    created = with_seconds("created_at", "created")
+
+    @admin.display(description="subnet", ordering="subnet__cidr")
+    def subnet_cidr(self, allocation):
+        return allocation.subnet.cidr
+
+    @admin.display(description="port (MAC)", ordering="port__mac_address")
+    def port_mac(self, allocation):
+        return allocation.port.mac_address
 
     def has_add_permission(self, request):
         return False
@@ -508,7 +475,7 @@ class AliveFilter(admin.SimpleListFilter):
 
 
 @admin.register(HostAgent)
-class HostAgentAdmin(MacSearchMixin, NoAddAdmin):
+class HostAgentAdmin(MacSearchMixin, ServiceAdmin):
     list_display = [
         "host",
         "alive",
@@ -516,24 +483,21 @@ class HostAgentAdmin(MacSearchMixin, NoAddAdmin):
         "datapath_type",
         "physnet_list",
         "vnic_type_list",
-        "heartbeat_at",
+        "heartbeat",
     ]
     list_filter = [AliveFilter, "admin_state_up", "datapath_type", "physnets__physical_network"]
     search_fields = ["host", "baremetal_nics__mac_address"]
     inlines = [HostPhysnetInline, HostVnicTypeInline, BaremetalNicInline]
+    heartbeat = with_seconds("heartbeat_at", "heartbeat")
     # Everything but admin_state_up is what the host reported; its next
     # report would overwrite an edit anyway.
-    readonly_fields = [
-        "id",
-        "host",
-        "datapath_type",
-        "interface_types",
-        "ovs_hybrid_plug",
-        "bridge_name",
-        "tunnel_types",
-        "heartbeat_at",
-        "created_at",
-    ]
+    change_fields = ("admin_state_up",)
+
+    def service_change(self, request, agent, changes):
+        return services.host_agent_update(agent=agent, **changes)
+
+    def service_delete(self, request, agent):
+        services.host_agent_delete(host=agent.host)
 
     def get_queryset(self, request):
         # No foreign key to join; the agent's own rows come in two prefetches.

@@ -891,6 +891,16 @@ def host_agent_report(*, report: HostNetworkReport, now: datetime | None = None)
 
 
 @transaction.atomic
+def host_agent_update(*, agent: HostAgent, admin_state_up: bool) -> HostAgent:
+    """What an operator may change on an agent; the rest is the host's own
+    report, which its next heartbeat would write again."""
+    agent = HostAgent.objects.select_for_update().get(pk=agent.pk)
+    agent.admin_state_up = admin_state_up
+    agent.save(update_fields=["admin_state_up"])
+    return agent
+
+
+@transaction.atomic
 def host_agent_delete(*, host: str) -> None:
     deleted, _ = HostAgent.objects.filter(host=host).delete()
     if not deleted:

@@ -2,9 +2,17 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import JsonResponse
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
+from config.admin import (
+    ReadOnlyInline,
+    ServiceAdmin,
+    bad_news_flag,
+    timestamp,
+    with_seconds,
+)
 from config.errors import BerthError, Invalid
 from reservations import calendar, events, notifications, selectors, services
 from reservations.models import (
@@ -12,16 +20,21 @@ from reservations.models import (
     HostAllocation,
     Lease,
     LeaseEvent,
+    LeaseStatus,
     Notification,
     ReservableHost,
     Reservation,
+    ResourceType,
     Subscription,
 )
 
 
-class ReservationInline(admin.TabularInline):
+def window(start, end) -> str:
+    return f"{timestamp(start)} \u2192 {timestamp(end)}"
+
+
+class ReservationInline(ReadOnlyInline):
     model = Reservation
-    extra = 0
     fields = [
         "resource_type",
         "status",
@@ -33,162 +46,298 @@ class ReservationInline(admin.TabularInline):
         "resource_properties",
         "flavor",
     ]
-    readonly_fields = fields
-    show_change_link = True
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
-class EventInline(admin.TabularInline):
+class EventInline(ReadOnlyInline):
     model = LeaseEvent
-    extra = 0
-    fields = ["event_type", "time", "status", "fired_at", "error"]
-    readonly_fields = fields
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
+    fields = ["event_type", "due", "status", "fired", "error"]
+    due = with_seconds("time", "due")
+    fired = with_seconds("fired_at", "fired at")
 
 
-class AllocationInline(admin.TabularInline):
+class AllocationInline(ReadOnlyInline):
     model = HostAllocation
-    extra = 0
-    fields = ["host", "start_at", "end_at", "slots"]
-    readonly_fields = fields
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
+    fields = ["host", "start", "end", "slots"]
+    show_change_link = False
+    start = with_seconds("start_at", "from")
+    end = with_seconds("end_at", "until")
 
 
-@admin.action(description="End the selected leases now")
+@admin.action(description="End the selected leases now", permissions=["change"])
 def end_now(modeladmin, request, queryset):
     ended = 0
     for lease in queryset:
+        pending = lease.status == LeaseStatus.PENDING
         try:
             services.lease_end_now(lease=lease)
-            ended += 1
         except BerthError as error:
             modeladmin.message_user(request, f"{lease}: {error.message}", messages.WARNING)
+            continue
+        message = "Deleted: it had not started." if pending else "Ended now."
+        modeladmin.log_change(request, lease, message)
+        ended += 1
     if ended:
         modeladmin.message_user(request, f"{ended} lease(s) ended.", messages.SUCCESS)
 
 
 @admin.register(Lease)
-class LeaseAdmin(admin.ModelAdmin):
-    list_display = ["name", "project", "status", "degraded", "start_at", "end_at", "created_at"]
+class LeaseAdmin(ServiceAdmin):
+    """A lease's dates and name change through the lease service, as through
+    the API: its hosts are re-allocated and its events moved with them, or
+    the change is refused and nothing is saved."""
+
+    list_display = ["name", "project", "status", "degraded_flag", "start", "end", "created"]
     list_filter = ["status", "degraded", "project"]
     list_select_related = ["project"]
     search_fields = ["name", "id", "reservations__allocations__host__name"]
-    readonly_fields = [
+    fields = [
         "id",
         "project",
         "user_id",
+        "name",
+        "start_at",
+        "end_at",
+        "before_end_at",
+        "heads_up_seconds",
         "status",
         "status_reason",
-        "degraded",
+        "degraded_flag",
+        "reserved_hosts",
         "created_at",
         "updated_at",
     ]
+    # The form's fields and the lease_update arguments they are.
+    ARGUMENTS = {
+        "name": "name",
+        "start_at": "start",
+        "end_at": "end",
+        "before_end_at": "before_end",
+        "heads_up_seconds": "heads_up_seconds",
+    }
+    change_fields = tuple(ARGUMENTS)
     inlines = [ReservationInline, EventInline]
     actions = [end_now]
+    degraded_flag = bad_news_flag("degraded")
+    start = with_seconds("start_at", "start")
+    end = with_seconds("end_at", "end")
+    created = with_seconds("created_at", "created")
+
+    def service_change(self, request, lease, changes):
+        arguments = {self.ARGUMENTS[name]: value for name, value in changes.items()}
+        return services.lease_update(lease=lease, **arguments)
+
+    def service_delete(self, request, lease):
+        services.lease_delete(lease=lease)
+
+    @admin.display(description="reserved hosts")
+    def reserved_hosts(self, lease):
+        """Each host the lease holds, over which window, and whether that
+        window is under way, to come or over (a host replaced while the
+        lease ran keeps the part it served)."""
+        now = timezone.now()
+        allocations = (
+            HostAllocation.objects.filter(reservation__lease=lease)
+            .select_related("host")
+            .order_by("start_at", "host__name")
+        )
+        rows = [
+            (
+                reverse("admin:compute_host_change", args=[a.host_id]),
+                a.host.name,
+                window(a.start_at, a.end_at),
+                "ended" if a.end_at <= now else ("to come" if a.start_at > now else "current"),
+            )
+            for a in allocations
+        ]
+        if not rows:
+            return "-"
+        return format_html(
+            '<table class="reserved-hosts"><tbody>{}</tbody></table>',
+            format_html_join(
+                "", '<tr><th><a href="{}">{}</a></th><td>{}</td><td>{}</td></tr>', rows
+            ),
+        )
 
 
 @admin.register(Reservation)
-class ReservationAdmin(admin.ModelAdmin):
+class ReservationAdmin(ServiceAdmin):
+    """What a reservation asks for changes through the lease service (its
+    hosts are re-allocated to fit, or the change is refused)."""
+
     list_display = ["id", "lease", "resource_type", "status", "min", "max", "amount"]
     list_filter = ["resource_type", "status"]
     list_select_related = ["lease"]
     search_fields = ["id", "lease__name"]
-    readonly_fields = ["status", "flavor", "missing_resources", "resources_changed"]
+    fields = [
+        "id",
+        "lease",
+        "resource_type",
+        "status",
+        "min",
+        "max",
+        "hypervisor_properties",
+        "resource_properties",
+        "before_end",
+        "amount",
+        "vcpus",
+        "memory_mb",
+        "disk_gb",
+        "affinity",
+        "flavor",
+        "server_template",
+        "missing",
+        "changed",
+        "created_at",
+        "updated_at",
+    ]
     inlines = [AllocationInline]
+    missing = bad_news_flag("missing_resources")
+    changed = bad_news_flag("resources_changed")
+
+    def get_change_fields(self, request, reservation):
+        if reservation.resource_type == ResourceType.HOST:
+            return ("min", "max", "hypervisor_properties", "resource_properties")
+        return ("amount", "resource_properties")
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        # Blank in the model (each applies to one resource type), required
+        # by the reservation type they belong to.
+        for name in ("min", "max", "amount"):
+            if name in form.base_fields:
+                form.base_fields[name].required = True
+        return form
+
+    def service_change(self, request, reservation, changes):
+        services.lease_update(
+            lease=reservation.lease, reservations=[{"id": reservation.pk, **changes}]
+        )
+        return Reservation.objects.get(pk=reservation.pk)
 
 
-@admin.action(description="Fire the selected events now")
+@admin.action(description="Fire the selected events now", permissions=["change"])
 def fire_now(modeladmin, request, queryset):
     for event in queryset:
         events.fire_now(event=event)
+        modeladmin.log_change(request, event, "Fired now.")
     modeladmin.message_user(request, f"{len(queryset)} event(s) fired.", messages.SUCCESS)
 
 
 @admin.register(LeaseEvent)
-class LeaseEventAdmin(admin.ModelAdmin):
-    list_display = ["event_type", "lease", "time", "status", "fired_at"]
+class LeaseEventAdmin(ServiceAdmin):
+    """Events follow their lease's dates (the lease service moves them); the
+    operator can only fire one early."""
+
+    list_display = ["event_type", "lease", "due", "status", "fired"]
     list_filter = ["event_type", "status"]
     list_select_related = ["lease"]
     search_fields = ["lease__name", "id"]
-    readonly_fields = ["lease", "event_type", "rank", "status", "fired_at", "error"]
+    fields = ["id", "lease", "event_type", "due", "status", "fired", "error"]
     actions = [fire_now]
+    due = with_seconds("time", "due")
+    fired = with_seconds("fired_at", "fired at")
 
 
 @admin.register(ReservableHost)
-class ReservableHostAdmin(admin.ModelAdmin):
-    list_display = ["host", "capabilities", "created_at"]
+class ReservableHostAdmin(ServiceAdmin):
+    list_display = ["host", "capabilities", "created"]
     list_select_related = ["host"]
     search_fields = ["host__name"]
-    readonly_fields = ["host", "created_at", "updated_at"]
+    add_fields = ("host", "capabilities")
+    created = with_seconds("created_at", "created")
+    change_fields = ("capabilities",)
 
-    def save_model(self, request, obj, form, change):
-        services.reservable_host_update(reservable=obj, capabilities=obj.capabilities)
+    @staticmethod
+    def _checked(capabilities):
+        if not isinstance(capabilities, dict):
+            raise Invalid('capabilities must be a JSON object, e.g. {"node_type": "gpu"}.')
+        return capabilities
+
+    def service_add(self, request, values):
+        return services.reservable_host_create(
+            name=values["host"].name, capabilities=self._checked(values["capabilities"])
+        )
+
+    def service_change(self, request, reservable, changes):
+        wanted = self._checked(changes["capabilities"])
+        # The service merges what it is given; a key the operator removed
+        # is passed as None, which the service drops.
+        stored = ReservableHost.objects.get(pk=reservable.pk).capabilities
+        removed = dict.fromkeys(stored.keys() - wanted.keys())
+        return services.reservable_host_update(
+            reservable=reservable, capabilities={**removed, **wanted}
+        )
+
+    def service_delete(self, request, reservable):
+        services.reservable_host_delete(reservable=reservable)
 
 
 @admin.register(HostAllocation)
-class HostAllocationAdmin(admin.ModelAdmin):
-    list_display = ["host", "reservation", "start_at", "end_at", "slots"]
+class HostAllocationAdmin(ServiceAdmin):
+    """Written by the lease service only (it keeps one host out of two
+    overlapping allocations)."""
+
+    list_display = ["host", "reservation", "start", "end", "slots"]
     list_filter = ["host"]
     list_select_related = ["host", "reservation__lease"]
     search_fields = ["host__name", "reservation__lease__name"]
-    readonly_fields = ["host", "reservation", "start_at", "end_at", "slots"]
+    fields = ["id", "host", "reservation", "start", "end", "slots"]
+    start = with_seconds("start_at", "from")
+    end = with_seconds("end_at", "until")
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
-    list_display = ["seq", "event_type", "project", "lease", "created_at"]
+class NotificationAdmin(ServiceAdmin):
+    """The outbox: written with each lifecycle change, read by the feed."""
+
+    list_display = ["seq", "event_type", "project", "lease", "created"]
     list_filter = ["event_type"]
     list_select_related = ["project", "lease"]
     search_fields = ["event_type", "lease__name"]
-    readonly_fields = ["seq", "project", "event_type", "lease", "payload", "created_at"]
+    created = with_seconds("created_at", "created")
 
 
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
-    list_display = ["url", "project", "event_types", "enabled", "created_at"]
+    """Webhooks are made through the API, which checks the destination and
+    shows the signing secret once; here one is paused or deleted, as a
+    plain row (the API deletes it the same way)."""
+
+    list_display = ["url", "project", "event_types", "enabled", "created"]
     list_filter = ["enabled"]
     list_select_related = ["project"]
     search_fields = ["url"]
+    fields = ["id", "project", "url", "event_types", "enabled", "created_at"]
+    readonly_fields = ["id", "project", "url", "event_types", "created_at"]
+    created = with_seconds("created_at", "created")
+
+    def has_add_permission(self, request):
+        return False
 
 
-@admin.action(description="Deliver the selected notifications again")
+@admin.action(description="Deliver the selected notifications again", permissions=["change"])
 def redeliver(modeladmin, request, queryset):
     for delivery in queryset:
         notifications.delivery_retry(delivery=delivery)
+        modeladmin.log_change(request, delivery, "Queued for delivery again.")
     modeladmin.message_user(request, f"{len(queryset)} delivery(ies) queued.", messages.SUCCESS)
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(ServiceAdmin):
     list_display = [
         "notification",
         "subscription",
         "status",
         "attempts",
         "response_status",
-        "delivered_at",
+        "delivered",
     ]
     list_filter = ["status"]
     list_select_related = ["notification", "subscription"]
     search_fields = ["subscription__url", "last_error"]
-    readonly_fields = [
-        "notification",
-        "subscription",
-        "status",
-        "attempts",
-        "last_error",
-        "response_status",
-        "delivered_at",
-    ]
     actions = [redeliver]
+    delivered = with_seconds("delivered_at", "delivered")
 
 
 # --- capacity calendar ---------------------------------------------------------------

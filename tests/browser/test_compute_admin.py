@@ -79,7 +79,7 @@ def test_server_changelist_shows_status_and_host(page, server):
     assert server.status == "ACTIVE"
     page.goto("/admin/compute/instance/")
     row = page.locator("#result_list tbody tr", has_text="web-1")
-    expect(row.locator("td.field-status")).to_have_text("Active")
+    expect(row.locator("td.field-state")).to_have_text("Active")
     expect(row.locator("td.field-host")).to_have_text(server.host.name)
     expect(row.locator("td.field-project")).to_have_text("shop")
 

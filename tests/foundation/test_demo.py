@@ -86,4 +86,4 @@ def test_demo_admin_console_login_page(demo):
     base, _, _ = demo
     with urllib.request.urlopen(base + "/admin/login/") as response:
         assert response.status == 200
-        assert b"Django administration" in response.read()
+        assert b"berth administration" in response.read()
