@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('reservations', '0002_allocation_exclusion'),
+        ('reservations', '0005_user_id_is_the_user_name'),
     ]
 
     operations = [
