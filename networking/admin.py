@@ -25,7 +25,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from config.admin import ReadOnlyInline, ServiceAdmin, with_seconds
-from config.auth import RequestContext
+from config.auth import user_context
 from config.errors import Invalid
 from config.models import Role
 from networking import ipam, selectors, services
@@ -205,9 +205,7 @@ class NetworkAdmin(ServiceAdmin):
         return TemplateResponse(request, "admin/networking/network_view.html", context)
 
     def service_change(self, request, network, changes):
-        context = RequestContext(
-            user_id=str(request.user.pk), project=network.project, role=Role.ADMIN
-        )
+        context = user_context(user=request.user, project=network.project, role=Role.ADMIN)
         return services.network_update(context=context, network=network, **changes)
 
     def service_delete(self, request, network):
