@@ -231,9 +231,8 @@ class AgentViewSet(DestroyMixin, OpenStackViewSet):
     def update(self, request, pk=None):
         fields = self.validated(s.AgentUpdateSerializer, self.body())
         agent = self.get_object()
-        for name, value in fields.items():
-            setattr(agent, name, value)
-        agent.save()
+        if "admin_state_up" in fields:
+            agent = services.host_agent_update(agent=agent, admin_state_up=fields["admin_state_up"])
         return self.respond(agent)
 
     def perform_destroy(self, agent):
