@@ -4,7 +4,7 @@ and the ones that do not (docs/clients.md), against a live server."""
 import pytest
 
 from compute import services
-from compute.models import Flavor, Instance
+from compute.models import Flavor
 from config.auth import user_context
 from config.models import Membership
 from tests.compute.conftest import report_host
@@ -47,7 +47,9 @@ def test_server_events_and_delete_work_the_rest_needs_keystone(cli):
     shown = cli(*command(f"server event show s1 {created['Request ID']}"))
     assert shown["action"] == "create"
     assert cli("server", "delete", "s1") is None
-    assert Instance.objects.get(pk=server.pk).task_state == "deleting"
+    # Accepted and recorded; whether a worker has finished it yet does not
+    # matter to the client.
+    assert list(server.actions.values_list("action", flat=True)) == ["create", "delete"]
     assert {e["Action"] for e in cli(*command("server event list s1"))} == {"create", "delete"}
 
     for failing in ("server list", "server show s1", "flavor create --ram 1 spare"):

@@ -147,7 +147,7 @@ def test_bulk_report_names_each_bad_line_and_reports_the_rest(db, tmp_path):
     assert "vcpus must be an integer >= 0" in errors[1]
     assert "unrecognized arguments: --vpcus 8" in errors[2]
     assert "a host name is needed" in errors[3]
-    assert "Unknown vnic types ['warp']" in errors[4]
+    assert "Unknown vnic types warp; use one of: normal, direct, macvtap, baremetal." in errors[4]
     assert "expected a JSON object" in errors[5]
 
 
