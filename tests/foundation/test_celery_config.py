@@ -126,7 +126,7 @@ def test_filesystem_drain_with_a_full_window_returns_after_one_polling_interval(
         )
         with consumer:
             connection.drain_events(timeout=2.0)
-            assert [m.payload for m in received] == [{"step": 1}]  # the window is full
+            assert len(received) == 1  # the window is full
             started = time.monotonic()
             with pytest.raises(socket.timeout):
                 connection.drain_events(timeout=2.0)
@@ -134,4 +134,4 @@ def test_filesystem_drain_with_a_full_window_returns_after_one_polling_interval(
             assert time.monotonic() - started < 1.0
             received[0].ack()
             connection.drain_events(timeout=2.0)
-            assert [m.payload for m in received] == [{"step": 1}, {"step": 2}]
+            assert sorted(m.payload["step"] for m in received) == [1, 2]
