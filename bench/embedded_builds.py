@@ -1,12 +1,14 @@
 """Time to ACTIVE of the demo's builds on the embedded default (SQLite and
-kombu's filesystem broker), through a real worker as the demo starts it.
+kombu's filesystem broker), through a real worker and beat as the demo
+starts them.
 
 What a newcomer sees first: `manage.py demo` boots three servers at once on
 the demo cloud (whose roomiest host fails every spawn, so some builds
 reschedule). This script does the same in rounds: each round asks for three
 servers, as the demo does, and waits until all three have left BUILD. A
 server's time to ACTIVE runs from its request (``created_at``) to its
-``launched_at``. Nothing else runs beside the worker (no beat, no API).
+``launched_at``. Beat's sweeps share the worker with the builds, as in the
+demo; at the end the script counts the sweeps still waiting in their queue.
 
 It needs nothing installed and touches no database of yours: the SQLite
 file and the broker's folders live in a temporary BERTH_DATA_DIR, removed at
