@@ -63,9 +63,7 @@ class Command(BaseCommand):
             probe = HealthProbe.objects.create()
             transaction.on_commit(lambda: answer_health_probe.delay(str(probe.pk)))
         self.stdout.write("broker: ok (probe enqueued)")
-        every = {
-            name: float(spec["every"]) for name, spec in PERIODIC_TASKS.items() if not skip_periodic
-        }
+        every = {} if skip_periodic else {n: float(s["every"]) for n, s in PERIODIC_TASKS.items()}
         # Until all is well or the time is up: a worker or beat just started
         # (as by the demo) gets the time to answer and to run its tasks.
         deadline = time.monotonic() + timeout
