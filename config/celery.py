@@ -21,14 +21,29 @@ app.autodiscover_tasks()
 # reads only this old-style key.
 app.conf["CELERY_DB_REUSE_MAX"] = settings.BERTH_CELERY_DB_REUSE_MAX
 
-# Periodic tasks installed by `manage.py install_periodic_tasks`, by name.
-# One entry per job, never one per lease event: beat reloads every entry on
-# each change and stalls at 10^4 entries, so events are rows swept by one task.
+# berth's periodic tasks, by name. Beat (config.beat.Scheduler, django-celery-
+# beat's DatabaseScheduler) writes beat_schedule into its PeriodicTask rows at
+# every start, so `migrate` and a running beat are all they need. One entry
+# per job, never one per lease event: beat reloads every entry on each change
+# and stalls at 10^4 entries, so events are rows swept by one task.
 PERIODIC_TASKS = {
     "berth: purge expired tokens": {"task": "identity.purge_expired_tokens", "every": 3600},
     "berth: reap stuck builds": {"task": "compute.reap_stuck_builds", "every": 30},
     "berth: fire due lease events": {"task": "reservations.events.sweep", "every": 1},
     "berth: heal leases": {"task": "reservations.heal", "every": 60},
+}
+app.conf.beat_schedule = {
+    name: {
+        "task": spec["task"],
+        "schedule": float(spec["every"]),
+        # A message not started by the time the next one is sent is worth
+        # nothing (the next does the same work), so it expires then instead
+        # of queueing behind a busy or absent worker. The workers' clocks
+        # must agree with beat's to well within the shortest interval.
+        # DatabaseScheduler reads "expire_seconds"; it drops "expires".
+        "options": {"expire_seconds": spec["every"]},
+    }
+    for name, spec in PERIODIC_TASKS.items()
 }
 
 
@@ -50,6 +65,17 @@ def _drop_broken_connections(**kwargs):
 
     for connection in connections.all(initialized_only=True):
         connection.close_if_unusable_or_obsolete()
+
+
+@signals.task_success.connect
+def _record_periodic_run(sender=None, **kwargs):
+    # Beat stamps each message with its entry's name; `healthcheck` asks
+    # when each of berth's entries last succeeded on a worker.
+    name = getattr(sender.request, "periodic_task_name", None)
+    if name in PERIODIC_TASKS:
+        from config.services import periodic_run_record
+
+        periodic_run_record(name=name)
 
 
 def _connect_request_id_signals():

@@ -367,7 +367,8 @@ def leases_table() -> Table:
 
 def servers_table() -> Table:
     """Every demo server: status, host, addresses, vif_type of each port,
-    build attempts with the hosts that failed it, and the fault if any."""
+    build attempts with the hosts that failed it, the fault if any, and how
+    long it took from the request to ACTIVE."""
     project = project_get_or_create(name=settings.BERTH_DEMO_PROJECT)
     servers = (
         Instance.objects.filter(project=project)
@@ -377,7 +378,16 @@ def servers_table() -> Table:
         .order_by("name")
     )
     table = _table(
-        "servers", "server", "status", "host", "IPs", "vif_type", "attempts", "hosts tried", "fault"
+        "servers",
+        "server",
+        "status",
+        "host",
+        "IPs",
+        "vif_type",
+        "attempts",
+        "hosts tried",
+        "fault",
+        "to ACTIVE",
     )
     for server in servers:
         ports = [nic.port for nic in server.nics.all() if nic.port]
@@ -390,6 +400,9 @@ def servers_table() -> Table:
             str(server.attempt),
             ", ".join(server.excluded_hosts) or "-",
             (server.fault or {}).get("message", "-"),
+            f"{(server.launched_at - server.created_at).total_seconds():.1f} s"
+            if server.launched_at
+            else "-",
         )
     return table
 

@@ -245,6 +245,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     # Producer and consumer share one folder: that folder *is* the queue.
     for folder in ("queue", "control"):
         (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
+    # kombu's filesystem transport with the worker's drain cut to one polling
+    # interval: see config/broker.py for the 2 s it cost every message.
+    CELERY_BROKER_TRANSPORT = "config.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
@@ -285,7 +288,9 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = env.bool("BERTH_CELERY_EVENTS", default=False)
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler, which installs config.celery's
+# beat_schedule at start; see config/beat.py.
+CELERY_BEAT_SCHEDULER = "config.beat:Scheduler"
 CELERY_TIMEZONE = "UTC"
 # Reuse a worker's database connection across this many tasks instead of
 # reconnecting for each (27 -> 103 three-task chains/s on PostgreSQL).

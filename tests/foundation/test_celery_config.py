@@ -1,10 +1,23 @@
 """The Celery app is configured for at-least-once delivery of idempotent tasks."""
 
-from django.conf import settings
-from django.core.management import call_command
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
+import os
+import socket
+import subprocess
+import sys
+import time
 
+import pytest
+from django.conf import settings
+from django.utils import timezone
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+from django_celery_beat.schedulers import DatabaseScheduler
+from kombu import Connection, Exchange, Queue
+from kombu.utils.imports import symbol_by_name
+
+from config.beat import Scheduler
 from config.celery import PERIODIC_TASKS, app
+from config.models import PeriodicRun
+from tests.conftest import ROOT
 
 
 def test_json_only_acks_late_prefetch_one():
@@ -41,19 +54,84 @@ def test_worker_reuses_database_connections():
 
 
 def test_beat_uses_the_database_scheduler():
-    assert app.conf.beat_scheduler == "django_celery_beat.schedulers:DatabaseScheduler"
+    assert issubclass(symbol_by_name(app.conf.beat_scheduler), DatabaseScheduler)
 
 
-def test_install_periodic_tasks_is_idempotent_and_removes_stale(db):
+def test_beat_start_installs_the_schedule_and_removes_berth_entries_it_no_longer_has(
+    transactional_db,
+):
+    # transactional: the scheduler closes connections found in a transaction.
     every_minute = IntervalSchedule.objects.create(every=60, period=IntervalSchedule.SECONDS)
     PeriodicTask.objects.create(name="berth: retired job", task="gone", interval=every_minute)
     PeriodicTask.objects.create(name="someone else's job", task="theirs", interval=every_minute)
-    call_command("install_periodic_tasks")
-    call_command("install_periodic_tasks")
+    PeriodicRun.objects.create(name="berth: retired job", scheduled_at=timezone.now())
+    Scheduler(app=app)
+    # An entry the operator disabled stays disabled when beat starts again.
+    PeriodicTask.objects.filter(name="berth: heal leases").update(enabled=False)
+    scheduler = Scheduler(app=app)
     installed = PeriodicTask.objects.filter(name__startswith="berth: ")
     assert sorted(installed.values_list("name", flat=True)) == sorted(PERIODIC_TASKS)
     for task in installed:
-        assert task.task == PERIODIC_TASKS[task.name]["task"]
-        assert task.interval.every == PERIODIC_TASKS[task.name]["every"]
-        assert task.enabled
+        spec = PERIODIC_TASKS[task.name]
+        assert (task.task, task.interval.every) == (spec["task"], spec["every"])
+        assert task.enabled == (task.name != "berth: heal leases")
+        # Each message expires when the next is sent (seconds from sending).
+        assert task.expire_seconds == spec["every"]
+    assert scheduler.schedule["berth: fire due lease events"].options["expires"] == 1
     assert PeriodicTask.objects.filter(name="someone else's job").exists()
+    assert sorted(PeriodicRun.objects.values_list("name", flat=True)) == sorted(PERIODIC_TASKS)
+
+
+def test_embedded_default_broker_is_the_filesystem_transport_that_drains_briefly(tmp_path):
+    """With nothing set, the worker's broker connection is config.broker's
+    transport (and so are beat's and the API's)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    env.update(BERTH_DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings")
+    script = (
+        "import django; django.setup(); from config.celery import app; "
+        "t = app.connection_for_read().transport; "
+        "print(type(t).__module__, type(t).__name__, t.polling_interval)"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert shown.stdout.split() == ["config.broker", "Transport", "0.05"], shown.stderr
+
+
+def test_filesystem_drain_with_a_full_window_returns_after_one_polling_interval(tmp_path):
+    """Celery's worker loop on this transport drains with a 2 s timeout and
+    acknowledges finished tasks only between drains: with the prefetch
+    window full of unacknowledged messages, kombu's own drain sleeps the 2 s
+    out. This one returns after a polling interval, so the ack and the next
+    message follow at once."""
+    options = {
+        "data_folder_in": str(tmp_path),
+        "data_folder_out": str(tmp_path),
+        "control_folder": str(tmp_path / "control"),
+        "store_processed": False,
+        "polling_interval": 0.05,
+    }
+    queue = Queue("steps", Exchange("steps"), "steps")
+    received = []
+    with Connection(
+        "filesystem://localhost//", transport="config.broker:Transport", transport_options=options
+    ) as connection:
+        producer = connection.Producer()
+        for step in (1, 2):
+            producer.publish(
+                {"step": step}, exchange=queue.exchange, routing_key="steps", declare=[queue]
+            )
+        consumer = connection.Consumer(
+            queue, callbacks=[lambda body, message: received.append(message)], prefetch_count=1
+        )
+        with consumer:
+            connection.drain_events(timeout=2.0)
+            assert len(received) == 1  # the window is full
+            started = time.monotonic()
+            with pytest.raises(socket.timeout):
+                connection.drain_events(timeout=2.0)
+            # kombu's transport returns only when the 2 s are up.
+            assert time.monotonic() - started < 1.0
+            received[0].ack()
+            connection.drain_events(timeout=2.0)
+            assert sorted(m.payload["step"] for m in received) == [1, 2]

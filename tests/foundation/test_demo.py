@@ -2,6 +2,7 @@
 broker, nothing installed), with real API, worker and beat processes."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from blazarclient import client as blazar_client
 from blazarclient import exception as blazar_exception
 from keystoneauth1 import session, token_endpoint
 
+from config import demo as demo_module
 from tests.conftest import ROOT, sdk_connection
 
 
@@ -87,3 +89,12 @@ def test_demo_admin_console_login_page(demo):
     with urllib.request.urlopen(base + "/admin/login/") as response:
         assert response.status == 200
         assert b"berth administration" in response.read()
+
+
+def test_demo_checks_beat_and_times_each_server(demo):
+    """Beat fired the lease's events with nothing installed but `migrate`,
+    and the summary says how long each server took to go ACTIVE."""
+    _, _, output = demo
+    assert "periodic: berth: fire due lease events: ok" in output
+    timed = re.findall(r"^\s*(\S+)\s+ACTIVE\s.*\s\d+\.\d s$", output, re.MULTILINE)
+    assert sorted(timed) == sorted([*demo_module.DEMO_SERVERS, "leased-1"])

@@ -354,10 +354,6 @@ def test_beat_killed_beside_a_second_sweeper(
                     reservations=[services.HostRequest(min=1, max=1)],
                 ),
             )
-    run_python(
-        "from django.core.management import call_command; call_command('install_periodic_tasks')",
-        env,
-    )
     workers()
     beat_command = [
         sys.executable,

@@ -6,7 +6,6 @@ installed. API, worker and beat are separate processes, exactly as in
 production.
 """
 
-import io
 import json
 import secrets
 import shutil
@@ -43,7 +42,6 @@ class Command(BaseCommand):
     def handle(self, *args, port, **options):
         self.step("migrating the database")
         call_command("migrate", interactive=False, verbosity=0)
-        call_command("install_periodic_tasks", stdout=io.StringIO())
         password = self.ensure_admin_user()
         _, token = token_create(
             project_name=settings.BERTH_DEMO_PROJECT, username=DEMO_USER, role="admin"
