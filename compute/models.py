@@ -235,7 +235,10 @@ def nic_network_deleted(collector, field, sub_objs, using) -> None:
     NICs of deleted instances go with the network: a request that names
     neither a network nor a port says nothing, and a deleted instance's
     story is its action log."""
-    live = list(sub_objs.exclude(instance__status=InstanceStatus.DELETED).only("instance", "index"))
+    # select_related(None): the admin's collector hands over a queryset that
+    # joins the network, which only() could not then leave out.
+    live = sub_objs.select_related(None).exclude(instance__status=InstanceStatus.DELETED)
+    live = list(live.only("instance", "index"))
     if live:
         raise ProtectedError("A live instance asked for the network.", live)
     _cascade(collector, field, sub_objs)

@@ -583,7 +583,7 @@ def test_deleting_a_reserved_host_from_the_pool_is_refused(admin_client, world):
     assert response.status_code == 302
     assert response.url == admin_url(ReservableHost, "change", reservable.pk)
     page = admin_client.get(response.url)
-    assert "is reserved by a lease and cannot be deleted" in page.content.decode()
+    assert f"Can&#x27;t delete host {reservable.pk}. The host is reserved." in page.content.decode()
     assert state() == before
     assert not logged(reservable)
 
