@@ -162,6 +162,9 @@ BERTH_MAC_BASE = env.str("BERTH_MAC_BASE", default="fa:16:3e")
 BERTH_VLAN_RANGES = env.list("BERTH_VLAN_RANGES", default=[])
 # VXLAN VNIs for networks created without provider attributes.
 BERTH_VNI_RANGE = env.str("BERTH_VNI_RANGE", default="1000:1999999")
+# Addresses one port may hold (Neutron's max_fixed_ips_per_port): with the
+# port quota it bounds how many addresses a project can take.
+BERTH_MAX_FIXED_IPS_PER_PORT = env.int("BERTH_MAX_FIXED_IPS_PER_PORT", default=5)
 # A host that has not reported for this long is down: not scheduled, its
 # agent shown dead (Neutron's agent_down_time).
 BERTH_HOST_DOWN_AFTER = env.int("BERTH_HOST_DOWN_AFTER", default=75)

@@ -5,6 +5,7 @@ to change a port, the network row to add a subnet (overlap and
 routed-or-not checks). Unique constraints are the backstop of each.
 """
 
+import itertools
 import json
 import os
 import random
@@ -121,11 +122,20 @@ def _parse_ranges(specs: list[str]) -> dict[str, list[range]]:
     return ranges
 
 
-def _first_free(ranges: list[range], used: set[int]) -> int | None:
-    return next((n for r in ranges for n in r if n not in used), None)
+# Concurrent creates read the same free ids: each takes a random one of
+# the first few (as Neutron's allocator does), so they rarely pick alike,
+# and the one that loses on the unique constraint picks again.
+SEGMENT_CANDIDATES = 64
+SEGMENT_ATTEMPTS = 8
 
 
-def _free_segmentation_id(network_type: str, physical_network: str) -> int:
+def _free_ids(ranges: list[range], used: set[int], count: int) -> list[int]:
+    return list(itertools.islice((n for r in ranges for n in r if n not in used), count))
+
+
+def _free_segmentation_id(network_type: str, physical_network: str, lost: set[int]) -> int:
+    """A free id of the type's range, other than ``lost`` (ids another
+    create took while this one was picking)."""
     if network_type == NetworkType.VLAN:
         ranges = _parse_ranges(settings.BERTH_VLAN_RANGES).get(physical_network, [])
         used = Segment.objects.filter(network_type="vlan", physical_network=physical_network)
@@ -135,13 +145,14 @@ def _free_segmentation_id(network_type: str, physical_network: str) -> int:
         ranges = [range(int(low), int(high) + 1)]
         used = Segment.objects.filter(network_type="vxlan")
         where = "the VXLAN VNI range"
-    found = _first_free(ranges, set(used.values_list("segmentation_id", flat=True)))
-    if found is None:
+    taken = set(used.values_list("segmentation_id", flat=True)) | lost
+    free = _free_ids(ranges, taken, SEGMENT_CANDIDATES)
+    if not free:
         raise Conflict(
             f"Unable to create the network. No tenant network is available in {where}.",
             type="NoNetworkAvailable",
         )
-    return found
+    return _rng.choice(free)
 
 
 def _validate_segment(network_type: str, physical_network: str, segmentation_id: int | None):
@@ -178,35 +189,44 @@ def segment_create(
 ) -> Segment:
     physical_network = physical_network or ""
     _validate_segment(network_type, physical_network, segmentation_id)
-    if segmentation_id is None and network_type != NetworkType.FLAT:
-        segmentation_id = _free_segmentation_id(network_type, physical_network)
-    try:
-        with transaction.atomic():
-            return Segment.objects.create(
-                network=network,
-                network_type=network_type,
-                physical_network=physical_network,
-                segmentation_id=segmentation_id,
-                name=name,
-                description=description,
-            )
-    except IntegrityError:
-        if network_type == NetworkType.VLAN:
-            raise Conflict(
-                f"Unable to create the network. The VLAN {segmentation_id} on physical "
-                f"network {physical_network} is in use.",
-                type="VlanIdInUse",
-            ) from None
-        if network_type == NetworkType.FLAT:
-            raise Conflict(
-                f"Unable to create the flat network. Physical network {physical_network} "
-                "is in use.",
-                type="FlatNetworkInUse",
-            ) from None
-        raise Conflict(
-            f"Unable to create the network. The VNI {segmentation_id} is in use.",
-            type="TunnelIdInUse",
-        ) from None
+    # Only an id berth picks is picked again after losing a race: an id the
+    # caller asked for that is taken is the caller's conflict.
+    picks = segmentation_id is None and network_type != NetworkType.FLAT
+    lost: set[int] = set()
+    for _ in range(SEGMENT_ATTEMPTS if picks else 1):
+        if picks:
+            segmentation_id = _free_segmentation_id(network_type, physical_network, lost)
+        try:
+            with transaction.atomic():
+                return Segment.objects.create(
+                    network=network,
+                    network_type=network_type,
+                    physical_network=physical_network,
+                    segmentation_id=segmentation_id,
+                    name=name,
+                    description=description,
+                )
+        except IntegrityError:
+            lost.add(segmentation_id)
+    raise _segmentation_id_in_use(network_type, physical_network, segmentation_id)
+
+
+def _segmentation_id_in_use(network_type: str, physical_network: str, segmentation_id) -> Conflict:
+    if network_type == NetworkType.VLAN:
+        return Conflict(
+            f"Unable to create the network. The VLAN {segmentation_id} on physical "
+            f"network {physical_network} is in use.",
+            type="VlanIdInUse",
+        )
+    if network_type == NetworkType.FLAT:
+        return Conflict(
+            f"Unable to create the flat network. Physical network {physical_network} is in use.",
+            type="FlatNetworkInUse",
+        )
+    return Conflict(
+        f"Unable to create the network. The VNI {segmentation_id} is in use.",
+        type="TunnelIdInUse",
+    )
 
 
 @transaction.atomic
@@ -492,6 +512,31 @@ def _allocate_per_version(*, port: Port, subnets: list[Subnet]) -> None:
             _allocate_from_any(port=port, subnets=candidates)
 
 
+def _check_fixed_ips_count(fixed_ips: list[dict] | None) -> None:
+    """Neutron's max_fixed_ips_per_port, checked before anything is written.
+    It is the only bound on addresses: there is no address quota (as in
+    Neutron), the port quota times this limit caps what a project holds."""
+    if fixed_ips is not None and len(fixed_ips) > settings.BERTH_MAX_FIXED_IPS_PER_PORT:
+        raise Invalid("Invalid input for operation: Exceeded maximum amount of fixed ips per port.")
+
+
+def port_fixed_ips_authorize(
+    *, context: RequestContext, network: Network, fixed_ips: list[dict] | None
+) -> None:
+    """Neutron's policy create_port:fixed_ips:ip_address (and update_port's):
+    only an admin or the network's owner picks an address. Anyone else on a
+    shared network gets one from the pool, so a member cannot squat the
+    addresses others' ports or the owner's plan rely on; naming only the
+    subnet (rule:shared) stays allowed."""
+    if context.is_admin or network.project_id == context.project_id:
+        return
+    if any(request.get("ip_address") is not None for request in fixed_ips or []):
+        raise Forbidden(
+            f"Only an admin or the owner of network {network.pk} can choose a fixed IP "
+            "address on it; leave ip_address out to get one from the pool."
+        )
+
+
 def _assign_fixed_ips(*, port: Port, requests: list[dict]) -> None:
     subnets = {s.id: s for s in port.network.subnets.all()}
     for request in requests:
@@ -559,6 +604,7 @@ def port_create(
     """A port on the network. Without fixed_ips it gets one address per IP
     version at once, or none until it is bound if the network is routed
     (the address must come from the segment of the host it lands on)."""
+    _check_fixed_ips_count(fixed_ips)
     quota_enforce(project=project, requested={"port": 1})
     mac = ipam.parse_mac(mac_address) if mac_address else _free_mac(network)
     if mac_address and _mac_taken(network.pk, mac):
@@ -597,6 +643,7 @@ def port_update(
     binding_host: str | None = None,
     **fields,
 ) -> Port:
+    _check_fixed_ips_count(fixed_ips)
     port = Port.objects.select_for_update().get(pk=port.pk)
     if mac_address is not None:
         mac = ipam.parse_mac(mac_address)

@@ -142,8 +142,11 @@ class PortViewSet(DestroyMixin, OpenStackViewSet):
         return selectors.port_list(context=context)
 
     def check_port_policy(self, fields: dict, network: Network) -> None:
-        """Neutron's policy: binding attributes are the admin's, a MAC is the
-        admin's or the network owner's."""
+        """Neutron's policy: binding attributes are the admin's, a MAC and a
+        chosen fixed IP are the admin's or the network owner's."""
+        services.port_fixed_ips_authorize(
+            context=self.context, network=network, fixed_ips=fields.get("fixed_ips")
+        )
         if self.context.is_admin:
             return
         for name, wire in ADMIN_ONLY_PORT_INPUT.items():
