@@ -3,6 +3,7 @@ deactivated, the project deleted, the role removed (membership deleted)."""
 
 import pytest
 
+from config.auth import KeystoneTokenAuthentication
 from config.models import Membership
 
 URLS = ["/networking/v2.0/networks", "/compute/v2.1/servers", "/reservation/v1/leases"]
@@ -58,3 +59,12 @@ def test_other_users_of_the_project_keep_access(caller):
     deactivate_user(Membership.objects.get(project=alice.project, user__username="member-alpha"))
     assert alice.get(URLS[0]).status_code == 401
     assert bob.get(URLS[0]).status_code == 200
+
+
+def test_the_checks_cost_no_extra_query(caller, rf, django_assert_num_queries):
+    alice = caller("alpha", "member")
+    request = rf.get(URLS[0], HTTP_X_AUTH_TOKEN=alice.token)
+    # Token, expiry, membership, project and the user's state: one query.
+    with django_assert_num_queries(1):
+        user_id, context = KeystoneTokenAuthentication().authenticate(request)
+    assert (user_id, context.project, context.role) == ("member-alpha", alice.project, "member")
