@@ -21,6 +21,10 @@ def database_url() -> str:
     url = os.environ.setdefault("DATABASE_URL", DEFAULT_URL)
     if not url.startswith(("postgres://", "postgresql://")):
         sys.exit(f"DATABASE_URL must name a PostgreSQL database, not {url!r}")
+    # berth refuses a database server without SECRET_KEY; a benchmark's
+    # throwaway database signs nothing anyone keeps. Spawned processes
+    # inherit it.
+    os.environ.setdefault("SECRET_KEY", "bench-only-not-secret")
     return url
 
 

@@ -14,6 +14,10 @@ from config.services import token_digest
 
 
 def membership_for_token(*, raw: str) -> Membership | None:
+    """The membership an unexpired token stands for, if its user is still
+    active. Deleting the project or the membership deletes its tokens (by
+    cascade), so all three revocations hold from the next request, in the
+    one query that already joins the user."""
     # One filter() call: both conditions must hold for the same token (two
     # calls would join the tokens twice and let an expired token through
     # whenever the membership has another, valid one).
@@ -22,6 +26,7 @@ def membership_for_token(*, raw: str) -> Membership | None:
         .filter(
             Q(tokens__expires_at__isnull=True) | Q(tokens__expires_at__gt=timezone.now()),
             tokens__digest=token_digest(raw),
+            user__is_active=True,
         )
         .first()
     )

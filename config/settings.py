@@ -9,6 +9,7 @@ Redis. Only settings differ between the two; the code path is the same.
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -20,8 +21,6 @@ environ.Env.read_env(BASE_DIR / ".env")
 DATA_DIR = Path(env.str("BERTH_DATA_DIR", default=str(BASE_DIR / "var")))
 
 DEBUG = env.bool("DEBUG", default=False)
-# The embedded default is for a laptop; production must set its own key.
-SECRET_KEY = env.str("SECRET_KEY", default="berth-insecure-embedded-default-key")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 
 INSTALLED_APPS = [
@@ -110,6 +109,22 @@ else:
             server_side_binding=True, prepare_threshold=prepare_threshold
         )
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
+
+# Signs admin sessions, CSRF tokens and password resets. The embedded
+# default (SQLite) is a laptop's and may use a key everyone knows; with a
+# database server berth is a deployment, where that key would let anyone
+# forge an admin session, so it refuses to start without one of its own.
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set, and DATABASE_URL names a database server "
+            f"({DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}): berth would sign "
+            "admin sessions and CSRF tokens with the embedded default's public key. "
+            "Set SECRET_KEY to a long random value, the same in every API and worker "
+            "process, e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))'."
+        )
+    SECRET_KEY = "berth-insecure-embedded-default-key"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

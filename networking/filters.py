@@ -78,6 +78,10 @@ class FixedIps(AnyOf):
 
 
 class PortFilter(ProjectFilters):
+    """The binding filters on what only admins read are dropped for others,
+    as if unknown (as every unknown filter is): a filter is a read, and
+    ``binding:host_id=<host>`` would tell a member where a port runs."""
+
     network_id = AnyOf(field_name="network_id")
     mac_address = MacAddresses(field_name="mac_address")
     device_id = AnyOf(field_name="device_id")
@@ -91,6 +95,12 @@ class PortFilter(ProjectFilters):
         model = Port
         fields = []
 
+    def __init__(self, *args, request=None, **kwargs):
+        super().__init__(*args, request=request, **kwargs)
+        if not getattr(getattr(request, "auth", None), "is_admin", False):
+            for name in ADMIN_ONLY_PORT_FILTERS:
+                self.filters.pop(name)
+
 
 # Wire names with ':' cannot be class attributes; the metaclass-built
 # filter table takes them directly.
@@ -101,6 +111,8 @@ PortFilter.base_filters.update(
         "binding:vif_type": AnyOf(field_name="binding_vif_type"),
     }
 )
+# Neutron shows these on a port to admins only.
+ADMIN_ONLY_PORT_FILTERS = ("binding:host_id", "binding:vif_type")
 
 
 class AgentFilter(django_filters.FilterSet):

@@ -125,6 +125,11 @@ class HostViewSet(DestroyMixin, BlazarViewSet):
         "retrieve",
         "allocations",
         "allocation",
+        # Blazar's policy makes properties the admin's; free capacity, berth's
+        # own, says as much about every project's leases. Members plan with
+        # a lease's dry_run, which answers for their own request only.
+        "properties",
+        "free_capacity",
     )
 
     def visible(self, context):

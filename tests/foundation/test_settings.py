@@ -58,6 +58,7 @@ def test_postgres_and_redis_from_urls(tmp_path):
         DATABASE_URL="postgres://berth:pw@db.example:5433/berth",
         CELERY_BROKER_URL="redis://cache.example:6379/2",
         BERTH_CONN_MAX_AGE="120",
+        SECRET_KEY="s3cret",
     )
     assert s["engine"] == "django.db.backends.postgresql"
     assert s["name"] == "berth"
@@ -68,10 +69,12 @@ def test_postgres_and_redis_from_urls(tmp_path):
 
 def test_postgres_prepares_repeated_statements_unless_told_not_to(tmp_path):
     url = "postgres://berth@db.example/berth"
-    s = settings_with(tmp_path, DATABASE_URL=url)
+    s = settings_with(tmp_path, DATABASE_URL=url, SECRET_KEY="s3cret")
     assert s["db_options"] == {"server_side_binding": True, "prepare_threshold": 5}
     # Behind a transaction-pooling PgBouncer prepared statements break.
-    s = settings_with(tmp_path, DATABASE_URL=url, BERTH_DB_PREPARE_THRESHOLD="-1")
+    s = settings_with(
+        tmp_path, DATABASE_URL=url, SECRET_KEY="s3cret", BERTH_DB_PREPARE_THRESHOLD="-1"
+    )
     assert "server_side_binding" not in s["db_options"]
     assert "prepare_threshold" not in s["db_options"]
 
@@ -119,7 +122,10 @@ def test_lists_numbers_and_knobs(tmp_path):
             {"BERTH_QUOTA_PORT": "many"},
             "ValueError: invalid literal for int() with base 10: 'many'",
         ),
-        ({"DATABASE_URL": "nosuch://x"}, "'nosuch' isn't an available database backend"),
+        (
+            {"DATABASE_URL": "nosuch://x", "SECRET_KEY": "s3cret"},
+            "'nosuch' isn't an available database backend",
+        ),
     ],
 )
 def test_bad_values_fail_at_start_with_the_reason(tmp_path, env, reason):
