@@ -19,6 +19,7 @@ from compute.services import NicRequest
 from config.auth import RequestContext
 from config.errors import Invalid
 from networking import selectors as net_selectors
+from networking import services as net_services
 
 
 def server_list(*, context: RequestContext, all_projects: bool = False) -> QuerySet[Instance]:
@@ -67,6 +68,10 @@ def nic_requests(*, context: RequestContext, requested) -> list[NicRequest]:
         if network is None:
             raise Invalid(f"Network {entry.get('uuid')} could not be found.")
         fixed_ip = str(entry["fixed_ip"]) if entry.get("fixed_ip") else None
+        # The port compute makes for this NIC obeys the user's port policy.
+        net_services.port_fixed_ips_authorize(
+            context=context, network=network, fixed_ips=[{"ip_address": fixed_ip}]
+        )
         nics.append(NicRequest(network=network, fixed_ip=fixed_ip))
     return nics
 

@@ -98,6 +98,22 @@ def test_port_in_use_is_409(acme_admin, cloud):
     assert response.json()["conflictingRequest"]["message"] == f"Port {port.pk} is still in use."
 
 
+def test_only_the_owner_picks_a_fixed_ip_on_a_shared_network(cloud, caller):
+    network = cloud["network"]
+    network.shared = True
+    network.save(update_fields=["shared"])
+    beta = caller("beta", "member")
+    pinned = [{"uuid": str(network.pk), "fixed_ip": "10.1.0.50"}]
+    response = create(beta, networks=pinned)
+    assert response.status_code == 403
+    assert response.json()["forbidden"]["message"] == (
+        f"Only an admin or the owner of network {network.pk} can choose a fixed IP "
+        "address on it; leave ip_address out to get one from the pool."
+    )
+    assert not Instance.objects.exists()
+    assert create(beta, networks=[{"uuid": str(network.pk)}]).status_code == 202
+
+
 def test_over_quota_is_403_and_multi_create_is_all_or_nothing_at_min(acme_admin, cloud):
     quota_set(project=cloud["project"], resource="instances", limit=3)
     net = [{"uuid": str(cloud["network"].pk)}]
