@@ -19,6 +19,7 @@ from compute import services as compute
 from compute.models import Host
 from config.auth import RequestContext
 from config.errors import Conflict, Invalid, NotFound
+from config.models import Project
 from config.quotas import quota_enforce, quota_limits
 from reservations import allocation, events, properties, selectors
 from reservations.models import (
@@ -131,7 +132,13 @@ def start_checked(start: datetime, *, now: datetime) -> datetime:
 
 
 def _check_bounds(
-    *, project, start: datetime, end: datetime, now: datetime, duration=True, ahead=True
+    *,
+    project: Project,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    duration: bool = True,
+    ahead: bool = True,
 ) -> None:
     """The operator's bounds (quota resources, so a project's Quota row
     overrides them and -1 lifts them): how long a lease may hold its
