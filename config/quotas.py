@@ -3,6 +3,8 @@
 Limits come from BERTH_QUOTA_DEFAULTS, overridden per project by Quota rows.
 Usage is always counted from the database (never a cached counter that can
 drift): each app registers a counter per resource in its AppConfig.ready().
+A few limits bound one request instead and count nothing (a lease's
+duration and how far ahead it starts); their owners read quota_limits.
 
 ``quota_check`` is the early, lock-free check at the API. ``quota_enforce``
 is the authoritative one, called inside the transaction that consumes the

@@ -218,6 +218,19 @@ BERTH_LEASE_BEFORE_END = env.int("BERTH_LEASE_BEFORE_END", default=3600)
 BERTH_LEASE_CLEANING_SECONDS = env.int("BERTH_LEASE_CLEANING_SECONDS", default=0)
 # At a lease's end its servers are deleted (Blazar's on_end behaviour).
 BERTH_LEASE_END_DELETES_SERVERS = env.bool("BERTH_LEASE_END_DELETES_SERVERS", default=True)
+# The longest lease, and the farthest ahead one may start, in seconds; -1
+# lifts the bound. A week is what testbeds such as Chameleon grant (Blazar's
+# MaxLeaseDurationFilter is off by default; one day is short for a
+# multi-day experiment); 90 days lets a project plan a term ahead without
+# booking the calendar for years. Quota resources, so a project's Quota row
+# named "lease_duration" or "lease_start_ahead" overrides them; no role is
+# exempt (as in Blazar: exemptions are per project).
+BERTH_LEASE_MAX_DURATION = env.int("BERTH_LEASE_MAX_DURATION", default=7 * 86400)
+BERTH_LEASE_MAX_START_AHEAD = env.int("BERTH_LEASE_MAX_START_AHEAD", default=90 * 86400)
+BERTH_QUOTA_DEFAULTS |= {
+    "lease_duration": BERTH_LEASE_MAX_DURATION,
+    "lease_start_ahead": BERTH_LEASE_MAX_START_AHEAD,
+}
 # Where webhooks may be delivered: CIDRs and host names. Nothing else is
 # contacted, whatever a subscription says (no requests into the operator's
 # network on a tenant's behalf).

@@ -64,8 +64,12 @@ def lease_constraints(instance: Instance) -> Constraints:
     if isinstance(reservation, str):
         return Constraints(only_hosts=set(), reason=f"reservation {reservation} not found")
     if reservation.lease.project_id != instance.project_id:
-        # Named by its id only: another project's lease name is not the caller's to read.
-        return Constraints(only_hosts=set(), reason=f"reservation {reservation.pk} not found")
+        # As if there were none: named as the caller wrote it (the id in
+        # canonical form would tell it exists), never by the owner's lease.
+        return Constraints(
+            only_hosts=set(),
+            reason=f"reservation {instance.reservation_id or reservation.pk} not found",
+        )
     lease = reservation.lease
     if reservation.status != ReservationStatus.ACTIVE or lease.status != LeaseStatus.ACTIVE:
         return Constraints(only_hosts=set(), reason=f"reservation {reservation.pk} is not active")

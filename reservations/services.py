@@ -7,7 +7,7 @@ the caller gets a 409 with the lease untouched.
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -19,7 +19,8 @@ from compute import services as compute
 from compute.models import Host
 from config.auth import RequestContext
 from config.errors import Conflict, Invalid, NotFound
-from config.quotas import quota_enforce
+from config.models import Project
+from config.quotas import quota_enforce, quota_limits
 from reservations import allocation, events, properties, selectors
 from reservations.models import (
     HostAllocation,
@@ -122,6 +123,44 @@ def _check_window(start: datetime, end: datetime, before_end: datetime | None) -
         raise Invalid("before_end_date must be between the start and the end of the lease.")
 
 
+def start_checked(start: datetime, *, now: datetime) -> datetime:
+    """A new start date is not in the past. Request dates have minute
+    resolution: "12:00" asked at 12:00:30 is now."""
+    if start < now.replace(second=0, microsecond=0):
+        raise Invalid(f"Start date {start:%Y-%m-%d %H:%M} must be later than current date.")
+    return start
+
+
+def _check_bounds(
+    *,
+    project: Project,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    duration: bool = True,
+    ahead: bool = True,
+) -> None:
+    """The operator's bounds (quota resources, so a project's Quota row
+    overrides them and -1 lifts them): how long a lease may hold its
+    resources, and how far ahead it may start. Without them one member can
+    hold the only host of its kind for years."""
+    limits = quota_limits(project=project)
+    longest, farthest = limits.get("lease_duration", -1), limits.get("lease_start_ahead", -1)
+    seconds = int((end - start).total_seconds())
+    if duration and 0 <= longest < seconds:
+        # Blazar's MaxLeaseDurationException, word for word.
+        raise Invalid(
+            f"Lease duration of {seconds} seconds must be less than or equal to the "
+            f"maximum lease duration of {longest} seconds."
+        )
+    seconds = int((start - now).total_seconds())
+    if ahead and 0 <= farthest < seconds:
+        raise Invalid(
+            f"Start date {start:%Y-%m-%d %H:%M} is {seconds} seconds ahead; a lease may "
+            f"start at most {farthest} seconds ahead."
+        )
+
+
 def _allocate(reservation: Reservation, lease: Lease) -> None:
     """Hold what the reservation asks for over the lease's window (Conflict
     if it does not fit)."""
@@ -203,6 +242,7 @@ def lease_create(
     """Admit the lease: every reservation fits, or nothing is written (409)."""
     now = now or timezone.now()
     _check_window(request.start, request.end, request.before_end)
+    _check_bounds(project=context.project, start=request.start, end=request.end, now=now)
     heads_up = heads_up_checked(request.heads_up_seconds)
     if not request.reservations:
         raise Invalid("A lease needs at least one reservation.")
@@ -254,6 +294,7 @@ def lease_dry_run(
 ) -> DryRun:
     """Would the lease fit? Which hosts would it take; if not, why, and the
     earliest start (same duration) that would fit. Writes nothing."""
+    now = now or timezone.now()
 
     def attempt(req: LeaseRequest) -> DryRun:
         with transaction.atomic():
@@ -276,12 +317,12 @@ def lease_dry_run(
         return result
     duration = request.end - request.start
     # Only the ends of allocations can free capacity: try starting at each.
-    ends = (
-        HostAllocation.objects.filter(end_at__gt=request.start)
-        .order_by("end_at")
-        .values_list("end_at", flat=True)
-        .distinct()[:50]
-    )
+    ends = HostAllocation.objects.filter(end_at__gt=request.start)
+    farthest = quota_limits(project=context.project).get("lease_start_ahead", -1)
+    if farthest >= 0:
+        # A start the project may not ask for is no answer.
+        ends = ends.filter(end_at__lte=now + timedelta(seconds=farthest))
+    ends = ends.order_by("end_at").values_list("end_at", flat=True).distinct()[:50]
     for start in ends:
         later = LeaseRequest(
             **{**request.__dict__, "start": start, "end": start + duration, "before_end": None}
@@ -346,10 +387,11 @@ def lease_update(
         if lease.status in (LeaseStatus.TERMINATED, LeaseStatus.TERMINATING, LeaseStatus.ERROR):
             raise Conflict(f"Lease {lease.pk} is {lease.status} and cannot be changed.")
         started = lease.status != LeaseStatus.PENDING
+        was = lease.start_at, lease.end_at
         if start is not None and start != lease.start_at:
             if started:
                 raise Invalid("The start date of a lease that has started cannot change.")
-            lease.start_at = start
+            lease.start_at = start_checked(start, now=now)
         if end is not None:
             lease.end_at = max(end, now) if started else end
         if before_end is not UNSET:
@@ -357,6 +399,16 @@ def lease_update(
         if heads_up_seconds is not None:
             lease.heads_up_seconds = heads_up_checked(heads_up_seconds)
         _check_window(lease.start_at, lease.end_at, lease.before_end_at)
+        # Only a change that goes further is refused: a lease over a bound
+        # lowered since it was made may still shrink, end now or be renamed.
+        _check_bounds(
+            project=lease.project,
+            start=lease.start_at,
+            end=lease.end_at,
+            now=now,
+            duration=lease.end_at - lease.start_at > was[1] - was[0],
+            ahead=lease.start_at > was[0],
+        )
         if name is not None and name != lease.name:
             if Lease.objects.filter(project=lease.project, name=name).exclude(pk=lease.pk).exists():
                 raise Conflict(f"The lease with name: {name} already exists")

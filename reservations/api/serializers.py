@@ -186,8 +186,8 @@ def lease_request(body: dict) -> services.LeaseRequest:
             raise Invalid(f"{key} is required.")
     lease_name(body["name"])
     start = parse_date(body["start_date"], field="start_date", now=timezone.now())
-    if body["start_date"] != "now" and start < now:
-        raise Invalid(f"Start date {body['start_date']} must be later than current date.")
+    if body["start_date"] != "now":
+        services.start_checked(start, now=now)
     reservations = body.get("reservations")
     if not isinstance(reservations, list):
         raise Invalid("reservations must be a list.")

@@ -316,3 +316,36 @@ def test_capability_names_fit_their_column(ops):
     # The property row's key column holds 255 characters (PostgreSQL).
     response = ops.post(f"{V1}/os-hosts", {"name": "r1", "k" * 256: "v"})
     assert response.status_code == 400 and "1 to 255" in response.json()["error_message"]
+
+
+def test_another_projects_reservation_looks_like_no_reservation(lab_member):
+    """Booting with a hint to another project's reservation fails as a hint
+    to none does: the same fault, naming the hint as the caller wrote it
+    (not the owner's lease, nor the id in a form that tells it exists)."""
+    from compute import services as compute
+    from compute.models import Instance
+    from tests.compute.conftest import run_pipeline
+
+    lease = lab_member.post(f"{V1}/leases", lease_body(name="secret-plan")).json()["lease"]
+    compute.flavor_create(id="small", name="small", vcpus=1, ram=512, disk=1)
+    other = Caller("other", "member", username="o")
+
+    def fault(hint: str) -> str:
+        created = other.post(
+            "/compute/v2.1/servers",
+            {
+                "server": {"name": "hinted", "flavorRef": "small", "networks": "none"},
+                "os:scheduler_hints": {"reservation": hint},
+            },
+        )
+        assert created.status_code == 202, created.json()
+        server = created.json()["server"]["id"]
+        run_pipeline(Instance.objects.get(pk=server))
+        return other.get(f"/compute/v2.1/servers/{server}").json()["server"]["fault"]["message"]
+
+    hint = lease["reservations"][0]["id"].upper()
+    nowhere = str(uuid.uuid4()).upper()
+    theirs, none = fault(hint), fault(nowhere)
+    assert f"reservation {hint} not found" in theirs
+    assert "secret-plan" not in theirs and lease["id"] not in theirs
+    assert theirs.replace(hint, "ID") == none.replace(nowhere, "ID")
