@@ -250,10 +250,16 @@ class ProjectAdmin(admin.ModelAdmin):
         if project.pk is None:
             return "-"
         limits, usage = quota_limits(project=project), quota_usage(project=project)
-        return ", ".join(
-            f"{resource} {usage.get(resource, 0)}/{'∞' if limit < 0 else limit}"
-            for resource, limit in sorted(limits.items())
-        )
+
+        def shown(resource: str, limit: int) -> str:
+            bound = "∞" if limit < 0 else str(limit)
+            if resource in usage:
+                return f"{resource} {usage[resource]}/{bound}"
+            # A bound on each lease (its duration, how far ahead it starts)
+            # has no usage to count.
+            return f"{resource} ≤ {bound}"
+
+        return ", ".join(shown(resource, limit) for resource, limit in sorted(limits.items()))
 
 
 @admin.register(Membership)

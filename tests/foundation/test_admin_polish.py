@@ -12,6 +12,8 @@ from django.utils import timezone
 
 from compute import services as compute
 from compute.models import Flavor
+from config.models import Project
+from config.quotas import quota_set
 from reservations import placement, services
 from reservations.models import EventType, HostAllocation, Lease, LeaseEvent, Reservation
 from tests.foundation.test_admin_writes import OUR_APPS, admin_url, build_world
@@ -132,3 +134,12 @@ def test_flags_whose_no_is_good_news_are_not_red_crosses(admin_client, world):
     Lease.objects.filter(pk=lease.pk).update(degraded=True)
     lease_list = admin_client.get(admin_url(Lease, "changelist")).content.decode()
     assert '<td class="field-degraded_flag">yes</td>' in lease_list
+
+
+def test_a_projects_quotas_show_usage_and_the_lease_bounds_alone(admin_client, settings):
+    project = Project.objects.create(name="summary")
+    quota_set(project=project, resource="lease_duration", limit=-1)
+    page = admin_client.get(admin_url(Project, "change", project.pk)).content.decode()
+    assert "leases 0/50" in page
+    assert f"lease_start_ahead ≤ {settings.BERTH_LEASE_MAX_START_AHEAD}" in page
+    assert "lease_duration ≤ ∞" in page
