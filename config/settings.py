@@ -151,6 +151,8 @@ BERTH_QUOTA_DEFAULTS = {
     "cores": env.int("BERTH_QUOTA_CORES", default=200),
     "ram": env.int("BERTH_QUOTA_RAM", default=512 * 1024),
     "leases": env.int("BERTH_QUOTA_LEASES", default=50),
+    # Webhook subscriptions: each event is delivered to every one.
+    "subscriptions": env.int("BERTH_QUOTA_SUBSCRIPTIONS", default=20),
 }
 
 # --- networking -------------------------------------------------------------

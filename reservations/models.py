@@ -3,6 +3,7 @@ over time, lifecycle events as rows swept by one task, and an outbox of
 notifications anyone can subscribe to."""
 
 import uuid
+from urllib.parse import urlsplit, urlunsplit
 
 from django.db import models
 from django.db.models import F, Q
@@ -268,7 +269,16 @@ class Subscription(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
-        return self.url
+        return self.display_url
+
+    @property
+    def display_url(self) -> str:
+        """The URL without credentials: readers of the project see it, and
+        rows from before URLs with credentials were refused may hold some."""
+        scheme, netloc, *rest = urlsplit(self.url)
+        if "@" not in netloc:
+            return self.url
+        return urlunsplit((scheme, "***@" + netloc.rpartition("@")[2], *rest))
 
 
 class DeliveryStatus(models.TextChoices):
