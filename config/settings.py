@@ -208,6 +208,11 @@ BERTH_LEASE_END_DELETES_SERVERS = env.bool("BERTH_LEASE_END_DELETES_SERVERS", de
 BERTH_WEBHOOK_ALLOWED = env.list("BERTH_WEBHOOK_ALLOWED", default=[])
 BERTH_WEBHOOK_TIMEOUT = env.float("BERTH_WEBHOOK_TIMEOUT", default=5.0)
 BERTH_WEBHOOK_MAX_ATTEMPTS = env.int("BERTH_WEBHOOK_MAX_ATTEMPTS", default=8)
+# A pending delivery not attempted this many seconds after it was due lost
+# its message; the resend sweep sends it again. Keep it above the longest
+# wait a delivery may have in the notify queue, or busy ones are sent twice
+# (harmless: an attempt claims its row, and a delivered one is not sent again).
+BERTH_WEBHOOK_RESEND_AFTER = env.int("BERTH_WEBHOOK_RESEND_AFTER", default=300)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["config.auth.KeystoneTokenAuthentication"],

@@ -14,12 +14,14 @@ import json
 import socket
 import ssl
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import netaddr
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from config.celery import enqueue_after_commit
@@ -235,16 +237,28 @@ def post(url: str, address: str, body: bytes, headers: dict) -> int:
         connection.close()
 
 
+def retry_delay(attempts: int) -> int:
+    """Seconds before the next attempt after ``attempts`` failed ones:
+    2, 4, 8 ... capped at 10 minutes."""
+    return min(600, 2**attempts)
+
+
 def delivery_attempt(*, delivery_id: int) -> bool:
     """POST one delivery. True when it is settled (delivered, or failed for
-    good), False when it should be tried again later."""
-    delivery = (
-        Delivery.objects.select_related("notification", "subscription")
-        .filter(pk=delivery_id, status=DeliveryStatus.PENDING)
-        .first()
+    good) or another attempt holds it, False when it should be tried again
+    later."""
+    now = timezone.now()
+    # The claim: one attempt at a time, whatever the number of messages
+    # (a redelivered task, the resend sweep's) asking for it. A worker lost
+    # mid-attempt leaves a claim that lapses at the task's hard time limit.
+    claimed = (
+        Delivery.objects.filter(pk=delivery_id, status=DeliveryStatus.PENDING)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .update(claimed_until=now + timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT))
     )
-    if delivery is None:
-        return True  # already settled: a redelivered task does nothing
+    if not claimed:
+        return True
+    delivery = Delivery.objects.select_related("notification", "subscription").get(pk=delivery_id)
     subscription = delivery.subscription
     refused, address = checked_destination(subscription.url)
     status, error = None, refused or ""
@@ -276,14 +290,46 @@ def delivery_attempt(*, delivery_id: int) -> bool:
         if delivered
         else (DeliveryStatus.FAILED if settled else DeliveryStatus.PENDING),
         delivered_at=timezone.now() if delivered else None,
+        next_attempt_at=timezone.now() + timedelta(seconds=retry_delay(attempts)),
+        claimed_until=None,
     )
     return settled
+
+
+def deliveries_resend(*, now: datetime | None = None, batch: int = 500) -> int:
+    """Send again the pending deliveries whose message was lost (a broker
+    restarted without its queues, a send that failed after commit): those
+    not attempted for BERTH_WEBHOOK_RESEND_AFTER seconds past their due
+    time and not held by an attempt. Returns how many were sent."""
+    from reservations.tasks import deliver
+
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.BERTH_WEBHOOK_RESEND_AFTER)
+    sent = 0
+    while True:
+        with transaction.atomic():
+            # SKIP LOCKED: two sweeps never pick the same rows, and the new
+            # due time keeps the next sweep off them until they are stale again.
+            ids = list(
+                Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lt=stale)
+                .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+                .select_for_update(skip_locked=True)
+                .order_by("next_attempt_at")
+                .values_list("pk", flat=True)[:batch]
+            )
+            Delivery.objects.filter(pk__in=ids).update(next_attempt_at=now)
+            enqueue_after_commit(lambda ids=ids: [deliver.delay(i) for i in ids])
+        sent += len(ids)
+        if len(ids) < batch:
+            return sent
 
 
 def delivery_retry(*, delivery: Delivery) -> None:
     """Send a delivery again (admin action)."""
     with transaction.atomic():
-        Delivery.objects.filter(pk=delivery.pk).update(status=DeliveryStatus.PENDING, attempts=0)
+        Delivery.objects.filter(pk=delivery.pk).update(
+            status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=timezone.now()
+        )
         from reservations.tasks import deliver
 
         enqueue_after_commit(lambda: deliver.delay(delivery.pk))
