@@ -148,3 +148,60 @@ def test_lost_messages_are_delivered_exactly_once_by_the_sweep(transactional_db,
     assert len(SlowCounter.seen) == len(lost)
     assert set(SlowCounter.seen.values()) == {1}
     assert all(d.attempts == 1 for d in Delivery.objects.all())
+
+
+BURST = """
+import time
+from config.models import Project
+from reservations import notifications
+project = Project.objects.get(name="p")
+for n in range(20):
+    notifications.notify(project=project, event_type="lease.update", n=n)
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.worker
+def test_deliveries_lost_with_the_broker_are_delivered_once(transactional_db, tmp_path):
+    """The broker is killed in the middle of a burst and comes back empty:
+    every delivery ends delivered, each POSTed once."""
+    SlowCounter.seen = Counter()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowCounter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    redis = RedisServer(tmp_path)
+    redis.start()
+    env = process_env(
+        CELERY_BROKER_URL=redis.url,
+        BERTH_WEBHOOK_ALLOWED=f"127.0.0.1/32:{server.server_port}",
+        BERTH_WEBHOOK_RESEND_AFTER="2",
+    )
+    worker = worker_start(tmp_path / "worker.log", env)
+    try:
+        project = Project.objects.create(name="p")
+        for path in ("/a", "/b"):
+            Subscription.objects.create(
+                project=project, url=f"http://127.0.0.1:{server.server_port}{path}", secret="s"
+            )
+        with ThreadPoolExecutor(1) as client:
+            burst = client.submit(run_python, BURST, env)
+            wait_for(lambda: Delivery.objects.count() >= 10, 60, "the burst to begin")
+            redis.kill()
+            time.sleep(1)
+            redis.start()  # on the same port, without the messages it held
+            burst.result()
+        assert Delivery.objects.count() == 40
+        lost_at_restart = Delivery.objects.filter(status="pending").count()
+        deadline = time.monotonic() + 120
+        while Delivery.objects.filter(status="pending").exists():
+            assert time.monotonic() < deadline, "deliveries still pending"
+            run_python(RESEND, env)  # as beat's entry does, once a minute
+            time.sleep(1)
+        time.sleep(2)  # any duplicate still queued would arrive by now
+    finally:
+        worker_stop(worker)
+        redis.kill()
+        server.shutdown()
+    print(f"pending after the broker came back: {lost_at_restart} of 40")
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"delivered"}
+    assert len(SlowCounter.seen) == 40 and set(SlowCounter.seen.values()) == {1}
