@@ -31,6 +31,10 @@ PERIODIC_TASKS = {
     "berth: reap stuck builds": {"task": "compute.reap_stuck_builds", "every": 30},
     "berth: fire due lease events": {"task": "reservations.events.sweep", "every": 1},
     "berth: heal leases": {"task": "reservations.heal", "every": 60},
+    "berth: resend lost webhook deliveries": {
+        "task": "reservations.notifications.resend_lost",
+        "every": 60,
+    },
 }
 app.conf.beat_schedule = {
     name: {

@@ -166,6 +166,8 @@ BERTH_QUOTA_DEFAULTS = {
     "cores": env.int("BERTH_QUOTA_CORES", default=200),
     "ram": env.int("BERTH_QUOTA_RAM", default=512 * 1024),
     "leases": env.int("BERTH_QUOTA_LEASES", default=50),
+    # Webhook subscriptions: each event is delivered to every one.
+    "subscriptions": env.int("BERTH_QUOTA_SUBSCRIPTIONS", default=20),
 }
 
 # --- networking -------------------------------------------------------------
@@ -237,6 +239,11 @@ BERTH_QUOTA_DEFAULTS |= {
 BERTH_WEBHOOK_ALLOWED = env.list("BERTH_WEBHOOK_ALLOWED", default=[])
 BERTH_WEBHOOK_TIMEOUT = env.float("BERTH_WEBHOOK_TIMEOUT", default=5.0)
 BERTH_WEBHOOK_MAX_ATTEMPTS = env.int("BERTH_WEBHOOK_MAX_ATTEMPTS", default=8)
+# A pending delivery not attempted this many seconds after it was due lost
+# its message; the resend sweep sends it again. Keep it above the longest
+# wait a delivery may have in the notify queue, or busy ones are sent twice
+# (harmless: an attempt claims its row, and a delivered one is not sent again).
+BERTH_WEBHOOK_RESEND_AFTER = env.int("BERTH_WEBHOOK_RESEND_AFTER", default=300)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["config.auth.KeystoneTokenAuthentication"],

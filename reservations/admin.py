@@ -298,21 +298,28 @@ class NotificationAdmin(ServiceAdmin):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(admin.ModelAdmin):
+class SubscriptionAdmin(ServiceAdmin):
     """Webhooks are made through the API, which checks the destination and
-    shows the signing secret once; here one is paused or deleted, as a
-    plain row (the API deletes it the same way)."""
+    shows the signing secret once; here one is paused or deleted. The
+    secret is never shown, and the URL without credentials."""
 
-    list_display = ["url", "project", "event_types", "enabled", "created"]
+    list_display = ["display_url", "project", "event_types", "enabled", "created"]
     list_filter = ["enabled"]
     list_select_related = ["project"]
     search_fields = ["url"]
-    fields = ["id", "project", "url", "event_types", "enabled", "created_at"]
-    readonly_fields = ["id", "project", "url", "event_types", "created_at"]
+    fields = ["id", "project", "display_url", "event_types", "enabled", "created_at"]
+    change_fields = ("enabled",)
     created = with_seconds("created_at", "created")
 
-    def has_add_permission(self, request):
-        return False
+    @admin.display(description="URL")
+    def display_url(self, subscription):
+        return subscription.display_url
+
+    def service_change(self, request, subscription, changes):
+        return notifications.subscription_update(subscription=subscription, **changes)
+
+    def service_delete(self, request, subscription):
+        notifications.subscription_delete(subscription=subscription)
 
 
 @admin.action(description="Deliver the selected notifications again", permissions=["change"])

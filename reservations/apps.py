@@ -8,7 +8,7 @@ class ReservationsConfig(AppConfig):
     def ready(self):
         from compute import scheduler
         from config.quotas import register_usage
-        from reservations.models import Lease, LeaseStatus
+        from reservations.models import Lease, LeaseStatus, Subscription
         from reservations.placement import lease_constraints
 
         scheduler.constraint_providers.append(lease_constraints)
@@ -17,4 +17,7 @@ class ReservationsConfig(AppConfig):
             lambda project: (
                 Lease.objects.filter(project=project).exclude(status=LeaseStatus.TERMINATED).count()
             ),
+        )
+        register_usage(
+            "subscriptions", lambda project: Subscription.objects.filter(project=project).count()
         )

@@ -3,9 +3,11 @@ over time, lifecycle events as rows swept by one task, and an outbox of
 notifications anyone can subscribe to."""
 
 import uuid
+from urllib.parse import urlsplit, urlunsplit
 
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
 
 class ReservableHost(models.Model):
@@ -268,7 +270,16 @@ class Subscription(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
-        return self.url
+        return self.display_url
+
+    @property
+    def display_url(self) -> str:
+        """The URL without credentials: readers of the project see it, and
+        rows from before URLs with credentials were refused may hold some."""
+        scheme, netloc, *rest = urlsplit(self.url)
+        if "@" not in netloc:
+            return self.url
+        return urlunsplit((scheme, "***@" + netloc.rpartition("@")[2], *rest))
 
 
 class DeliveryStatus(models.TextChoices):
@@ -290,11 +301,24 @@ class Delivery(models.Model):
     response_status = models.PositiveIntegerField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # When its task should next attempt it: a pending delivery long past
+    # this lost its message, and the resend sweep sends it again.
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    # Set while an attempt is under way (until the task's hard time limit):
+    # a second message for the delivery does not POST it again meanwhile.
+    claimed_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "deliveries"
         constraints = [
             models.UniqueConstraint(fields=["notification", "subscription"], name="delivery_once"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status="pending"),
+                name="delivery_pending_due",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -10,19 +10,24 @@ backoff. Destinations outside BERTH_WEBHOOK_ALLOWED are never contacted.
 import hashlib
 import hmac
 import http.client
-import ipaddress
 import json
 import socket
 import ssl
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
+import netaddr
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from config.celery import enqueue_after_commit
 from config.errors import Invalid
 from config.models import Project
+from config.quotas import quota_enforce
 from reservations.models import Delivery, DeliveryStatus, Lease, Notification, Subscription
 
 SIGNATURE_HEADER = "X-Berth-Signature"
@@ -67,60 +72,141 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+# Reachable only through an allow-list entry that lies inside them: an
+# operator who allows a broad range (even 0.0.0.0/0) for tenants' receivers
+# does not mean berth's own host, its link or the cloud's metadata service.
+GUARDED_NETWORKS = [
+    netaddr.IPNetwork(network)
+    for network in (
+        "0.0.0.0/8",  # "this host": connecting to 0.0.0.0 reaches loopback
+        "127.0.0.0/8",
+        "::/128",
+        "::1/128",
+        "169.254.0.0/16",
+        "fe80::/10",
+        "169.254.169.254/32",  # metadata services: EC2, OpenStack, GCE, Azure
+        "fd00:ec2::254/128",
+    )
+]
+# An allow-list entry without a port opens these only: an address allowed
+# for a web server is not allowed for its Redis or PostgreSQL.
+DEFAULT_PORTS = frozenset({80, 443})
+
+
+@dataclass(frozen=True)
+class AllowedDestination:
+    """One BERTH_WEBHOOK_ALLOWED entry: a network or a host name, and ports."""
+
+    network: netaddr.IPNetwork | None
+    host: str | None
+    ports: frozenset[int]
+
+    def names(self, ip: netaddr.IPAddress) -> bool:
+        """Whether this entry lets ``ip`` be contacted: ``ip`` is inside it,
+        and inside every guarded network holding ``ip`` (so 127.0.0.1/32
+        opens loopback, 0.0.0.0/0 does not)."""
+        return (
+            self.network is not None
+            and ip in self.network
+            and all(self.network in guarded for guarded in GUARDED_NETWORKS if ip in guarded)
+        )
+
+
+def allowed_destination(entry: str) -> AllowedDestination:
+    """Parse ``network-or-host[:port]``; an IPv6 network with a port is
+    written in brackets, ``[fd00::/8]:8080``."""
+    where, port = entry.strip(), None
+    if where.startswith("["):
+        where, _, rest = where[1:].partition("]")
+        port = rest.removeprefix(":") or None
+    elif where.count(":") == 1:
+        where, port = where.split(":")
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ImproperlyConfigured(f"BERTH_WEBHOOK_ALLOWED: {entry!r} has no valid port.")
+    ports = frozenset({int(port)}) if port else DEFAULT_PORTS
+    try:
+        return AllowedDestination(netaddr.IPNetwork(where), None, ports)
+    except (netaddr.AddrFormatError, ValueError):
+        return AllowedDestination(None, where.lower(), ports)
+
+
 def destination_allowed(url: str) -> str | None:
     """None if the URL may be contacted, else why not. Every address the
-    host name resolves to must be inside an allowed network (or the name
-    itself allowed), so a name cannot smuggle in an internal address."""
+    host name resolves to must be inside an allowed network for the URL's
+    port (or the name itself allowed for it, and the address not guarded),
+    so a name cannot smuggle in an internal address."""
     return checked_destination(url)[0]
 
 
 def checked_destination(url: str) -> tuple[str | None, str | None]:
-    """(why the URL is refused, or None; the address to connect to: one
-    that was checked, or None when the operator allowed the name itself)."""
+    """(why the URL is refused, or None; the checked address to connect to)."""
     try:
         parts = urlsplit(url)
-        port = parts.port
+        port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:  # a bad IPv6 literal or port
         return f"{url} is not a valid URL", None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f"{url} is not an http(s) URL", None
-    allowed = settings.BERTH_WEBHOOK_ALLOWED
-    if parts.hostname in allowed:
-        return None, None
-    networks = []
-    for entry in allowed:
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            continue  # a host name, checked above
-    if not networks:
-        # No address can be allowed: refuse without asking DNS about a name
+    entries = [
+        entry
+        for entry in map(allowed_destination, settings.BERTH_WEBHOOK_ALLOWED)
+        if port in entry.ports
+    ]
+    by_name = any(entry.host == parts.hostname.lower() for entry in entries)
+    refused = f"{parts.hostname} port {port} is not an allowed webhook destination"
+    if not by_name and all(entry.network is None for entry in entries):
+        # Nothing can be allowed: refuse without asking DNS about a name
         # the caller chose.
-        return f"{parts.hostname} is not an allowed webhook destination", None
+        return refused, None
     try:
         # In the resolver's order of preference, without repeats.
-        answers = socket.getaddrinfo(parts.hostname, port or 80, proto=socket.IPPROTO_TCP)
+        answers = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
         addresses = list(dict.fromkeys(info[4][0] for info in answers))
     except (OSError, UnicodeError):  # UnicodeError: a label IDNA cannot encode
         return f"{parts.hostname} does not resolve", None
     for address in addresses:
-        ip = ipaddress.ip_address(address.split("%")[0])
-        if not any(ip in network for network in networks):
-            return f"{parts.hostname} ({ip}) is not an allowed webhook destination", None
+        ip = netaddr.IPAddress(address.split("%")[0])
+        if ip.is_ipv4_mapped():  # ::ffff:127.0.0.1 is loopback too
+            ip = ip.ipv4()
+        guarded = any(ip in network for network in GUARDED_NETWORKS)
+        if not (any(entry.names(ip) for entry in entries) or (by_name and not guarded)):
+            return f"{refused} ({ip})", None
     return None, addresses[0]
 
 
 def subscription_create(
     *, project: Project, url: str, event_types: list[str], secret: str
 ) -> Subscription:
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        # urlsplit drops CR, LF and tabs silently: the URL checked would not
+        # be the one stored and shown.
+        raise Invalid("Webhook URL refused: it contains a space or control character.")
     refused = destination_allowed(url)
     if refused:
         raise Invalid(
             f"Webhook URL refused: {refused}. Allowed: {settings.BERTH_WEBHOOK_ALLOWED or 'none'}."
         )
-    return Subscription.objects.create(
-        project=project, url=url, event_types=event_types, secret=secret
-    )
+    if "@" in urlsplit(url).netloc:
+        # Stored URLs are shown to every reader of the project, and berth
+        # never sends credentials from a URL anyway.
+        raise Invalid(
+            "Webhook URL refused: it must not carry credentials (user:password@); "
+            "verify deliveries with the signature instead."
+        )
+    with transaction.atomic():
+        quota_enforce(project=project, requested={"subscriptions": 1})
+        return Subscription.objects.create(
+            project=project, url=url, event_types=event_types, secret=secret
+        )
+
+
+def subscription_update(*, subscription: Subscription, enabled: bool) -> Subscription:
+    """Pause or resume a subscription; its URL and secret never change."""
+    with transaction.atomic():
+        locked = Subscription.objects.select_for_update().get(pk=subscription.pk)
+        locked.enabled = enabled
+        locked.save(update_fields=["enabled"])
+    return locked
 
 
 def subscription_delete(*, subscription: Subscription) -> None:
@@ -128,7 +214,7 @@ def subscription_delete(*, subscription: Subscription) -> None:
     subscription.delete()
 
 
-def post(url: str, address: str | None, body: bytes, headers: dict) -> int:
+def post(url: str, address: str, body: bytes, headers: dict) -> int:
     """POST to ``address``, the one checked_destination checked, not to a
     second lookup of the name (its DNS may answer differently a moment
     later), and follow no redirect (where it points was never checked): a
@@ -139,9 +225,7 @@ def post(url: str, address: str | None, body: bytes, headers: dict) -> int:
     kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
     connection = kind(parts.hostname, parts.port, timeout=timeout)
     # http.client sends on a socket it is given instead of connecting itself.
-    connection.sock = socket.create_connection(
-        (address or parts.hostname, connection.port), timeout
-    )
+    connection.sock = socket.create_connection((address, connection.port), timeout)
     try:
         if https:
             context = ssl.create_default_context()
@@ -153,16 +237,28 @@ def post(url: str, address: str | None, body: bytes, headers: dict) -> int:
         connection.close()
 
 
+def retry_delay(attempts: int) -> int:
+    """Seconds before the next attempt after ``attempts`` failed ones:
+    2, 4, 8 ... capped at 10 minutes."""
+    return min(600, 2**attempts)
+
+
 def delivery_attempt(*, delivery_id: int) -> bool:
     """POST one delivery. True when it is settled (delivered, or failed for
-    good), False when it should be tried again later."""
-    delivery = (
-        Delivery.objects.select_related("notification", "subscription")
-        .filter(pk=delivery_id, status=DeliveryStatus.PENDING)
-        .first()
+    good) or another attempt holds it, False when it should be tried again
+    later."""
+    now = timezone.now()
+    # The claim: one attempt at a time, whatever the number of messages
+    # (a redelivered task, the resend sweep's) asking for it. A worker lost
+    # mid-attempt leaves a claim that lapses at the task's hard time limit.
+    claimed = (
+        Delivery.objects.filter(pk=delivery_id, status=DeliveryStatus.PENDING)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .update(claimed_until=now + timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT))
     )
-    if delivery is None:
-        return True  # already settled: a redelivered task does nothing
+    if not claimed:
+        return True
+    delivery = Delivery.objects.select_related("notification", "subscription").get(pk=delivery_id)
     subscription = delivery.subscription
     refused, address = checked_destination(subscription.url)
     status, error = None, refused or ""
@@ -194,14 +290,46 @@ def delivery_attempt(*, delivery_id: int) -> bool:
         if delivered
         else (DeliveryStatus.FAILED if settled else DeliveryStatus.PENDING),
         delivered_at=timezone.now() if delivered else None,
+        next_attempt_at=timezone.now() + timedelta(seconds=retry_delay(attempts)),
+        claimed_until=None,
     )
     return settled
+
+
+def deliveries_resend(*, now: datetime | None = None, batch: int = 500) -> int:
+    """Send again the pending deliveries whose message was lost (a broker
+    restarted without its queues, a send that failed after commit): those
+    not attempted for BERTH_WEBHOOK_RESEND_AFTER seconds past their due
+    time and not held by an attempt. Returns how many were sent."""
+    from reservations.tasks import deliver
+
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.BERTH_WEBHOOK_RESEND_AFTER)
+    sent = 0
+    while True:
+        with transaction.atomic():
+            # SKIP LOCKED: two sweeps never pick the same rows, and the new
+            # due time keeps the next sweep off them until they are stale again.
+            ids = list(
+                Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lt=stale)
+                .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+                .select_for_update(skip_locked=True)
+                .order_by("next_attempt_at")
+                .values_list("pk", flat=True)[:batch]
+            )
+            Delivery.objects.filter(pk__in=ids).update(next_attempt_at=now)
+            enqueue_after_commit(lambda ids=ids: [deliver.delay(i) for i in ids])
+        sent += len(ids)
+        if len(ids) < batch:
+            return sent
 
 
 def delivery_retry(*, delivery: Delivery) -> None:
     """Send a delivery again (admin action)."""
     with transaction.atomic():
-        Delivery.objects.filter(pk=delivery.pk).update(status=DeliveryStatus.PENDING, attempts=0)
+        Delivery.objects.filter(pk=delivery.pk).update(
+            status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=timezone.now()
+        )
         from reservations.tasks import deliver
 
         enqueue_after_commit(lambda: deliver.delay(delivery.pk))

@@ -26,7 +26,12 @@ def heal() -> int:
 @shared_task(name="reservations.notifications.deliver", bind=True, max_retries=None)
 def deliver(self, delivery_id: int) -> None:
     if not notifications.delivery_attempt(delivery_id=delivery_id):
-        # Backoff 2, 4, 8 ... seconds, capped at 10 minutes; the attempt
-        # count on the row decides when to give up.
-        countdown = min(600, 2 ** (self.request.retries + 1))
+        # The attempt count on the row decides when to give up; a retry
+        # lost with its message is sent again by resend_lost.
+        countdown = notifications.retry_delay(self.request.retries + 1)
         raise self.retry(countdown=countdown, max_retries=settings.BERTH_WEBHOOK_MAX_ATTEMPTS)
+
+
+@shared_task(name="reservations.notifications.resend_lost", **TRANSIENT)
+def resend_lost() -> int:
+    return notifications.deliveries_resend()

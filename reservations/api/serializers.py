@@ -320,7 +320,7 @@ class SubscriptionSerializer(serializers.Serializer):
         return {
             "id": str(s.id),
             "project_id": s.project_id.hex,
-            "url": s.url,
+            "url": s.display_url,
             "event_types": s.event_types,
             "enabled": s.enabled,
             "created_at": stamp(s.created_at),

@@ -34,7 +34,8 @@ def fleet(transactional_db, no_worker, settings):
     for an hour; one build waiting for a worker, one failed (no host has
     room for it); a lease starting in 30 minutes whose webhook is still to
     be delivered."""
-    settings.BERTH_WEBHOOK_ALLOWED = ["hooks.example.com"]
+    # A documentation address (TEST-NET-1); no worker runs, so it stays pending.
+    settings.BERTH_WEBHOOK_ALLOWED = ["192.0.2.0/24"]
 
     for name in ("up-1", "up-2", "off-1", "gone-1"):
         report_host(name, {"physnet1": {"bridge": "br-ex"}})
@@ -54,7 +55,7 @@ def fleet(transactional_db, no_worker, settings):
 
     reservations.reservable_host_create(name="up-2", capabilities={})
     notifications.subscription_create(
-        project=project, url="https://hooks.example.com/berth", event_types=[], secret="s"
+        project=project, url="https://192.0.2.1/berth", event_types=[], secret="s"
     )
     now = timezone.now()
     reservations.lease_create(

@@ -398,7 +398,7 @@ def test_a_reserved_host_stays_in_the_pool(admin, pool):
 
 
 def test_a_subscription_goes_with_its_deliveries(admin, pool, settings):
-    settings.BERTH_WEBHOOK_ALLOWED = ["127.0.0.0/8"]
+    settings.BERTH_WEBHOOK_ALLOWED = ["127.0.0.0/8:9"]
     body = {"subscription": {"url": "http://127.0.0.1:9/hook"}}
     subscription = admin.post(f"{V1}/subscriptions", body).json()["subscription"]["id"]
     admin.post(f"{V1}/leases", host_lease_body("noticed"))

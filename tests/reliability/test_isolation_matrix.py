@@ -95,7 +95,8 @@ ADMIN_ONLY_KEYS = {
 SECRET_KEYS = {"secret", "digest", "token"}
 
 HOSTS = ("mxhost-good", "mxhost-bad")
-ALLOWED_HOOKS = ["127.0.0.1/32"]
+# Ports are part of the allow-list: the tests' receivers add their own.
+ALLOWED_HOOKS = ["127.0.0.1/32:9"]
 
 SAFE = {"GET", "HEAD", "OPTIONS"}
 
@@ -1193,7 +1194,8 @@ def deliver_all(subscription) -> list[Delivery]:
 SUBSCRIPTIONS = "/reservation/v1/subscriptions"
 
 
-def test_deliveries_verify_at_a_third_party_receiver(caller, receiver, network_spy):
+def test_deliveries_verify_at_a_third_party_receiver(caller, receiver, network_spy, settings):
+    settings.BERTH_WEBHOOK_ALLOWED = [*ALLOWED_HOOKS, f"127.0.0.1/32:{receiver.port}"]
     alice = caller("alpha", "member")
     created = alice.post(
         SUBSCRIPTIONS,
@@ -1302,8 +1304,9 @@ def test_a_disallowed_destination_is_never_contacted(db, trap, network_spy):
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 def test_redirects_to_a_disallowed_destination_are_not_followed(
-    db, receiver, trap, network_spy, status
+    db, receiver, trap, network_spy, status, settings
 ):
+    settings.BERTH_WEBHOOK_ALLOWED = [*ALLOWED_HOOKS, f"127.0.0.1/32:{receiver.port}"]
     project = Project.objects.create(name="alpha")
     host, port = trap.address
     receiver.redirect = (status, f"http://{host}:{port}/stolen")
@@ -1321,9 +1324,12 @@ def test_redirects_to_a_disallowed_destination_are_not_followed(
     assert str(status) in delivery.last_error
 
 
-def test_a_name_is_not_resolved_again_between_check_and_connect(db, receiver, network_spy):
+def test_a_name_is_not_resolved_again_between_check_and_connect(
+    db, receiver, network_spy, settings
+):
     """DNS rebinding: a name that answers an allowed address when checked
     and a disallowed one a moment later must reach the address checked."""
+    settings.BERTH_WEBHOOK_ALLOWED = [*ALLOWED_HOOKS, f"127.0.0.1/32:{receiver.port}"]
     project = Project.objects.create(name="alpha")
     trap = Listener("127.0.0.2", receiver.port)
     try:

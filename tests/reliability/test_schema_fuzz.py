@@ -222,7 +222,7 @@ def flatmap_path_parameters(context, path_parameters):
 @pytest.fixture
 def admin_token(db, settings):
     """Seeded rows and an admin token; Django keeps the test's connection."""
-    settings.BERTH_WEBHOOK_ALLOWED = ["127.0.0.0/8"]
+    settings.BERTH_WEBHOOK_ALLOWED = ["127.0.0.0/8:9"]
     admin = Caller("fuzz-admin", "admin")
     seed_rows(admin)
     # The app is called in this thread, inside the test's transaction: keep

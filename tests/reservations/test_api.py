@@ -206,7 +206,7 @@ def test_feed_is_project_scoped_and_ordered(lab_member):
 
 
 def test_subscriptions_respect_the_allow_list(lab_member, settings):
-    settings.BERTH_WEBHOOK_ALLOWED = ["127.0.0.0/8"]
+    settings.BERTH_WEBHOOK_ALLOWED = ["127.0.0.0/8:9"]
     refused = lab_member.post(f"{V1}/subscriptions", {"subscription": {"url": "http://10.0.0.1/h"}})
     assert refused.status_code == 400 and "refused" in refused.json()["error_message"]
     created = lab_member.post(

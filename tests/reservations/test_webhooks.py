@@ -29,15 +29,21 @@ class Receiver(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def receiver(settings):
-    settings.BERTH_WEBHOOK_ALLOWED = ["127.0.0.1/32"]
-    settings.BERTH_WEBHOOK_MAX_ATTEMPTS = 3
+def listener():
+    """The port of a Receiver on loopback (never 80 or 443)."""
     Receiver.answers, Receiver.received = [], []
     server = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hook"
+    yield server.server_port
     server.shutdown()
+
+
+@pytest.fixture
+def receiver(settings, listener):
+    settings.BERTH_WEBHOOK_ALLOWED = [f"127.0.0.1/32:{listener}"]
+    settings.BERTH_WEBHOOK_MAX_ATTEMPTS = 3
+    return f"http://127.0.0.1:{listener}/hook"
 
 
 def test_signed_delivery_verified_by_the_receiver(pool, receiver):
