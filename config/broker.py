@@ -1,10 +1,40 @@
 """kombu's filesystem transport, for the embedded default's broker."""
 
+import os
+import uuid
+from time import monotonic
+
+from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
+from kombu.utils.encoding import str_to_bytes
+from kombu.utils.json import dumps
+
+
+class Channel(filesystem.Channel):
+    """The filesystem channel, publishing each message whole.
+
+    kombu's reader takes a message by moving its file out of the queue
+    folder and reading it, without the lock its writer holds while writing:
+    a message still being written was read empty, and the JSON error ended
+    the worker's consumer (its builds then waited for the reaper). Each
+    message is written under a name no queue reads (``.part``) and renamed
+    into place, which is atomic, so a reader sees it whole or not at all."""
+
+    def _put(self, queue, payload, **kwargs):
+        # kombu's own naming: readers take files in order of this prefix.
+        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        path = os.path.join(self.data_folder_out, name)
+        try:
+            with open(f"{path}.part", "wb") as part:
+                part.write(str_to_bytes(dumps(payload)))
+            os.replace(f"{path}.part", path)
+        except OSError as exc:
+            raise ChannelError(f"Cannot add file {path!r} to directory") from exc
 
 
 class Transport(filesystem.Transport):
-    """The filesystem transport, draining for at most one polling interval.
+    """The filesystem transport, with whole messages (``Channel``) and
+    draining for at most one polling interval.
 
     Celery's worker runs a blocking loop for a transport without async I/O,
     such as this one: drain the broker for up to 2 s, then do what was queued
@@ -16,6 +46,8 @@ class Transport(filesystem.Transport):
     and the worker took about one message a second. Returning after one
     polling interval lets the loop acknowledge at once; the folder is polled
     as often as before."""
+
+    Channel = Channel
 
     def drain_events(self, connection, timeout=None):
         if timeout is not None:
