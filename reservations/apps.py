@@ -6,10 +6,18 @@ class ReservationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        from django.conf import settings
+
         from compute import scheduler
         from config.quotas import register_usage
         from reservations.models import Lease, LeaseStatus, Subscription
+        from reservations.notifications import allowed_destination
         from reservations.placement import lease_constraints
+
+        # A malformed allow-list entry stops every process at start rather
+        # than answering 500 to the first subscription that meets it.
+        for entry in settings.BERTH_WEBHOOK_ALLOWED:
+            allowed_destination(entry)
 
         scheduler.constraint_providers.append(lease_constraints)
         register_usage(

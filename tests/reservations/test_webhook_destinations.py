@@ -240,3 +240,12 @@ def test_a_view_only_user_cannot_change_or_delete_a_subscription(client, subscri
     assert client.post(delete, {"post": "yes"}).status_code == 403
     subscription.refresh_from_db()
     assert subscription.enabled
+
+
+def test_a_malformed_allow_list_entry_stops_berth_at_start(tmp_path):
+    from tests.foundation.test_secret_key import manage_check
+
+    refused = manage_check(tmp_path, BERTH_WEBHOOK_ALLOWED="127.0.0.1/32:99999")
+    assert refused.returncode != 0
+    assert "BERTH_WEBHOOK_ALLOWED: '127.0.0.1/32:99999' has no valid port." in refused.stderr
+    assert manage_check(tmp_path, BERTH_WEBHOOK_ALLOWED="127.0.0.1/32:8080").returncode == 0
