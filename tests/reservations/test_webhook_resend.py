@@ -6,6 +6,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
@@ -97,30 +98,49 @@ class SlowCounter(http.server.BaseHTTPRequestHandler):
         pass
 
 
-RESEND = "from reservations import notifications; print(notifications.deliveries_resend())"
+@dataclass
+class Receiving:
+    """A project subscribed twice to a real receiver, and a private broker."""
+
+    project: Project
+    redis: RedisServer
+    port: int
+
+    def env(self, *, resend_after: int) -> dict:
+        return process_env(
+            CELERY_BROKER_URL=self.redis.url,
+            BERTH_WEBHOOK_ALLOWED=f"127.0.0.1/32:{self.port}",
+            BERTH_WEBHOOK_RESEND_AFTER=str(resend_after),
+        )
 
 
-@pytest.mark.postgres
-@pytest.mark.worker
-def test_lost_messages_are_delivered_exactly_once_by_the_sweep(transactional_db, tmp_path, sent):
+@pytest.fixture
+def receiving(transactional_db, tmp_path):
     SlowCounter.seen = Counter()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowCounter)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     redis = RedisServer(tmp_path)
     redis.start()
-    env = process_env(
-        CELERY_BROKER_URL=redis.url,
-        BERTH_WEBHOOK_ALLOWED=f"127.0.0.1/32:{server.server_port}",
-        BERTH_WEBHOOK_RESEND_AFTER="1",
-    )
+    project = Project.objects.create(name="p")
+    for path in ("/a", "/b"):
+        Subscription.objects.create(
+            project=project, url=f"http://127.0.0.1:{server.server_port}{path}", secret="s"
+        )
+    yield Receiving(project, redis, server.server_port)
+    redis.kill()
+    server.shutdown()
+
+
+RESEND = "from reservations import notifications; print(notifications.deliveries_resend())"
+
+
+@pytest.mark.postgres
+@pytest.mark.worker
+def test_lost_messages_are_delivered_exactly_once_by_the_sweep(receiving, tmp_path, sent):
+    env = receiving.env(resend_after=1)
     worker = None
     try:
-        project = Project.objects.create(name="p")
-        for path in ("/a", "/b"):
-            Subscription.objects.create(
-                project=project, url=f"http://127.0.0.1:{server.server_port}{path}", secret="s"
-            )
-        lost = deliveries(project, 15)  # 30 deliveries, no message reached any broker
+        lost = deliveries(receiving.project, 15)  # 30 deliveries, no message reached any broker
         assert len(sent) == 30
         worker = worker_start(tmp_path / "worker.log", env)
         time.sleep(1.5)
@@ -141,8 +161,6 @@ def test_lost_messages_are_delivered_exactly_once_by_the_sweep(transactional_db,
     finally:
         if worker is not None:
             worker_stop(worker)
-        redis.kill()
-        server.shutdown()
     assert resent >= 30
     assert set(Delivery.objects.values_list("status", flat=True)) == {"delivered"}
     assert len(SlowCounter.seen) == len(lost)
@@ -163,26 +181,12 @@ for n in range(20):
 
 @pytest.mark.postgres
 @pytest.mark.worker
-def test_deliveries_lost_with_the_broker_are_delivered_once(transactional_db, tmp_path):
+def test_deliveries_lost_with_the_broker_are_delivered_once(receiving, tmp_path):
     """The broker is killed in the middle of a burst and comes back empty:
     every delivery ends delivered, each POSTed once."""
-    SlowCounter.seen = Counter()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowCounter)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    redis = RedisServer(tmp_path)
-    redis.start()
-    env = process_env(
-        CELERY_BROKER_URL=redis.url,
-        BERTH_WEBHOOK_ALLOWED=f"127.0.0.1/32:{server.server_port}",
-        BERTH_WEBHOOK_RESEND_AFTER="2",
-    )
+    env, redis = receiving.env(resend_after=2), receiving.redis
     worker = worker_start(tmp_path / "worker.log", env)
     try:
-        project = Project.objects.create(name="p")
-        for path in ("/a", "/b"):
-            Subscription.objects.create(
-                project=project, url=f"http://127.0.0.1:{server.server_port}{path}", secret="s"
-            )
         with ThreadPoolExecutor(1) as client:
             burst = client.submit(run_python, BURST, env)
             wait_for(lambda: Delivery.objects.count() >= 10, 60, "the burst to begin")
@@ -200,8 +204,6 @@ def test_deliveries_lost_with_the_broker_are_delivered_once(transactional_db, tm
         time.sleep(2)  # any duplicate still queued would arrive by now
     finally:
         worker_stop(worker)
-        redis.kill()
-        server.shutdown()
     print(f"pending after the broker came back: {lost_at_restart} of 40")
     assert set(Delivery.objects.values_list("status", flat=True)) == {"delivered"}
     assert len(SlowCounter.seen) == 40 and set(SlowCounter.seen.values()) == {1}
