@@ -51,6 +51,16 @@ app.conf.beat_schedule = {
 }
 
 
+# The worker pools of a deployment, as `celery -A config worker` options
+# (docs/operations.md); the demo and the tests start these. Webhook
+# deliveries have a pool of their own, so a slow receiver never holds a
+# build or a lease event back; threads, as they wait on the network.
+WORKER_POOLS = {
+    "worker": ["-Q", "default,build,events", "-c", "2"],
+    "notify worker": ["-Q", "notify", "-P", "threads", "-c", "8"],
+}
+
+
 def enqueue_after_commit(send: Callable[[], object]) -> None:
     """Run ``send``, a task enqueue, once the current transaction commits.
 

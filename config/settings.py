@@ -237,6 +237,9 @@ BERTH_QUOTA_DEFAULTS |= {
 # contacted, whatever a subscription says (no requests into the operator's
 # network on a tenant's behalf).
 BERTH_WEBHOOK_ALLOWED = env.list("BERTH_WEBHOOK_ALLOWED", default=[])
+# The whole of one attempt, connect to the last header of the answer: a
+# receiver that trickles its answer is cut off here, not at the task's time
+# limit, so a slow destination holds a notify worker for seconds at most.
 BERTH_WEBHOOK_TIMEOUT = env.float("BERTH_WEBHOOK_TIMEOUT", default=5.0)
 BERTH_WEBHOOK_MAX_ATTEMPTS = env.int("BERTH_WEBHOOK_MAX_ATTEMPTS", default=8)
 # A pending delivery not attempted this many seconds after it was due lost
@@ -244,6 +247,15 @@ BERTH_WEBHOOK_MAX_ATTEMPTS = env.int("BERTH_WEBHOOK_MAX_ATTEMPTS", default=8)
 # wait a delivery may have in the notify queue, or busy ones are sent twice
 # (harmless: an attempt claims its row, and a delivered one is not sent again).
 BERTH_WEBHOOK_RESEND_AFTER = env.int("BERTH_WEBHOOK_RESEND_AFTER", default=300)
+# The circuit breaker of each subscription: after this many failed attempts
+# in a row its deliveries wait (BERTH_WEBHOOK_BREAKER_BACKOFF seconds,
+# doubling with each failed probe, at most an hour); after
+# BERTH_WEBHOOK_DISABLE_AFTER in a row berth disables it and tells the
+# project (a "subscription.disabled" notification). With the defaults a
+# destination is disabled after about nine hours of failing.
+BERTH_WEBHOOK_BREAKER_AFTER = env.int("BERTH_WEBHOOK_BREAKER_AFTER", default=5)
+BERTH_WEBHOOK_BREAKER_BACKOFF = env.float("BERTH_WEBHOOK_BREAKER_BACKOFF", default=60.0)
+BERTH_WEBHOOK_DISABLE_AFTER = env.int("BERTH_WEBHOOK_DISABLE_AFTER", default=20)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["config.auth.KeystoneTokenAuthentication"],

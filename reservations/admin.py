@@ -303,11 +303,28 @@ class SubscriptionAdmin(ServiceAdmin):
     shows the signing secret once; here one is paused or deleted. The
     secret is never shown, and the URL without credentials."""
 
-    list_display = ["display_url", "project", "event_types", "enabled", "created"]
+    list_display = [
+        "display_url",
+        "project",
+        "event_types",
+        "enabled",
+        "consecutive_failures",
+        "created",
+    ]
     list_filter = ["enabled"]
     list_select_related = ["project"]
     search_fields = ["url"]
-    fields = ["id", "project", "display_url", "event_types", "enabled", "created_at"]
+    fields = [
+        "id",
+        "project",
+        "display_url",
+        "event_types",
+        "enabled",
+        "disabled_reason",
+        "consecutive_failures",
+        "suspended_until",
+        "created_at",
+    ]
     change_fields = ("enabled",)
     created = with_seconds("created_at", "created")
 

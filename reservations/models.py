@@ -268,6 +268,13 @@ class Subscription(models.Model):
     secret = models.CharField(max_length=128)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The circuit breaker: attempts that failed in a row. From
+    # BERTH_WEBHOOK_BREAKER_AFTER on, nothing is sent before
+    # suspended_until, then one probe; at BERTH_WEBHOOK_DISABLE_AFTER
+    # berth disables the subscription and says why in disabled_reason.
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    suspended_until = models.DateTimeField(null=True, blank=True)
+    disabled_reason = models.CharField(max_length=300, blank=True)
 
     def __str__(self) -> str:
         return self.display_url

@@ -7,12 +7,15 @@ delivery task POSTs it after commit, signed with HMAC-SHA256, retrying with
 backoff. Destinations outside BERTH_WEBHOOK_ALLOWED are never contacted.
 """
 
+import contextlib
 import hashlib
 import hmac
 import http.client
 import json
 import socket
 import ssl
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -201,11 +204,17 @@ def subscription_create(
 
 
 def subscription_update(*, subscription: Subscription, enabled: bool) -> Subscription:
-    """Pause or resume a subscription; its URL and secret never change."""
+    """Pause or resume a subscription; its URL and secret never change.
+    Resuming one gives it a fresh start: its breaker is closed."""
     with transaction.atomic():
         locked = Subscription.objects.select_for_update().get(pk=subscription.pk)
         locked.enabled = enabled
-        locked.save(update_fields=["enabled"])
+        if enabled:
+            locked.consecutive_failures, locked.suspended_until = 0, None
+            locked.disabled_reason = ""
+        locked.save(
+            update_fields=["enabled", "consecutive_failures", "suspended_until", "disabled_reason"]
+        )
     return locked
 
 
@@ -218,23 +227,50 @@ def post(url: str, address: str, body: bytes, headers: dict) -> int:
     """POST to ``address``, the one checked_destination checked, not to a
     second lookup of the name (its DNS may answer differently a moment
     later), and follow no redirect (where it points was never checked): a
-    3xx is the answer. TLS is still verified against the URL's host name."""
+    3xx is the answer. TLS is still verified against the URL's host name.
+
+    The whole exchange, connect to the last header of the answer, has
+    BERTH_WEBHOOK_TIMEOUT seconds. A socket timeout bounds each read only,
+    so a receiver that trickles its answer a line at a time would hold the
+    worker for ever; a watchdog shuts the socket when the time is up."""
     parts = urlsplit(url)
-    timeout = settings.BERTH_WEBHOOK_TIMEOUT
+    limit = settings.BERTH_WEBHOOK_TIMEOUT
+    started = time.monotonic()
     https = parts.scheme == "https"
     kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
-    connection = kind(parts.hostname, parts.port, timeout=timeout)
+    connection = kind(parts.hostname, parts.port, timeout=limit)
     # http.client sends on a socket it is given instead of connecting itself.
-    connection.sock = socket.create_connection((address, connection.port), timeout)
+    raw = socket.create_connection((address, connection.port), limit)
+    cut = threading.Event()
+
+    def cut_off():
+        cut.set()
+        with contextlib.suppress(OSError):
+            raw.shutdown(socket.SHUT_RDWR)
+
+    watchdog = threading.Timer(max(0.0, limit - (time.monotonic() - started)), cut_off)
+    watchdog.start()
     try:
+        connection.sock = raw
         if https:
             context = ssl.create_default_context()
-            connection.sock = context.wrap_socket(connection.sock, server_hostname=parts.hostname)
+            connection.sock = context.wrap_socket(raw, server_hostname=parts.hostname)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         connection.request("POST", target, body=body, headers=headers)
-        return connection.getresponse().status
+        status = connection.getresponse().status
+        if cut.is_set():
+            # http.client takes the end of the stream for the end of the
+            # headers: what it parsed after the cut is no answer.
+            raise TimeoutError
+        return status
+    except (OSError, http.client.HTTPException, ValueError):
+        if cut.is_set():
+            raise TimeoutError(f"no complete answer within {limit:g} s") from None
+        raise
     finally:
+        watchdog.cancel()
         connection.close()
+        raw.close()
 
 
 def retry_delay(attempts: int) -> int:
@@ -243,23 +279,40 @@ def retry_delay(attempts: int) -> int:
     return min(600, 2**attempts)
 
 
-def delivery_attempt(*, delivery_id: int) -> bool:
-    """POST one delivery. True when it is settled (delivered, or failed for
-    good) or another attempt holds it, False when it should be tried again
-    later."""
+def attempt_limit() -> float:
+    """Seconds one attempt may take, the POST and its bookkeeping: the
+    deliver task's time limit, and how long an attempt's claims last."""
+    return settings.BERTH_WEBHOOK_TIMEOUT + 30
+
+
+def delivery_attempt(*, delivery_id: int) -> float | None:
+    """POST one delivery. None when this task has no more to do with it
+    (delivered, failed for good, or held by another attempt); else the
+    seconds to wait before trying again."""
     now = timezone.now()
     # The claim: one attempt at a time, whatever the number of messages
     # (a redelivered task, the resend sweep's) asking for it. A worker lost
-    # mid-attempt leaves a claim that lapses at the task's hard time limit.
+    # mid-attempt leaves a claim that lapses with the attempt's time limit.
     claimed = (
         Delivery.objects.filter(pk=delivery_id, status=DeliveryStatus.PENDING)
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        .update(claimed_until=now + timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT))
+        .update(claimed_until=now + timedelta(seconds=attempt_limit()))
     )
     if not claimed:
-        return True
+        return None
     delivery = Delivery.objects.select_related("notification", "subscription").get(pk=delivery_id)
     subscription = delivery.subscription
+    wait = breaker_wait(subscription, now)
+    if wait:
+        Delivery.objects.filter(pk=delivery_id).update(
+            claimed_until=None, next_attempt_at=now + timedelta(seconds=wait)
+        )
+        return wait
+    if not subscription.enabled:
+        # Disabled after this delivery was written (a notice racing the
+        # breaker, or its owner pausing it): its destination is not called.
+        reason = subscription.disabled_reason or "The subscription is disabled."
+        return _record_attempt(delivery, status=None, error=reason, refused=True)
     refused, address = checked_destination(subscription.url)
     status, error = None, refused or ""
     if not refused:
@@ -279,21 +332,114 @@ def delivery_attempt(*, delivery_id: int) -> bool:
                 error = f"HTTP {status}"
         except (OSError, http.client.HTTPException, ValueError) as failure:
             error = str(failure)[:500]
+    return _record_attempt(delivery, status=status, error=error, refused=bool(refused))
+
+
+def _record_attempt(delivery: Delivery, *, status: int | None, error: str, refused: bool):
+    """Write an attempt's outcome on the delivery and on its subscription's
+    breaker, together; the seconds before the next attempt, or None."""
     delivered = status is not None and 200 <= status < 300
     attempts = delivery.attempts + 1
-    settled = delivered or bool(refused) or attempts >= settings.BERTH_WEBHOOK_MAX_ATTEMPTS
-    Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.PENDING).update(
-        attempts=attempts,
-        response_status=status,
-        last_error="" if delivered else error,
-        status=DeliveryStatus.DELIVERED
-        if delivered
-        else (DeliveryStatus.FAILED if settled else DeliveryStatus.PENDING),
-        delivered_at=timezone.now() if delivered else None,
-        next_attempt_at=timezone.now() + timedelta(seconds=retry_delay(attempts)),
+    settled = delivered or refused or attempts >= settings.BERTH_WEBHOOK_MAX_ATTEMPTS
+    now = timezone.now()
+    with transaction.atomic():
+        # NO KEY UPDATE: the notice a tripped breaker sends inserts
+        # deliveries for the project's other subscriptions, whose foreign
+        # keys take KEY SHARE locks; two breakers tripping at once would
+        # deadlock on a plain FOR UPDATE.
+        locked = Subscription.objects.select_for_update(no_key=True).filter(
+            pk=delivery.subscription_id
+        )
+        subscription = locked.first()
+        if subscription is None:  # deleted meanwhile, with its deliveries
+            return None
+        wait, disabled = retry_delay(attempts), False
+        if delivered:
+            breaker_close(subscription)
+        elif not refused and subscription.enabled:
+            # A destination never contacted has not failed; one disabled
+            # meanwhile (by an attempt beside this one) has had its count.
+            backoff = breaker_trip(subscription, error=error, now=now)
+            disabled = backoff is None
+            wait = max(wait, backoff or 0)
+        Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.PENDING).update(
+            attempts=attempts,
+            response_status=status,
+            last_error="" if delivered else error,
+            status=DeliveryStatus.DELIVERED
+            if delivered
+            else (DeliveryStatus.FAILED if settled else DeliveryStatus.PENDING),
+            delivered_at=now if delivered else None,
+            next_attempt_at=now + timedelta(seconds=wait),
+            claimed_until=None,
+        )
+        if disabled:
+            _fail_pending(subscription)
+            return None
+    return None if settled else wait
+
+
+def breaker_wait(subscription: Subscription, now: datetime) -> float:
+    """Seconds an attempt must wait for the subscription's breaker, 0 to go
+    ahead. When an open breaker's time is up, one attempt (the probe) goes
+    and holds it open meanwhile; the probe's outcome closes or reopens it."""
+    until = subscription.suspended_until
+    if until is None:
+        return 0
+    if until > now:
+        return (until - now).total_seconds()
+    probe = Subscription.objects.filter(pk=subscription.pk, suspended_until=until).update(
+        suspended_until=now + timedelta(seconds=attempt_limit())
+    )
+    return 0 if probe else attempt_limit()
+
+
+def breaker_close(subscription: Subscription) -> None:
+    if subscription.consecutive_failures or subscription.suspended_until:
+        subscription.consecutive_failures, subscription.suspended_until = 0, None
+        subscription.save(update_fields=["consecutive_failures", "suspended_until"])
+
+
+def breaker_trip(subscription: Subscription, *, error: str, now: datetime) -> float | None:
+    """Count a failed attempt on the locked ``subscription``: open its
+    breaker when it failed often enough (the seconds it stays open, else 0)
+    or, after too many failures in a row, disable it and tell its project
+    (None)."""
+    subscription.consecutive_failures += 1
+    failures = subscription.consecutive_failures
+    backoff = 0.0
+    if failures >= settings.BERTH_WEBHOOK_DISABLE_AFTER:
+        subscription.enabled = False
+        subscription.suspended_until = None
+        subscription.disabled_reason = (
+            f"Disabled after {failures} failed deliveries in a row; the last: {error}"
+        )[:300]
+        backoff = None
+    elif failures >= settings.BERTH_WEBHOOK_BREAKER_AFTER:
+        exponent = failures - settings.BERTH_WEBHOOK_BREAKER_AFTER
+        backoff = min(3600.0, settings.BERTH_WEBHOOK_BREAKER_BACKOFF * 2**exponent)
+        subscription.suspended_until = now + timedelta(seconds=backoff)
+    subscription.save(
+        update_fields=["consecutive_failures", "suspended_until", "enabled", "disabled_reason"]
+    )
+    if backoff is None:
+        # Saved first: the notice goes to the project's other subscriptions.
+        notify(
+            project=subscription.project,
+            event_type="subscription.disabled",
+            subscription_id=str(subscription.pk),
+            url=subscription.display_url,
+            reason=subscription.disabled_reason,
+        )
+    return backoff
+
+
+def _fail_pending(subscription: Subscription) -> None:
+    Delivery.objects.filter(subscription=subscription, status=DeliveryStatus.PENDING).update(
+        status=DeliveryStatus.FAILED,
+        last_error=subscription.disabled_reason or "The subscription is disabled.",
         claimed_until=None,
     )
-    return settled
 
 
 def deliveries_resend(*, now: datetime | None = None, batch: int = 500) -> int:

@@ -1,7 +1,6 @@
 """Celery adapters for reservations: load by id, call a service."""
 
 from celery import shared_task
-from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from reservations import events, notifications, placement
@@ -23,13 +22,19 @@ def heal() -> int:
     return placement.heal()
 
 
-@shared_task(name="reservations.notifications.deliver", bind=True, max_retries=None)
+@shared_task(
+    name="reservations.notifications.deliver",
+    bind=True,
+    max_retries=None,
+    soft_time_limit=notifications.attempt_limit() - 5,
+    time_limit=notifications.attempt_limit(),
+)
 def deliver(self, delivery_id: int) -> None:
-    if not notifications.delivery_attempt(delivery_id=delivery_id):
-        # The attempt count on the row decides when to give up; a retry
-        # lost with its message is sent again by resend_lost.
-        countdown = notifications.retry_delay(self.request.retries + 1)
-        raise self.retry(countdown=countdown, max_retries=settings.BERTH_WEBHOOK_MAX_ATTEMPTS)
+    wait = notifications.delivery_attempt(delivery_id=delivery_id)
+    if wait is not None:
+        # The row's attempts and its subscription's breaker decide when to
+        # give up; a retry lost with its message is sent again by resend_lost.
+        raise self.retry(countdown=wait)
 
 
 @shared_task(name="reservations.notifications.resend_lost", **TRANSIENT)

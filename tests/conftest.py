@@ -115,10 +115,11 @@ def process_env(**extra) -> dict:
     return env
 
 
-def worker_start(log: Path, env: dict, *, concurrency: int = 2) -> subprocess.Popen:
-    """A real Celery worker process (prefork) with ``env``, ready; its
-    output goes to ``log`` (``proc.log``). Its own process group, so a test
-    can kill it with its pool children."""
+def worker_start(log: Path, env: dict, options: tuple = ("-c", "2")) -> subprocess.Popen:
+    """A real Celery worker process with ``env`` and worker ``options``
+    (default: every queue, prefork, 2 children), ready; its output goes to
+    ``log`` (``proc.log``). Its own process group, so a test can kill it
+    with its pool children."""
     name = f"test-{uuid.uuid4().hex[:8]}@%h"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -129,8 +130,7 @@ def worker_start(log: Path, env: dict, *, concurrency: int = 2) -> subprocess.Po
                 "-A",
                 "config",
                 "worker",
-                "-c",
-                str(concurrency),
+                *options,
                 "-l",
                 "info",
                 "-n",
@@ -163,14 +163,42 @@ def worker_stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def beat_start(log: Path, env: dict | None = None) -> subprocess.Popen:
+    """`celery -A config beat` as an operator runs it, logging to ``log``."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "beat", "-l", "info"],
+            cwd=ROOT,
+            env=env or process_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def beat_stop(beat: subprocess.Popen) -> None:
+    beat.send_signal(signal.SIGTERM)
+    try:
+        beat.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        beat.kill()
+        beat.wait()
+
+
 @pytest.fixture(scope="session")
 def worker(django_db_setup, django_db_blocker, tmp_path_factory):
-    """A real Celery worker process (prefork, 2 children) on the test
-    database and the configured broker."""
-    from config.celery import app
+    """Real Celery workers on the test database and the configured broker,
+    as a deployment runs them (config.celery.WORKER_POOLS): the build
+    worker, which this returns, and the notify worker beside it."""
+    from config.celery import WORKER_POOLS, app
 
     with django_db_blocker.unblock():
         app.control.purge()
-    proc = worker_start(tmp_path_factory.mktemp("worker") / "worker.log", process_env())
-    yield proc
-    worker_stop(proc)
+    logs = tmp_path_factory.mktemp("worker")
+    procs = [
+        worker_start(logs / f"{name.replace(' ', '-')}.log", process_env(), options)
+        for name, options in WORKER_POOLS.items()
+    ]
+    yield procs[0]
+    for proc in procs:
+        worker_stop(proc)

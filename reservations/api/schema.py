@@ -256,6 +256,9 @@ SUBSCRIPTION_FIELDS = {
     "event_types": strings(),
     "enabled": f.BooleanField(),
     "created_at": stamp(),
+    "consecutive_failures": f.IntegerField(),
+    "suspended_until": stamp(allow_null=True),
+    "disabled_reason": text(),
 }
 Subscription = shape("Subscription", SUBSCRIPTION_FIELDS)
 SubscriptionCreated = shape("SubscriptionCreated", {**SUBSCRIPTION_FIELDS, "secret": f.CharField()})
@@ -347,6 +350,14 @@ subscription_schema = extend_schema_view(
         responses={
             201: envelope("SubscriptionCreatedEnvelope", "subscription", SubscriptionCreated)
         },
+    ),
+    update=extend_schema(
+        request=envelope(
+            "SubscriptionUpdateRequest",
+            "subscription",
+            shape("SubscriptionUpdate", {"enabled": f.BooleanField()}),
+        ),
+        responses=envelope("SubscriptionUpdated", "subscription", Subscription),
     ),
     destroy=extend_schema(responses={204: None}),
     deliveries=extend_schema(

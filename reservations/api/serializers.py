@@ -324,4 +324,7 @@ class SubscriptionSerializer(serializers.Serializer):
             "event_types": s.event_types,
             "enabled": s.enabled,
             "created_at": stamp(s.created_at),
+            "consecutive_failures": s.consecutive_failures,
+            "suspended_until": stamp(s.suspended_until) if s.suspended_until else None,
+            "disabled_reason": s.disabled_reason,
         }

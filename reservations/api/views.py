@@ -275,6 +275,15 @@ class SubscriptionViewSet(DestroyMixin, OpenStackViewSet):
         # The secret is shown once: receivers verify signatures with it.
         return Response({"subscription": {**data, "secret": subscription.secret}}, status=201)
 
+    def update(self, request, pk=None):
+        subscription = self.get_owned_object()
+        enabled = self.body().get("enabled")
+        if not isinstance(enabled, bool):
+            raise Invalid("enabled (true or false) is the one field a subscription can change.")
+        return self.respond(
+            notifications.subscription_update(subscription=subscription, enabled=enabled)
+        )
+
     def perform_destroy(self, subscription):
         notifications.subscription_delete(subscription=subscription)
 

@@ -3,9 +3,6 @@ configured broker and database."""
 
 import io
 import re
-import signal
-import subprocess
-import sys
 import time
 from datetime import timedelta
 
@@ -16,31 +13,9 @@ from django_celery_beat.models import PeriodicTask
 
 from config.celery import PERIODIC_TASKS, app
 from config.models import PeriodicRun
-from tests.conftest import ROOT, process_env
+from tests.conftest import beat_start, beat_stop
 
 SWEEP = "berth: fire due lease events"
-
-
-def beat_start(log) -> subprocess.Popen:
-    """`celery -A config beat` as an operator runs it, logging to ``log``."""
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "beat", "-l", "info"],
-            cwd=ROOT,
-            env=process_env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def beat_stop(beat: subprocess.Popen) -> None:
-    beat.send_signal(signal.SIGTERM)
-    try:
-        beat.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        beat.kill()
-        beat.wait()
 
 
 def wait_for(condition, timeout: float, what: str, log=None) -> None:

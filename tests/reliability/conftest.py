@@ -18,7 +18,7 @@ from django.db.models import Count, Sum
 
 from tests.compute.conftest import cloud  # noqa: F401 (the scenarios' clouds)
 from tests.conftest import ROOT, db_url_for_processes, process_env, worker_start, worker_stop
-from tests.reservations.conftest import pool  # noqa: F401
+from tests.reservations.conftest import pool, trickler  # noqa: F401
 
 REDIS_SERVER = shutil.which("redis-server")
 # Client processes set Django up, then run the scenario's code.

@@ -541,6 +541,7 @@ def bodies(seed: Seed) -> dict:
                 "project_id": alpha,
             }
         },
+        ("subscription", "update"): {"subscription": {"enabled": False}},
     }
 
 

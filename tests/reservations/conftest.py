@@ -1,3 +1,7 @@
+import http.server
+import socket
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -73,3 +77,80 @@ def heartbeat_all() -> None:
                 name=host.name, vcpus=host.vcpus, memory_mb=host.memory_mb, disk_gb=host.disk_gb
             )
         )
+
+
+class Trickler:
+    """A receiver that answers with a status line, then one header line each
+    second, never ending its answer: no single read of berth's waits long,
+    so only a deadline on the whole answer stops it."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.held: list[float] = []  # seconds each connection was held open
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.trickle, args=(connection,), daemon=True).start()
+
+    def trickle(self, connection):
+        opened = time.monotonic()
+        with connection:
+            try:
+                connection.sendall(b"HTTP/1.1 200 OK\r\n")
+                connection.settimeout(1)
+                lines = 0
+                while lines < 120:
+                    try:
+                        if not connection.recv(65536):  # berth hung up
+                            break
+                    except TimeoutError:  # a second without a byte: the next line
+                        connection.sendall(b"X-Slow-%d: 1\r\n" % lines)
+                        lines += 1
+            except OSError:  # berth hung up
+                pass
+        self.held.append(time.monotonic() - opened)
+
+
+@pytest.fixture
+def trickler():
+    trickler = Trickler()
+    yield trickler
+    trickler.server.close()
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    answers: list[int] = []
+    received: list[tuple[dict, bytes]] = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Receiver.received.append((dict(self.headers), body))
+        self.send_response(Receiver.answers.pop(0) if Receiver.answers else 204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def listener():
+    """The port of a Receiver on loopback (never 80 or 443)."""
+    Receiver.answers, Receiver.received = [], []
+    server = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_port
+    server.shutdown()
+
+
+@pytest.fixture
+def receiver(settings, listener):
+    settings.BERTH_WEBHOOK_ALLOWED = [f"127.0.0.1/32:{listener}"]
+    settings.BERTH_WEBHOOK_MAX_ATTEMPTS = 3
+    return f"http://127.0.0.1:{listener}/hook"

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from config import demo
 from config.auth import DEMO_USER
+from config.celery import WORKER_POOLS
 from config.management.commands._progress import progress_bar
 from config.services import membership_ensure, token_create
 
@@ -127,25 +128,27 @@ class Command(BaseCommand):
         return password
 
     def start_processes(self, port: int) -> dict[str, subprocess.Popen]:
-        self.step("starting API, worker and beat")
+        self.step("starting API, workers and beat")
         python = sys.executable
         commands = {
             "api": [python, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-            "worker": [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "--quiet",  # no banner
-                "worker",
-                "-l",
-                "warning",
-                "-c",
-                "2",
-                "--without-mingle",
-                "--without-gossip",
-            ],
+            **{
+                name: [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "config",
+                    "--quiet",  # no banner
+                    "worker",
+                    *options,
+                    "-l",
+                    "warning",
+                    "--without-mingle",
+                    "--without-gossip",
+                ]
+                for name, options in WORKER_POOLS.items()
+            },
             "beat": [python, "-m", "celery", "-A", "config", "beat", "-l", "warning"],
         }
         return {name: subprocess.Popen(cmd, cwd=ROOT) for name, cmd in commands.items()}
