@@ -74,8 +74,10 @@ def first_step() -> str:
     return TaskState.SCHEDULING if fleet_is_legacy() else TaskState.PREPARING_PORTS
 
 
-def _deadline():
-    return timezone.now() + timedelta(seconds=settings.BERTH_STEP_TIMEOUT)
+def step_deadline(seconds: int | None = None) -> datetime:
+    """When a step entered now is overdue: BERTH_STEP_DEADLINE from now,
+    or ``seconds``."""
+    return timezone.now() + timedelta(seconds=seconds or settings.BERTH_STEP_DEADLINE)
 
 
 # Rows a step may read with its instance (joined: a related row read
@@ -206,7 +208,7 @@ PIPELINE_FIELDS = [
 
 def _move(instance: Instance, state: str | None) -> None:
     instance.task_state = state
-    instance.step_deadline = _deadline() if state else None
+    instance.step_deadline = step_deadline() if state else None
     sql.save(instance, PIPELINE_FIELDS)
 
 
@@ -553,6 +555,15 @@ def spawn(instance_id, attempt: int) -> Outcome:
     instance, nics = _read(instance_id, ("host",), lock=False, nics=True)
     if not _in_step(instance, attempt, TaskState.SPAWNING):
         return Outcome.STOP
+    # Started: the deadline now counts from here and outlasts the task's
+    # hard time limit, so the reaper never resumes a spawn still running.
+    # Conditional on the resumes seen: if the reaper resumed this step in
+    # the meantime, the run it enqueued spawns and this one stops.
+    started_here = Instance.objects.filter(
+        pk=instance.pk, task_state=TaskState.SPAWNING, attempt=attempt, resumes=instance.resumes
+    ).update(step_deadline=step_deadline(settings.BERTH_SPAWN_DEADLINE))
+    if not started_here:
+        return Outcome.STOP
     request = _spawn_request(instance, nics)
     host_id, host_failures = instance.host_id, instance.host.failed_builds
     driver = DRIVERS[instance.host.virt_driver]
@@ -612,10 +623,12 @@ def resume_step(instance: Instance) -> str | None:
         _fail(instance, step, f"step {step} did not finish after {instance.resumes} resumes")
         return None
     instance.resumes += 1
-    instance.step_deadline = _deadline()
+    instance.step_deadline = step_deadline()
     instance.save(update_fields=["resumes", "step_deadline", "updated_at"])
     return instance.task_state
 
 
-def stuck_instances():
-    return Instance.objects.filter(task_state__isnull=False, step_deadline__lt=timezone.now())
+def stuck_instances(grace: float = 0):
+    """Builds whose step is overdue by more than ``grace`` seconds."""
+    overdue = timezone.now() - timedelta(seconds=grace)
+    return Instance.objects.filter(task_state__isnull=False, step_deadline__lt=overdue)

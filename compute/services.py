@@ -4,9 +4,8 @@ The build pipeline's steps live in compute.pipeline; this module holds what
 the API and the admin call directly."""
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models.deletion import ProtectedError
 from django.utils import timezone
@@ -217,7 +216,7 @@ def server_create(
             metadata=metadata or {},
             reservation_id=reservation_id,
             task_state=first,
-            step_deadline=timezone.now() + timedelta(seconds=settings.BERTH_STEP_TIMEOUT),
+            step_deadline=pipeline.step_deadline(),
         )
         InstanceNic.objects.bulk_create(
             InstanceNic(
@@ -245,7 +244,7 @@ def server_delete(*, context: RequestContext, instance: Instance) -> None:
     if instance.task_state != TaskState.DELETING:
         pipeline.action_start(instance, "delete", context.user_id)
         instance.task_state = TaskState.DELETING
-        instance.step_deadline = timezone.now() + timedelta(seconds=settings.BERTH_STEP_TIMEOUT)
+        instance.step_deadline = pipeline.step_deadline()
         instance.save(update_fields=["current_action", "task_state", "step_deadline", "updated_at"])
     tasks.start_delete(instance)
 
@@ -266,7 +265,7 @@ def server_retry(*, instance: Instance) -> Instance:
     instance.resumes = 0
     instance.host = None
     instance.task_state = pipeline.first_step()
-    instance.step_deadline = timezone.now() + timedelta(seconds=settings.BERTH_STEP_TIMEOUT)
+    instance.step_deadline = pipeline.step_deadline()
     instance.save()
     tasks.start_build(instance)
     return instance

@@ -6,7 +6,8 @@ a reschedule, the task replaces the rest of its chain with
 schedule | bind_ports | spawn for the next attempt.
 """
 
-from celery import chain, shared_task
+from celery import chain, current_app, shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
 from compute import pipeline
@@ -73,7 +74,15 @@ def bind_ports(self, instance_id: str, attempt: int):
     return _continue(self, pipeline.bind_ports(instance_id, attempt), instance_id, attempt)
 
 
-@shared_task(name="compute.spawn", bind=True, **TRANSIENT)
+# Stopped (SoftTimeLimitExceeded), else killed, 5 s before its deadline,
+# so the reaper never resumes a spawn while it runs.
+@shared_task(
+    name="compute.spawn",
+    bind=True,
+    soft_time_limit=settings.BERTH_SPAWN_DEADLINE - 6,
+    time_limit=settings.BERTH_SPAWN_DEADLINE - 5,
+    **TRANSIENT,
+)
 def spawn(self, instance_id: str, attempt: int):
     return _continue(self, pipeline.spawn(instance_id, attempt), instance_id, attempt)
 
@@ -88,15 +97,26 @@ def start_delete(instance: Instance) -> None:
     enqueue_after_commit(lambda: delete_instance.delay(instance_id))
 
 
+def build_backlog() -> int:
+    """Messages waiting in the build queue (not those a worker holds)."""
+    with current_app.connection_for_read() as connection:
+        queue = current_app.amqp.queues["build"](connection.default_channel)
+        return queue.queue_declare().message_count
+
+
 @shared_task(name="compute.reap_stuck_builds", **TRANSIENT)
 def reap_stuck_builds() -> int:
     """Resume steps that overran their deadline (a worker died, a message
-    was lost); fail builds resumed too often."""
+    was lost); fail builds resumed too often. While messages wait in the
+    build queue an overdue step may be one of them, so only steps overdue
+    by the backlog grace as well are resumed: a burst of builds is never
+    resumed (and failed for resuming too often) for waiting its turn."""
+    grace = settings.BERTH_STEP_BACKLOG_GRACE if build_backlog() else 0
     resumed = 0
-    for instance_id in pipeline.stuck_instances().values_list("pk", flat=True)[:500]:
+    for instance_id in pipeline.stuck_instances(grace).values_list("pk", flat=True)[:500]:
         with transaction.atomic():
             instance = (
-                pipeline.stuck_instances()
+                pipeline.stuck_instances(grace)
                 .select_for_update(skip_locked=True)
                 .filter(pk=instance_id)
                 .first()

@@ -28,7 +28,7 @@ app.conf["CELERY_DB_REUSE_MAX"] = settings.BERTH_CELERY_DB_REUSE_MAX
 # and stalls at 10^4 entries, so events are rows swept by one task.
 PERIODIC_TASKS = {
     "berth: purge expired tokens": {"task": "identity.purge_expired_tokens", "every": 3600},
-    "berth: reap stuck builds": {"task": "compute.reap_stuck_builds", "every": 30},
+    "berth: reap stuck builds": {"task": "compute.reap_stuck_builds", "every": 10},
     "berth: fire due lease events": {"task": "reservations.events.sweep", "every": 1},
     "berth: heal leases": {"task": "reservations.heal", "every": 60},
     "berth: resend lost webhook deliveries": {

@@ -190,9 +190,23 @@ BERTH_HOST_DOWN_AFTER = env.int("BERTH_HOST_DOWN_AFTER", default=75)
 
 # Hosts a build may try (the first plus reschedules) before it is ERROR.
 BERTH_BUILD_MAX_ATTEMPTS = env.int("BERTH_BUILD_MAX_ATTEMPTS", default=3)
-# A pipeline step not done this long after it started is resumed by the
-# reaper; keep it above the task time limit so a live task is never doubled.
-BERTH_STEP_TIMEOUT = env.int("BERTH_STEP_TIMEOUT", default=600)
+# Seconds a pipeline step that only writes the database may take from when
+# it is enqueued; past it the reaper resumes the step (its message went with
+# a worker or the broker). Resuming such a step early is safe: it is one
+# transaction under the instance's lock, so a second run waits for the
+# first, then finds nothing left to do.
+BERTH_STEP_DEADLINE = env.int("BERTH_STEP_DEADLINE", default=15)
+# Spawn calls the host's driver outside any transaction, so its deadline
+# counts from when it starts, and its task is killed 5 s before the
+# deadline: the reaper never resumes a spawn that is still running. Raise
+# it for drivers that take longer.
+BERTH_SPAWN_DEADLINE = env.int("BERTH_SPAWN_DEADLINE", default=30)
+if BERTH_SPAWN_DEADLINE <= 6:
+    raise ImproperlyConfigured("BERTH_SPAWN_DEADLINE must be more than 6 seconds.")
+# While messages wait in the build queue a step may be overdue only because
+# it waits behind them: the reaper then resumes a step only once it is
+# overdue by this many seconds more.
+BERTH_STEP_BACKLOG_GRACE = env.int("BERTH_STEP_BACKLOG_GRACE", default=600)
 # Times the reaper resumes one build's steps before failing it.
 BERTH_REAPER_MAX_RESUMES = env.int("BERTH_REAPER_MAX_RESUMES", default=3)
 # Alternate hosts kept per build (Nova's max_attempts - 1 by default).
@@ -332,6 +346,8 @@ CELERY_TASK_TIME_LIMIT = env.int("BERTH_TASK_TIME_LIMIT", default=300)
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = [Queue(name) for name in ("default", "build", "events", "notify")]
 CELERY_TASK_ROUTES = {
+    # The reaper must not wait behind the builds it looks after.
+    "compute.reap_stuck_builds": {"queue": "default"},
     "compute.*": {"queue": "build"},
     "reservations.events.*": {"queue": "events"},
     "reservations.notifications.*": {"queue": "notify"},

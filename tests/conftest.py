@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from celery.utils.nodenames import host_format
 from django.conf import settings
 from rest_framework.test import APIClient
 
@@ -151,6 +152,7 @@ def worker_start(log: Path, env: dict, options: tuple = ("-c", "2")) -> subproce
             pytest.fail(f"worker did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.1)
     proc.log = log
+    proc.node = host_format(name)  # the name remote control commands go to
     return proc
 
 

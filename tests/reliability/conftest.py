@@ -83,12 +83,12 @@ def redis_server(tmp_path):
 @pytest.fixture
 def env(redis_server):
     """The environment of every process of a scenario: the test database,
-    the scenario's own broker, and steps that overrun after 3 s (so the
-    reaper's work is seen within the test; builds queued behind a burst
-    overrun too, hence more resumes than in production)."""
+    the scenario's own broker, and steps that overrun after 3 s, a spawn
+    12 s after it started (so the reaper's work is seen within the test)."""
     return process_env(
         CELERY_BROKER_URL=redis_server.url,
-        BERTH_STEP_TIMEOUT="3",
+        BERTH_STEP_DEADLINE="3",
+        BERTH_SPAWN_DEADLINE="12",
         BERTH_REAPER_MAX_RESUMES="50",
     )
 

@@ -152,29 +152,6 @@ def test_whole_worker_killed_in_each_step(outside, cloud, env, workers, step):
     print(check_invariants())
 
 
-def test_broker_lost_and_restarted_during_a_burst(
-    transactional_db, cloud, env, workers, redis_server, processes
-):
-    """Redis is killed (it keeps nothing on disk: every queued message is
-    lost) while builds run, and more builds are requested while it is down;
-    then it comes back. No build is lost: the reaper restarts the ones
-    whose messages went with the broker."""
-    Host.objects.update(driver_options={"spawn_delay": 0.2})
-    workers()
-    client = processes(BOOT.format(count=10, prefix="a"))
-    wait_for(lambda: Instance.objects.count() >= 4, 60, "the first builds")
-    redis_server.kill()
-    assert client.wait(timeout=120) == 0, "requests accepted while the broker died"
-    boot(env, 4, "down")  # accepted with the broker down: the rows are there
-    time.sleep(1)
-    redis_server.start()
-    settle(env, timeout=180)
-    counts = check_invariants()
-    # Capacity for all 14 (h1 alone holds 16): every build becomes ACTIVE.
-    assert counts == {**counts, "instances": 14, "active": 14}, counts
-    print(counts)
-
-
 def test_database_connections_dropped_mid_transaction(outside, cloud, env, workers):
     """Every connection of the workers is terminated by the server, again
     and again, while builds run: transactions are rolled back, tasks retry
@@ -305,19 +282,56 @@ def _answers(base, headers) -> bool:
         return False
 
 
-def test_reaper_is_safe_beside_a_running_build(transactional_db, cloud, env, workers):
-    """The reaper resuming a step that is in fact still running (its
-    deadline passed, its worker alive) changes nothing twice."""
-    Host.objects.update(driver_options={"spawn_delay": 10})
+def test_reaper_leaves_a_running_spawn_alone(transactional_db, cloud, env, workers):
+    """A spawn's deadline counts from its start and outlasts its task's
+    hard time limit: past the 3 s that other steps get, the reaper does
+    not resume a spawn whose driver is still at work."""
+    Host.objects.update(driver_options={"spawn_delay": 5})
     boot(env, 1, "slow")
     worker = workers()
     wait_for(lambda: received(worker, "spawn") >= 1, 60, "spawn")
-    time.sleep(3.2)  # past the 3 s step deadline, the driver busy for 10 s
-    assert reap(env) == 1
+    time.sleep(3.5)
+    assert reap(env) == 0
+    settle(env)
+    instance = Instance.objects.get()
+    assert instance.resumes == 0
+    assert_built_once(instance)
+
+
+def test_a_hung_spawn_is_killed_at_its_limit_then_resumed(transactional_db, cloud, env, workers):
+    """A driver that never returns is stopped at the spawn task's time limit
+    (6 s before its 12 s deadline), then the reaper resumes the step; one
+    run spawns."""
+    Host.objects.update(driver_options={"spawn_delay": 600})
+    boot(env, 1, "hung")
+    worker = workers()
+    wait_for(lambda: "SoftTimeLimitExceeded" in worker.log.read_text(), 30, "the stop")
     Host.objects.update(driver_options={})
     settle(env)
-    assert_built_once(Instance.objects.get())
+    instance = Instance.objects.get()
+    assert instance.resumes == 1
+    assert_built_once(instance)
     print(check_invariants())
+
+
+def test_builds_waiting_their_turn_are_not_resumed(transactional_db, cloud, env, workers):
+    """Steps overdue only because their messages wait in the build queue
+    are left to them; once those messages are lost, they are resumed."""
+    boot(env, 3, "queued")  # no worker yet: three messages wait
+    time.sleep(3.2)  # every first step past its 3 s deadline
+    assert reap(env) == 0
+    run_python(
+        "from celery import current_app\n"
+        "with current_app.connection_for_write() as c:\n"
+        "    print(current_app.amqp.queues['build'](c.default_channel).purge())",
+        env,
+    )
+    assert reap(env) == 3
+    workers()
+    settle(env)
+    for instance in Instance.objects.all():
+        assert instance.resumes == 1
+        assert_built_once(instance)
 
 
 SWEEPER = """
