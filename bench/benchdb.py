@@ -106,7 +106,8 @@ def percentile(values: list[float], p: int) -> float:
 
 
 def worker_start(log, *, include: str = "", path: str = "") -> subprocess.Popen:
-    """A Celery worker as operations run it (prefork, concurrency 2), in its
+    """A Celery worker as operations run it (prefork, concurrency 2, serving
+    the host queues), in its
     own session so that it and its pool processes can be ended together;
     ``include`` adds a module of tasks found on ``path``."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -119,6 +120,7 @@ def worker_start(log, *, include: str = "", path: str = "") -> subprocess.Popen:
         "-A",
         "config",
         "worker",
+        "--host-queues",
         "-c",
         "2",
         "-l",

@@ -2,10 +2,13 @@
 and the NICs they asked for, and the action log of every build."""
 
 import uuid
+from datetime import datetime
 
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.deletion import ProtectedError
+from django.utils import timezone
+from django_fsm import FSMField, transition
 
 
 class Host(models.Model):
@@ -165,7 +168,10 @@ class Instance(models.Model):
     baremetal = models.BooleanField(default=False)
     image_ref = models.CharField(max_length=255, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
-    status = models.CharField(
+    # The workflow state (Nova's vm_state), changed only by the transitions
+    # below; which pipeline step runs is task_state, and whether the guest
+    # runs will be a power state of its own.
+    status = FSMField(
         max_length=16, choices=InstanceStatus.choices, default=InstanceStatus.BUILD, db_index=True
     )
     task_state = models.CharField(max_length=32, choices=TaskState.choices, null=True, blank=True)
@@ -214,6 +220,53 @@ class Instance(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    # --- transitions: each sets what goes with its state, the caller saves.
+
+    def enter(self, state: str | None, deadline: datetime | None) -> None:
+        """Move to pipeline step ``state`` (None: no step runs), due by
+        ``deadline``."""
+        self.task_state = state
+        self.step_deadline = deadline
+
+    def exclude_host(self, reason: str) -> None:
+        """The host failed the attempt for ``reason``: no later attempt
+        goes there."""
+        self.excluded_hosts = [*self.excluded_hosts, self.host.name]
+        self.last_failure = reason
+
+    def next_attempt(self) -> None:
+        """A new attempt, to be scheduled: the ports stay, the host goes."""
+        self.attempt += 1
+        self.host = None
+
+    @transition(field=status, source=InstanceStatus.BUILD, target=InstanceStatus.ACTIVE)
+    def set_active(self, driver_data: str) -> None:
+        self.driver_data = driver_data
+        self.launched_at = timezone.now()
+        self.last_failure = ""
+        self.enter(None, None)
+
+    @transition(field=status, source=InstanceStatus.BUILD, target=InstanceStatus.ERROR)
+    def set_error(self, fault: dict) -> None:
+        self.fault = fault
+        self.enter(None, None)
+
+    @transition(field=status, source="*", target=InstanceStatus.DELETED)
+    def set_deleted(self) -> None:
+        self.deleted_at = timezone.now()
+        self.enter(None, None)
+
+    @transition(field=status, source=InstanceStatus.ERROR, target=InstanceStatus.BUILD)
+    def retry(self, first: str, deadline: datetime) -> None:
+        """Build again from ``first``, on any host, as a new attempt."""
+        self.fault = None
+        self.last_failure = ""
+        self.excluded_hosts = []
+        self.attempt += 1
+        self.resumes = 0
+        self.host = None
+        self.enter(first, deadline)
 
 
 def _cascade(collector, field, sub_objs) -> None:

@@ -1,15 +1,26 @@
-"""The build pipeline's steps: prepare ports -> schedule -> bind -> spawn.
+"""The build pipeline: prepare ports -> schedule -> bind -> spawn.
 
-Each step is a service that compute.tasks runs as one link of a Celery
-chain. A step first locks the instance row and checks that the instance is
-in the step's state for the task's attempt; a stale or duplicate delivery
-finds it is not and does nothing, so every step is safe to run twice.
-Domain failures are state transitions with a fault, never lost exceptions:
-a failed bind or spawn releases the claim, excludes the host and asks for
-a reschedule (the task replaces the chain's tail), reusing the same ports.
+One table, PIPELINE, says what a build does: each step's function, where it
+runs (its hop), and its name in the action log and in faults. It drives the
+tasks, the instance's moves from step to step, the reaper's resumes and the
+tests. Adding a step is one entry, its function and a test.
+
+Two hops: the steps that only write the database (prepare ports, schedule,
+bind) run one after another in one conductor task, each in its own
+transaction; spawn runs on the queue of the host the build landed on
+(compute.tasks). A message is sent only where the hop changes, after the
+step that changes it commits.
+
+A step first locks the instance row and checks that the instance is in the
+step's state for the attempt it expects; a stale or duplicate run finds it
+is not and does nothing, so every step is safe to run twice. Domain failures
+are state transitions with a fault, never lost exceptions: a failed bind or
+spawn releases the claim, excludes the host and schedules the next attempt
+on the same ports.
 """
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,19 +39,21 @@ from compute.models import (
     TaskState,
 )
 from compute.virt import DRIVERS, DriverError, SpawnRequest, Vif
-from config import sql
 from config.errors import BerthError
-from config.models import Project
 from config.request_id import current_request_id
 from networking import selectors as net_selectors
 from networking import services as net_services
-from networking.models import IpAllocationMode, Network, Port, PortStatus, VifType, VnicType
+from networking.models import IpAllocationMode, Port, PortStatus, VifType, VnicType
 
 # The compute service version from which hosts understand ports created
 # before scheduling (seed 001); while any enabled host is older, ports are
 # created at bind time, the legacy order.
 PORTS_BEFORE_SCHEDULING = 2
 DEVICE_OWNER = "compute:nova"
+
+# Where a step runs: in the conductor task, or on its host's queue.
+CONDUCTOR = "conductor"
+HOST = "host"
 
 
 class Outcome(enum.Enum):
@@ -49,21 +62,16 @@ class Outcome(enum.Enum):
     STOP = "stop"
 
 
-EVENTS = {
-    TaskState.PREPARING_PORTS: "compute_prepare_ports",
-    TaskState.SCHEDULING: "compute_schedule_instance",
-    TaskState.BINDING: "compute_bind_ports",
-    TaskState.SPAWNING: "compute_spawn",
-    TaskState.DELETING: "compute_terminate_instance",
-}
-# What a fault calls each step.
-LABELS = {
-    TaskState.PREPARING_PORTS: "prepare ports",
-    TaskState.SCHEDULING: "schedule",
-    TaskState.BINDING: "bind ports",
-    TaskState.SPAWNING: "spawn",
-    TaskState.DELETING: "delete",
-}
+@dataclass(frozen=True)
+class Step:
+    """One entry of the pipeline's table."""
+
+    state: str  # the instance's task_state while the step is due or runs
+    # (instance id, attempt) -> outcome; None for a step run by its own task
+    run: Callable[[object, int], Outcome] | None
+    hop: str  # CONDUCTOR or HOST
+    event: str  # its name in the action log (Nova's)
+    label: str  # its name in faults
 
 
 def fleet_is_legacy() -> bool:
@@ -80,87 +88,19 @@ def step_deadline(seconds: int | None = None) -> datetime:
     return timezone.now() + timedelta(seconds=seconds or settings.BERTH_STEP_DEADLINE)
 
 
-# Rows a step may read with its instance (joined: a related row read
-# lazily is one more query to build).
-JOINS = {
-    "host": sql.Join("host", Host, "LEFT JOIN compute_host h ON h.id = i.host_id", "h"),
-    "project": sql.Join(
-        "project", Project, "JOIN identity_project pr ON pr.id = i.project_id", "pr"
-    ),
-}
-
-
-NIC_JOINS = {
-    "port": sql.Join("port", Port, "LEFT JOIN networking_port p ON p.id = n.port_id", "p"),
-    "network": sql.Join(
-        "network", Network, "LEFT JOIN networking_network w ON w.id = n.network_id", "w"
-    ),
-}
-# The NICs with their ports and the ports' networks, read with the instance
-# by the steps that need both: one round trip less per step.
-WITH_NICS = " ".join(
-    [
-        "LEFT JOIN compute_instancenic n ON n.instance_id = i.id",
-        NIC_JOINS["port"].clause,
-        "LEFT JOIN networking_network pw ON pw.id = p.network_id",
-    ]
-)
-
-
-def _read(instance_id, related: tuple, *, lock: bool, nics: bool) -> tuple:
-    """(the instance or None, its NICs if ``nics``) with the instance's
-    ``related`` rows, locked if ``lock`` (its row alone: the host's is
-    shared by every build on it). Hand-written, as the pipeline's hottest
-    statement (config.sql says why)."""
-    joins = [JOINS[name] for name in related]
-    models = [Instance, *(j.model for j in joins)]
-    tables = ["compute_instance i", *(j.clause for j in joins)]
-    select = [sql.columns(Instance, "i"), *(sql.columns(j.model, j.alias) for j in joins)]
-    order = ""
-    if nics:
-        models += [InstanceNic, Port, Network]
-        tables.append(WITH_NICS)
-        select += [sql.columns(m, a) for m, a in ((InstanceNic, "n"), (Port, "p"), (Network, "pw"))]
-        order = ' ORDER BY n."index"'
-    rows = sql.instances(
-        tuple(models),
-        f"SELECT {', '.join(select)} FROM {' '.join(tables)} WHERE i.id = %s{order}"
-        + (sql.for_update(of="i") if lock else ""),
-        [sql.param(Instance, "id", instance_id)],
-    )
-    if not rows:
-        return None, []
-    instance, *rest = rows[0][: 1 + len(joins)]
-    for join, row in zip(joins, rest, strict=True):
-        setattr(instance, join.path, row)
-    found = []
-    for *_, nic, port, network in rows if nics else ():
-        if nic is None:  # an instance without NICs
-            continue
-        if port is not None:
-            port.network = network
-        nic.port = port
-        found.append(nic)
-    return instance, found
-
-
 def _load(instance_id, *related: str, lock: bool = False) -> Instance | None:
-    """The instance with its ``related`` rows, locked if ``lock``."""
-    return _read(instance_id, related, lock=lock, nics=False)[0]
+    """The instance with its ``related`` rows, locked if ``lock`` (its row
+    alone: the host's is shared by every build on it)."""
+    found = Instance.objects.select_related(*related).filter(pk=instance_id)
+    if lock:
+        found = found.select_for_update(of=("self",))
+    return found.first()
 
 
 def _nics(instance: Instance, *related: str, without_port: bool = False) -> list[InstanceNic]:
-    """The instance's NICs in order, with their ``related`` rows; hand-written
-    as ``_read``."""
-    return sql.select(
-        InstanceNic,
-        "n",
-        "WHERE n.instance_id = %s"
-        + (" AND n.port_id IS NULL" if without_port else "")
-        + ' ORDER BY n."index"',
-        [sql.param(InstanceNic, "instance", instance.pk)],
-        [NIC_JOINS[name] for name in related],
-    )
+    """The instance's NICs in order, with their ``related`` rows."""
+    nics = InstanceNic.objects.filter(instance=instance).select_related(*related)
+    return list(nics.filter(port__isnull=True) if without_port else nics)
 
 
 def _lock(instance_id, attempt: int, state: str, *related: str) -> Instance | None:
@@ -170,15 +110,8 @@ def _lock(instance_id, attempt: int, state: str, *related: str) -> Instance | No
     return instance if _in_step(instance, attempt, state) else None
 
 
-def _lock_with_nics(instance_id, attempt: int, state: str, *related: str) -> tuple:
-    """As ``_lock``, and the instance's NICs with their ports, in the same
-    statement: (None, []) when the step has no work."""
-    instance, nics = _read(instance_id, related, lock=True, nics=True)
-    return (instance, nics) if _in_step(instance, attempt, state) else (None, [])
-
-
 def _in_step(instance: Instance | None, attempt: int, state: str) -> bool:
-    """Whether a task for (state, attempt) still has work on the instance."""
+    """Whether a run of (state, attempt) still has work on the instance."""
     return (
         instance is not None
         and instance.status == InstanceStatus.BUILD
@@ -207,9 +140,15 @@ PIPELINE_FIELDS = [
 
 
 def _move(instance: Instance, state: str | None) -> None:
-    instance.task_state = state
-    instance.step_deadline = step_deadline() if state else None
-    sql.save(instance, PIPELINE_FIELDS)
+    """Save the instance in step ``state`` (None: no step runs); where the
+    hop changes, the next hop's task is sent once this commits."""
+    before = instance.task_state
+    instance.enter(state, step_deadline() if state else None)
+    instance.save(update_fields=PIPELINE_FIELDS)
+    if state in STEPS and (before not in STEPS or STEPS[before].hop != STEPS[state].hop):
+        from compute import tasks  # the Celery side, which imports this module
+
+        tasks.send_step(instance)
 
 
 # --- the action log ------------------------------------------------------------
@@ -230,8 +169,9 @@ def action_start(instance: Instance, name: str, user_id: str = "") -> InstanceAc
 
 
 @dataclass
-class Step:
-    """One step of one attempt, written to the action log once it ends."""
+class StepRun:
+    """One run of a step for one attempt, written to the action log once it
+    ends."""
 
     instance: Instance
     state: str
@@ -239,43 +179,40 @@ class Step:
     action: str = "create"
 
 
-def _event(instance: Instance, state: str, action: str = "create") -> Step:
-    return Step(instance, state, timezone.now(), action)
+def _event(instance: Instance, state: str, action: str = "create") -> StepRun:
+    return StepRun(instance, state, timezone.now(), action)
 
 
-EVENT_UPSERT = (
-    "INSERT INTO compute_instanceactionevent "
-    "(action_id, event, attempt, host, start_time, finish_time, result, details) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (action_id, event, attempt) DO UPDATE SET host = excluded.host, "
-    "finish_time = excluded.finish_time, result = excluded.result, details = excluded.details"
-)
-
-
-def _finish(step: Step, result: str, details: str = "", host: str = "") -> None:
+def _finish(run: StepRun, result: str, details: str = "", host: str = "") -> None:
     """One upsert: a redelivered step overwrites its own event."""
-    instance = step.instance
+    instance = run.instance
     # A build's steps run under the create action that requested them (a
     # delete replaces it and ends the build), so only a delete's step loads
     # the current action to compare.
     if instance.current_action_id is None or (
-        step.action != "create" and instance.current_action.action != step.action
+        run.action != "create" and instance.current_action.action != run.action
     ):
         # A request that recorded no action (a delete started by the reaper
         # or a lease's end) gets one now.
-        action_start(instance, step.action)
+        action_start(instance, run.action)
         instance.save(update_fields=["current_action"])
-    values = {
-        "action": instance.current_action_id,
-        "event": EVENTS[step.state],
-        "attempt": instance.attempt,
-        "host": host or (instance.host.name if instance.host else ""),
-        "start_time": step.started,
-        "finish_time": timezone.now(),
-        "result": result,
-        "details": details,
-    }
-    sql.execute(EVENT_UPSERT, [sql.param(InstanceActionEvent, f, v) for f, v in values.items()])
+    InstanceActionEvent.objects.bulk_create(
+        [
+            InstanceActionEvent(
+                action_id=instance.current_action_id,
+                event=STEPS[run.state].event,
+                attempt=instance.attempt,
+                host=host or (instance.host.name if instance.host else ""),
+                start_time=run.started,
+                finish_time=timezone.now(),
+                result=result,
+                details=details,
+            )
+        ],
+        update_conflicts=True,
+        unique_fields=["action", "event", "attempt"],
+        update_fields=["host", "finish_time", "result", "details"],
+    )
 
 
 # --- ports ---------------------------------------------------------------------
@@ -301,7 +238,7 @@ def _ensure_ports(instance: Instance) -> None:
                 binding_vnic_type=VnicType.BAREMETAL if instance.baremetal else VnicType.NORMAL,
             )
             nic.created_by_compute = True
-        sql.save(nic, ["port", "created_by_compute"])
+        nic.save(update_fields=["port", "created_by_compute"])
 
 
 def cleanup_ports(instance: Instance) -> None:
@@ -334,7 +271,7 @@ def _failed_attempts(instance: Instance) -> list[str]:
     host and the reason (which names the port or the hypervisor's error)."""
     if instance.current_action_id is None:
         return []
-    labels = {EVENTS[state]: label for state, label in LABELS.items()}
+    labels = {step.event: step.label for step in STEPS.values()}
     failed = InstanceActionEvent.objects.filter(
         action_id=instance.current_action_id, result="Error", attempt__lt=instance.attempt
     ).order_by("attempt", "start_time")
@@ -353,21 +290,19 @@ def _fail(instance: Instance, state: str, message: str, event=None, *, found: st
     _release_claim(instance)
     found = found or message
     host = instance.host.name if instance.host_id else ""
-    attempts = [
-        *_failed_attempts(instance),
-        _attempt_line(instance.attempt, LABELS[state], host, found),
-    ]
-    instance.status = InstanceStatus.ERROR
-    instance.fault = {
+    label = STEPS[state].label
+    attempts = [*_failed_attempts(instance), _attempt_line(instance.attempt, label, host, found)]
+    fault = {
         "code": 500,
         "message": message,
         "details": "; ".join(attempts)
-        + f"; final step: {LABELS[state]}; "
+        + f"; final step: {label}; "
         + f"hosts tried: {', '.join(instance.excluded_hosts) or 'none'}",
         "created": timezone.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     if event is not None:
         _finish(event, "Error", found)
+    instance.set_error(fault)
     _move(instance, None)
     return Outcome.STOP
 
@@ -380,14 +315,11 @@ def _retry_or_fail(
     and try another host with the same ports, unless the attempts are used
     up."""
     _finish(event, "Error", reason)
-    host = instance.host
     _release_claim(instance, host_failed=host_failed)
-    instance.excluded_hosts = [*instance.excluded_hosts, host.name]
-    instance.last_failure = reason
+    instance.exclude_host(reason)
     if instance.attempt >= settings.BERTH_BUILD_MAX_ATTEMPTS:
         return _fail(instance, state, reason)
-    instance.attempt += 1
-    instance.host = None
+    instance.next_attempt()
     _move(instance, TaskState.SCHEDULING)
     return Outcome.RESCHEDULE
 
@@ -452,7 +384,7 @@ def nic_needs(instance: Instance, nics: list[InstanceNic] | None = None) -> list
             continue
         pinned = None
         if port.ip_allocation != IpAllocationMode.DEFERRED:
-            segments = {a.subnet.segment_id for a in port.fixed_ips.select_related("subnet")}
+            segments = set(port.fixed_ips.values_list("subnet__segment_id", flat=True))
             if segments and None not in segments:
                 pinned = tuple(segments)
         needs.append(
@@ -465,9 +397,10 @@ def nic_needs(instance: Instance, nics: list[InstanceNic] | None = None) -> list
 
 def schedule(instance_id, attempt: int) -> Outcome:
     with transaction.atomic():
-        instance, nics = _lock_with_nics(instance_id, attempt, TaskState.SCHEDULING)
+        instance = _lock(instance_id, attempt, TaskState.SCHEDULING)
         if instance is None:
             return Outcome.STOP
+        nics = _nics(instance, "port")
         event = _event(instance, TaskState.SCHEDULING)
         needs = nic_needs(instance, nics)
         constraints = scheduler.constraints_for(instance)
@@ -491,9 +424,10 @@ def schedule(instance_id, attempt: int) -> Outcome:
 
 def bind_ports(instance_id, attempt: int) -> Outcome:
     with transaction.atomic():
-        instance, nics = _lock_with_nics(instance_id, attempt, TaskState.BINDING, "host")
+        instance = _lock(instance_id, attempt, TaskState.BINDING, "host")
         if instance is None:
             return Outcome.STOP
+        nics = _nics(instance, "port__network")
         event = _event(instance, TaskState.BINDING)
         host = instance.host.name
         if any(nic.port is None for nic in nics):
@@ -504,7 +438,7 @@ def bind_ports(instance_id, attempt: int) -> Outcome:
         if instance.baremetal:
             _baremetal_ports(instance)
         if instance.baremetal or any(nic.port is None for nic in nics):
-            nics = _nics(instance, "port")
+            nics = _nics(instance, "port__network")
         for nic in nics:
             try:
                 port = net_services.port_bind(port=nic.port, host=host)
@@ -552,7 +486,7 @@ def spawn(instance_id, attempt: int) -> Outcome:
     started = timezone.now()
     # Read without a lock: the driver may take its time, and the locked
     # re-check below decides whether what it did still counts.
-    instance, nics = _read(instance_id, ("host",), lock=False, nics=True)
+    instance = _load(instance_id, "host")
     if not _in_step(instance, attempt, TaskState.SPAWNING):
         return Outcome.STOP
     # Started: the deadline now counts from here and outlasts the task's
@@ -564,7 +498,7 @@ def spawn(instance_id, attempt: int) -> Outcome:
     ).update(step_deadline=step_deadline(settings.BERTH_SPAWN_DEADLINE))
     if not started_here:
         return Outcome.STOP
-    request = _spawn_request(instance, nics)
+    request = _spawn_request(instance, _nics(instance, "port__network"))
     host_id, host_failures = instance.host_id, instance.host.failed_builds
     driver = DRIVERS[instance.host.virt_driver]
     try:
@@ -576,7 +510,7 @@ def spawn(instance_id, attempt: int) -> Outcome:
         instance = _lock(instance_id, attempt, TaskState.SPAWNING)
         if instance is None:  # deleted while spawning: the delete cleans up
             return Outcome.STOP
-        event = Step(instance, TaskState.SPAWNING, started)
+        event = StepRun(instance, TaskState.SPAWNING, started)
         if error is not None:
             reason = f"spawn failed on {request.host}: {error}"
             return _retry_or_fail(instance, TaskState.SPAWNING, reason, event)
@@ -587,10 +521,7 @@ def spawn(instance_id, attempt: int) -> Outcome:
         net_services.ports_set_status(
             port_ids=[vif.port_id for vif in request.vifs], status=PortStatus.ACTIVE
         )
-        instance.status = InstanceStatus.ACTIVE
-        instance.driver_data = driver_data
-        instance.launched_at = timezone.now()
-        instance.last_failure = ""
+        instance.set_active(driver_data)
         _finish(event, "Success", host=request.host)
         _move(instance, None)
         return Outcome.NEXT
@@ -606,10 +537,29 @@ def delete(instance_id) -> None:
         event = _event(instance, TaskState.DELETING, action="delete")
         cleanup_ports(instance)
         _release_claim(instance)
-        instance.status = InstanceStatus.DELETED
-        instance.deleted_at = timezone.now()
+        instance.set_deleted()
         _finish(event, "Success")
         _move(instance, None)
+
+
+def fail_unexpected(instance_id, error: Exception) -> None:
+    """A step raised what no step expects: fail the build now, naming the
+    step it was in (the reaper would only find it at the step's deadline).
+    What the step did is rolled back; what earlier steps made is released."""
+    with transaction.atomic():
+        instance = _load(instance_id, "host", lock=True)
+        if instance is None or instance.status != InstanceStatus.BUILD:
+            return
+        step = STEPS.get(instance.task_state)
+        if step is None or step.run is None:
+            return
+        _fail(
+            instance,
+            step.state,
+            f"{step.label} failed: unexpected error",
+            _event(instance, step.state),
+            found=f"unexpected {type(error).__name__}: {error}",
+        )
 
 
 def resume_step(instance: Instance) -> str | None:
@@ -632,3 +582,50 @@ def stuck_instances(grace: float = 0):
     """Builds whose step is overdue by more than ``grace`` seconds."""
     overdue = timezone.now() - timedelta(seconds=grace)
     return Instance.objects.filter(task_state__isnull=False, step_deadline__lt=overdue)
+
+
+# --- the table and the conductor -------------------------------------------
+
+PIPELINE = (
+    Step(
+        TaskState.PREPARING_PORTS,
+        prepare_ports,
+        CONDUCTOR,
+        "compute_prepare_ports",
+        "prepare ports",
+    ),
+    Step(TaskState.SCHEDULING, schedule, CONDUCTOR, "compute_schedule_instance", "schedule"),
+    Step(TaskState.BINDING, bind_ports, CONDUCTOR, "compute_bind_ports", "bind ports"),
+    Step(TaskState.SPAWNING, spawn, HOST, "compute_spawn", "spawn"),
+)
+# Not a build's step, but logged, failed and resumed as one; it runs in a
+# task of its own (compute.tasks.delete_instance).
+DELETE = Step(TaskState.DELETING, None, CONDUCTOR, "compute_terminate_instance", "delete")
+STEPS = {step.state: step for step in (*PIPELINE, DELETE)}
+NEXT = {step.state: later for step, later in zip(PIPELINE, PIPELINE[1:], strict=False)}
+CONDUCTED = {step for step in PIPELINE if step.hop == CONDUCTOR}
+
+
+def conduct(instance_id) -> None:
+    """Run the build's conductor steps from wherever it is, each in its own
+    transaction, until it is handed to its host (or failed, or found done by
+    another run). A reschedule after a failed bind loops here with the next
+    attempt."""
+    found = (
+        Instance.objects.filter(pk=instance_id, status=InstanceStatus.BUILD)
+        .values_list("task_state", "attempt")
+        .first()
+    )
+    if found is None:
+        return
+    state, attempt = found
+    step = STEPS.get(state)
+    while step in CONDUCTED:
+        outcome = step.run(instance_id, attempt)
+        if outcome is Outcome.STOP:
+            return
+        if outcome is Outcome.RESCHEDULE:
+            attempt += 1
+            step = STEPS[TaskState.SCHEDULING]
+        else:
+            step = NEXT[step.state]

@@ -257,15 +257,7 @@ def server_retry(*, instance: Instance) -> Instance:
         raise Conflict(
             f"Instance {instance.pk} is {instance.status}; only ERROR builds are retried."
         )
-    instance.status = InstanceStatus.BUILD
-    instance.fault = None
-    instance.last_failure = ""
-    instance.excluded_hosts = []
-    instance.attempt += 1
-    instance.resumes = 0
-    instance.host = None
-    instance.task_state = pipeline.first_step()
-    instance.step_deadline = pipeline.step_deadline()
+    instance.retry(pipeline.first_step(), pipeline.step_deadline())
     instance.save()
     tasks.start_build(instance)
     return instance

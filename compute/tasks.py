@@ -1,14 +1,20 @@
-"""Celery adapters for the build pipeline: load by id, call a step.
+"""Celery adapters for the build pipeline: load by id, call the pipeline.
 
-A build is the chain prepare_ports | schedule | bind_ports | spawn, each
-task carrying the instance id and the attempt. When bind or spawn asks for
-a reschedule, the task replaces the rest of its chain with
-schedule | bind_ports | spawn for the next attempt.
+A build is two hops (compute.pipeline.PIPELINE says which step runs where):
+``conduct`` runs the database-only steps on the build queue, then ``spawn``
+runs on the queue of the host the build landed on, ``host.<name>``. Until a
+host runs an agent of its own, the central worker serves every host's queue
+(compute.worker). A message is sent only where the hop changes: after bind
+(to the host), and after a failed spawn (back to the conductor, for the
+next attempt).
 """
 
-from celery import chain, current_app, shared_task
+import logging
+
+from celery import Task, current_app, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 
 from compute import pipeline
 from compute.models import Instance, TaskState
@@ -21,70 +27,62 @@ TRANSIENT = {
     "retry_backoff": True,
     "max_retries": 5,
 }
+BUILD_QUEUE = "build"
 
-STEP_ORDER = [
-    TaskState.PREPARING_PORTS,
-    TaskState.SCHEDULING,
-    TaskState.BINDING,
-    TaskState.SPAWNING,
-]
+logger = logging.getLogger(__name__)
 
 
-def build_chain(instance_id, attempt: int, first: str = TaskState.PREPARING_PORTS):
-    """The chain of steps from ``first`` to the end."""
-    steps = {
-        TaskState.PREPARING_PORTS: prepare_ports,
-        TaskState.SCHEDULING: schedule,
-        TaskState.BINDING: bind_ports,
-        TaskState.SPAWNING: spawn,
-    }
-    tail = STEP_ORDER[STEP_ORDER.index(first) :]
-    return chain(*(steps[step].si(str(instance_id), attempt) for step in tail))
+def host_queue(host: str) -> str:
+    return f"host.{host}"
+
+
+class BuildTask(Task):
+    """A task running a build's steps. An exception no step expected (a
+    bug, a malformed host option) fails the build at once with the step's
+    name, instead of leaving it to the reaper; lost connections (retried)
+    and a spawn stopped at its time limit (resumed by the reaper) are not
+    failures of the build."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        if isinstance(exc, (OperationalError, InterfaceError, SoftTimeLimitExceeded)):
+            return
+        try:
+            pipeline.fail_unexpected(args[0], exc)
+        except DatabaseError:  # the reaper fails or resumes it later
+            logger.exception("could not record the failure of build %s", args[0])
+
+
+def send_step(instance: Instance) -> None:
+    """Send, once the current transaction commits, the task that runs the
+    instance's step: the conductor, or spawn on its host's queue."""
+    instance_id, attempt = str(instance.pk), instance.attempt
+    if pipeline.STEPS[instance.task_state].hop == pipeline.HOST:
+        queue = host_queue(instance.host.name)
+        enqueue_after_commit(lambda: spawn.apply_async((instance_id, attempt), queue=queue))
+    else:
+        enqueue_after_commit(lambda: conduct.delay(instance_id))
 
 
 def start_build(instance: Instance) -> None:
-    """Enqueue the instance's build once the transaction that stored it commits."""
-    instance_id, attempt, first = instance.pk, instance.attempt, instance.task_state
-    enqueue_after_commit(lambda: build_chain(instance_id, attempt, first).apply_async())
+    send_step(instance)
 
 
-def _continue(task, outcome: pipeline.Outcome, instance_id, attempt: int):
-    if outcome is pipeline.Outcome.RESCHEDULE:
-        # Same ports, next host: the rest of this chain (stale for the old
-        # attempt) is dropped and replaced by a fresh tail.
-        task.request.chain = None
-        return task.replace(build_chain(instance_id, attempt + 1, TaskState.SCHEDULING))
-    if outcome is pipeline.Outcome.STOP:
-        task.request.chain = None
-    return outcome.value
-
-
-@shared_task(name="compute.prepare_ports", bind=True, **TRANSIENT)
-def prepare_ports(self, instance_id: str, attempt: int):
-    return _continue(self, pipeline.prepare_ports(instance_id, attempt), instance_id, attempt)
-
-
-@shared_task(name="compute.schedule", bind=True, **TRANSIENT)
-def schedule(self, instance_id: str, attempt: int):
-    return _continue(self, pipeline.schedule(instance_id, attempt), instance_id, attempt)
-
-
-@shared_task(name="compute.bind_ports", bind=True, **TRANSIENT)
-def bind_ports(self, instance_id: str, attempt: int):
-    return _continue(self, pipeline.bind_ports(instance_id, attempt), instance_id, attempt)
+@shared_task(name="compute.conduct", base=BuildTask, **TRANSIENT)
+def conduct(instance_id: str) -> None:
+    pipeline.conduct(instance_id)
 
 
 # Stopped (SoftTimeLimitExceeded), else killed, 5 s before its deadline,
 # so the reaper never resumes a spawn while it runs.
 @shared_task(
     name="compute.spawn",
-    bind=True,
+    base=BuildTask,
     soft_time_limit=settings.BERTH_SPAWN_DEADLINE - 6,
     time_limit=settings.BERTH_SPAWN_DEADLINE - 5,
     **TRANSIENT,
 )
-def spawn(self, instance_id: str, attempt: int):
-    return _continue(self, pipeline.spawn(instance_id, attempt), instance_id, attempt)
+def spawn(instance_id: str, attempt: int) -> None:
+    pipeline.spawn(instance_id, attempt)
 
 
 @shared_task(name="compute.delete_instance", **TRANSIENT)
@@ -97,28 +95,41 @@ def start_delete(instance: Instance) -> None:
     enqueue_after_commit(lambda: delete_instance.delay(instance_id))
 
 
-def build_backlog() -> int:
-    """Messages waiting in the build queue (not those a worker holds)."""
+def queue_of(instance: Instance) -> str:
+    """The queue that holds the message of the instance's step."""
+    if pipeline.STEPS[instance.task_state].hop == pipeline.HOST:
+        return host_queue(instance.host.name)
+    return BUILD_QUEUE
+
+
+def backlog(queue: str) -> int:
+    """Messages waiting in ``queue`` (not those a worker holds)."""
     with current_app.connection_for_read() as connection:
-        queue = current_app.amqp.queues["build"](connection.default_channel)
-        return queue.queue_declare().message_count
+        declared = current_app.amqp.queues[queue](connection.default_channel)
+        return declared.queue_declare().message_count
 
 
 @shared_task(name="compute.reap_stuck_builds", **TRANSIENT)
 def reap_stuck_builds() -> int:
     """Resume steps that overran their deadline (a worker died, a message
-    was lost); fail builds resumed too often. While messages wait in the
-    build queue an overdue step may be one of them, so only steps overdue
-    by the backlog grace as well are resumed: a burst of builds is never
-    resumed (and failed for resuming too often) for waiting its turn."""
-    grace = settings.BERTH_STEP_BACKLOG_GRACE if build_backlog() else 0
+    was lost); fail builds resumed too often. While messages wait in a
+    step's queue, the step's message may be one of them, so it is resumed
+    only once overdue by the backlog grace as well: a burst of builds is
+    never resumed (and failed for resuming too often) for waiting its turn."""
+    waiting: dict[str, int] = {}
     resumed = 0
-    for instance_id in pipeline.stuck_instances(grace).values_list("pk", flat=True)[:500]:
+    stuck = pipeline.stuck_instances().select_related("host")
+    for instance in stuck.only("task_state", "host__name")[:500]:
+        queue = queue_of(instance)
+        if queue not in waiting:
+            waiting[queue] = backlog(queue)
+        grace = settings.BERTH_STEP_BACKLOG_GRACE if waiting[queue] else 0
         with transaction.atomic():
             instance = (
                 pipeline.stuck_instances(grace)
-                .select_for_update(skip_locked=True)
-                .filter(pk=instance_id)
+                .select_related("host")
+                .select_for_update(skip_locked=True, of=("self",))
+                .filter(pk=instance.pk)
                 .first()
             )
             if instance is None:
@@ -127,9 +138,6 @@ def reap_stuck_builds() -> int:
             if step == TaskState.DELETING:
                 start_delete(instance)
             elif step is not None:
-                attempt = instance.attempt
-                enqueue_after_commit(
-                    lambda i=instance_id, a=attempt, s=step: build_chain(i, a, s).apply_async()
-                )
+                send_step(instance)
             resumed += 1
     return resumed

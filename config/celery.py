@@ -16,6 +16,17 @@ app = Celery("berth")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
+
+def _serve_host_queues() -> None:
+    # `celery -A config worker --host-queues` (compute.worker says why).
+    from compute.worker import OPTION, HostQueues
+
+    app.user_options["worker"].add(OPTION)
+    app.steps["consumer"].add(HostQueues)
+
+
+_serve_host_queues()
+
 # Celery's Django fixup closes the DB connection around every task unless
 # told how many tasks may share one; a reconnect costs about 10 ms. The fixup
 # reads only this old-style key.
@@ -52,11 +63,12 @@ app.conf.beat_schedule = {
 
 
 # The worker pools of a deployment, as `celery -A config worker` options
-# (docs/operations.md); the demo and the tests start these. Webhook
+# (docs/operations.md); the demo and the tests start these. The first also
+# serves every host's queue (the spawn hop) until hosts run agents. Webhook
 # deliveries have a pool of their own, so a slow receiver never holds a
 # build or a lease event back; threads, as they wait on the network.
 WORKER_POOLS = {
-    "worker": ["-Q", "default,build,events", "-c", "2"],
+    "worker": ["-Q", "default,build,events", "--host-queues", "-c", "2"],
     "notify worker": ["-Q", "notify", "-P", "threads", "-c", "8"],
 }
 

@@ -203,10 +203,13 @@ BERTH_STEP_DEADLINE = env.int("BERTH_STEP_DEADLINE", default=15)
 BERTH_SPAWN_DEADLINE = env.int("BERTH_SPAWN_DEADLINE", default=30)
 if BERTH_SPAWN_DEADLINE <= 6:
     raise ImproperlyConfigured("BERTH_SPAWN_DEADLINE must be more than 6 seconds.")
-# While messages wait in the build queue a step may be overdue only because
-# it waits behind them: the reaper then resumes a step only once it is
-# overdue by this many seconds more.
+# While messages wait in a step's queue (the build queue, or its host's) the
+# step may be overdue only because it waits behind them: the reaper then
+# resumes it only once it is overdue by this many seconds more.
 BERTH_STEP_BACKLOG_GRACE = env.int("BERTH_STEP_BACKLOG_GRACE", default=600)
+# How often a worker serving the host queues (compute.worker) looks for
+# hosts reported since: a build for a new host waits at most this long.
+BERTH_HOST_QUEUE_SYNC = env.float("BERTH_HOST_QUEUE_SYNC", default=5.0)
 # Times the reaper resumes one build's steps before failing it.
 BERTH_REAPER_MAX_RESUMES = env.int("BERTH_REAPER_MAX_RESUMES", default=3)
 # Alternate hosts kept per build (Nova's max_attempts - 1 by default).
@@ -343,6 +346,8 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.int("BERTH_TASK_SOFT_TIME_LIMIT", default=240)
 CELERY_TASK_TIME_LIMIT = env.int("BERTH_TASK_TIME_LIMIT", default=300)
 # Named queues so an operator can give builds, lease events and webhook
 # deliveries their own workers (`-Q build`); a plain worker consumes all.
+# Spawns go to their host's queue, host.<name>, named when sent
+# (compute.tasks), served by workers started with --host-queues.
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = [Queue(name) for name in ("default", "build", "events", "notify")]
 CELERY_TASK_ROUTES = {

@@ -112,13 +112,18 @@ def process_env(**extra) -> dict:
     env = dict(os.environ)
     env["DATABASE_URL"] = db_url_for_processes()
     env["PYTHONUNBUFFERED"] = "1"
+    # Workers outlive the hosts of one test: they find a new host's queue
+    # within half a second, not production's five.
+    env["BERTH_HOST_QUEUE_SYNC"] = "0.5"
     env.update(extra)
     return env
 
 
-def worker_start(log: Path, env: dict, options: tuple = ("-c", "2")) -> subprocess.Popen:
+def worker_start(
+    log: Path, env: dict, options: tuple = ("--host-queues", "-c", "2")
+) -> subprocess.Popen:
     """A real Celery worker process with ``env`` and worker ``options``
-    (default: every queue, prefork, 2 children), ready; its output goes to
+    (default: every queue and every host's, prefork, 2 children), ready; its output goes to
     ``log`` (``proc.log``). Its own process group, so a test can kill it
     with its pool children."""
     name = f"test-{uuid.uuid4().hex[:8]}@%h"

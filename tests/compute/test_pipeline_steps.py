@@ -10,7 +10,7 @@ from config.quotas import quota_set
 from networking import selectors as net_selectors
 from networking import services as net_services
 from networking.models import Port
-from tests.compute.conftest import report_host, run_pipeline
+from tests.compute.conftest import report_host, run_pipeline, sriov_on_h1_only
 
 
 def boot(cloud, flavor="small", nics=None, **kwargs):
@@ -105,19 +105,7 @@ def test_alternates_on_other_segments_come_first(cloud):
 
 
 def test_binding_failure_reschedules_on_the_same_port(cloud):
-    # h2 and h3 report vnic direct but no SR-IOV function: binding fails there.
-    for name in ("h2", "h3"):
-        report_host(name, {"physnet2": {"bridge": "br-ex"}}, vnic_types=["normal", "direct"])
-    report_host(
-        "h1",
-        {"physnet1": {"bridge": "br-ex", "sriov_interface": "ens1"}},
-        vnic_types=["normal", "direct"],
-        memory_mb=2048,
-    )
-    port = net_services.port_create(
-        project=cloud["project"], network=cloud["network"], binding_vnic_type="direct"
-    )
-    # Make h1 the least attractive so the first attempt goes elsewhere.
+    port = sriov_on_h1_only(cloud)
     instance = run_pipeline(boot(cloud, nics=[NicRequest(port=port)])[0])
     assert instance.status == "ACTIVE" and instance.host.name == "h1"
     assert instance.attempt == 3 and instance.excluded_hosts == ["h2", "h3"]

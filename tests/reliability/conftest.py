@@ -95,11 +95,13 @@ def env(redis_server):
 
 @pytest.fixture
 def workers(env, tmp_path):
-    """start() -> a real worker on the scenario's broker; all stopped at the end."""
+    """start(*options) -> a real worker on the scenario's broker (by default
+    on every queue and every host's); all stopped at the end."""
     started = []
 
-    def start():
-        proc = worker_start(tmp_path / f"worker-{len(started)}.log", env)
+    def start(*options):
+        log = tmp_path / f"worker-{len(started)}.log"
+        proc = worker_start(log, env, *([options] if options else []))
         started.append(proc)
         return proc
 

@@ -6,6 +6,7 @@ ERROR with a precise fault, and the invariants hold."""
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,7 +17,8 @@ from datetime import timedelta
 
 import pytest
 
-from compute.models import Host, Instance, InstanceActionEvent
+from compute import pipeline
+from compute.models import Host, Instance, InstanceActionEvent, TaskState
 from networking.models import IPAllocation, Port
 from tests.conftest import ROOT, Caller
 from tests.reliability.conftest import (
@@ -51,25 +53,34 @@ for n in range({count}):
 # began its work: another transaction holds a row the step needs next.
 HOLD = {
     # port_create takes the project's row for the port quota
-    "prepare_ports": "SELECT id FROM identity_project WHERE name = 'acme' FOR UPDATE",
+    TaskState.PREPARING_PORTS: "SELECT id FROM identity_project WHERE name = 'acme' FOR UPDATE",
     # the claim's UPDATE on the host row, after SKIP LOCKED found them all busy
-    "schedule": "SELECT id FROM compute_host FOR UPDATE",
+    TaskState.SCHEDULING: "SELECT id FROM compute_host FOR UPDATE",
     # the address on the host's segment: the subnet row, FOR SHARE
-    "bind_ports": "SELECT id FROM networking_subnet FOR UPDATE",
+    TaskState.BINDING: "SELECT id FROM networking_subnet FOR UPDATE",
 }
+# Every step of the pipeline's table, by its task state.
+STEPS = [step.state for step in pipeline.PIPELINE]
 
 
 def boot(env, count: int, prefix: str) -> None:
     run_python(BOOT.format(count=count, prefix=prefix), env)
 
 
-def received(worker, step: str) -> int:
-    return worker.log.read_text().count(f"Task compute.{step}[")
+def task_of(step: str) -> str:
+    """The task that runs the step: the conductor, or spawn on the host."""
+    return "spawn" if pipeline.STEPS[step].hop == pipeline.HOST else "conduct"
+
+
+def received(worker, task: str) -> int:
+    """Deliveries of compute.``task`` to the worker so far."""
+    return len(re.findall(rf"Task compute\.{task}\[[0-9a-f-]+\] received", worker.log.read_text()))
 
 
 def held_in_step(conn, worker, step: str, deliveries: int):
-    """Wait until the step's ``deliveries``-th delivery is in its middle."""
-    wait_for(lambda: received(worker, step) >= deliveries, 60, f"{step} delivery")
+    """Wait until the ``deliveries``-th delivery of the step's task is in
+    the step's middle."""
+    wait_for(lambda: received(worker, task_of(step)) >= deliveries, 60, f"{step} delivery")
     if step not in HOLD:  # spawn: the fake driver takes 2 s
         time.sleep(0.5)
         return
@@ -89,22 +100,19 @@ def assert_built_once(instance: Instance) -> None:
     assert instance.status == "ACTIVE", instance.fault
     assert instance.attempt == 1
     events = InstanceActionEvent.objects.filter(action__instance=instance)
-    assert sorted(events.values_list("event", "result")) == [
-        ("compute_bind_ports", "Success"),
-        ("compute_prepare_ports", "Success"),
-        ("compute_schedule_instance", "Success"),
-        ("compute_spawn", "Success"),
-    ]
+    assert sorted(events.values_list("event", "result")) == sorted(
+        (step.event, "Success") for step in pipeline.PIPELINE
+    )
     assert Port.objects.filter(device_id=str(instance.pk)).count() == 1
     assert IPAllocation.objects.filter(port__device_id=str(instance.pk)).count() == 1
 
 
-@pytest.mark.parametrize("step", ["prepare_ports", "schedule", "bind_ports", "spawn"])
+@pytest.mark.parametrize("step", STEPS)
 def test_pool_process_killed_in_each_step_twice(outside, cloud, env, workers, step):
     """SIGKILL the pool process running the step, twice: the message is
     redelivered (acks late, reject on worker lost) and the step, run again
     from its start, does its work once."""
-    if step == "spawn":
+    if step == TaskState.SPAWNING:
         Host.objects.update(driver_options={"spawn_delay": 2})
     boot(env, 1, "kill")  # queued: no worker yet
     conn = outside
@@ -117,21 +125,21 @@ def test_pool_process_killed_in_each_step_twice(outside, cloud, env, workers, st
             os.kill(child, signal.SIGKILL)
         # The killed process's connection may still wait on the held row.
         terminate_lock_waiters(conn)
-    if step == "spawn":
+    if step == TaskState.SPAWNING:
         Host.objects.update(driver_options={})
     conn.rollback()
     settle(env)
     assert_built_once(Instance.objects.get())
-    assert received(worker, step) >= 3
+    assert received(worker, task_of(step)) >= 3
     print(check_invariants())
 
 
-@pytest.mark.parametrize("step", ["prepare_ports", "schedule", "bind_ports", "spawn"])
+@pytest.mark.parametrize("step", STEPS)
 def test_whole_worker_killed_in_each_step(outside, cloud, env, workers, step):
     """SIGKILL the worker with its pool in the middle of the step: its
     message stays unacknowledged, and the reaper resumes the step once its
     deadline passed, on a new worker."""
-    if step == "spawn":
+    if step == TaskState.SPAWNING:
         Host.objects.update(driver_options={"spawn_delay": 2})
     boot(env, 1, "killall")
     conn = outside

@@ -1,0 +1,114 @@
+"""Statements per build: what one build asks of PostgreSQL, step by step.
+
+Builds servers one after another in this process, through the pipeline's
+table as the worker runs it (the conductor, then spawn), on the same world
+as build_throughput.py (50 hosts, a routed network of two segments, one NIC
+per server, the fake driver), and counts what Django sends for each hop:
+statements (BEGIN and COMMIT aside), of which savepoints, and transactions
+(BEGIN/COMMIT pairs and statements that commit by themselves). No worker
+and no broker: the hand-off to the host's queue goes to an in-memory one.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/berth_bench \\
+        .venv/bin/python bench/statements.py [--builds 50]
+"""
+
+import argparse
+import os
+import statistics
+import sys
+from collections import Counter
+
+import benchdb
+
+GOAL = 25  # statements per build, BEGIN/COMMIT aside
+
+
+def tally(sent: list[str]) -> Counter:
+    """Statements (BEGIN and COMMIT aside), savepoints among them, and
+    transactions: each BEGIN, and each statement run outside one, which
+    commits by itself."""
+    counts = Counter(statements=0, savepoints=0, transactions=0)
+    inside = False
+    for statement in sent:
+        if statement == "BEGIN":
+            inside = True
+            counts["transactions"] += 1
+        elif statement in ("COMMIT", "ROLLBACK"):
+            inside = False
+        else:
+            counts["statements"] += 1
+            counts["savepoints"] += "SAVEPOINT" in statement
+            counts["transactions"] += not inside
+    return counts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--builds", type=int, default=50)
+    parser.add_argument("--show", action="store_true", help="print the last build's statements")
+    args = parser.parse_args()
+    os.environ["CELERY_BROKER_URL"] = "memory://"
+    benchdb.database_prepare()
+    import build_throughput as world
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from compute import pipeline
+    from compute import services as compute
+    from compute.models import Instance
+
+    world.cleanup()
+    per_hop: dict[str, list[Counter]] = {"conductor": [], "spawn": []}
+    try:
+        context, flavor, network = world.setup()
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE")
+        for n in range(args.builds):
+            [instance] = compute.server_create(
+                context=context,
+                name=f"bench-statements-{n}",
+                flavor=flavor,
+                nics=[compute.NicRequest(network=network)],
+            )
+            for hop, run in (
+                ("conductor", lambda i=instance: pipeline.conduct(i.pk)),
+                ("spawn", lambda i=instance: pipeline.spawn(i.pk, 1)),
+            ):
+                with CaptureQueriesContext(connection) as captured:
+                    run()
+                sent = [q["sql"] for q in captured.captured_queries]
+                if args.show and n == args.builds - 1:
+                    print(f"--- {hop}", *sent, sep="\n")
+                per_hop[hop].append(tally(sent))
+            if Instance.objects.get(pk=instance.pk).status != "ACTIVE":
+                sys.exit(f"build {n} failed: {Instance.objects.get(pk=instance.pk).fault}")
+    finally:
+        world.cleanup()
+
+    print(
+        f"Statements per build, {args.builds} builds one after another in one process, "
+        f"PostgreSQL {connection.pg_version // 10000}, {world.HOSTS} hosts, one NIC"
+    )
+    print(f"{'':12} {'statements':>11} {'savepoints':>11} {'transactions':>13}")
+    total = Counter()
+    for hop, counts in per_hop.items():
+        # The first builds warm caches (content types, the legacy check's plan).
+        steady = counts[len(counts) // 5 :]
+        means = {k: statistics.mean(c[k] for c in steady) for k in counts[0]}
+        total.update(means)
+        print(
+            f"{hop:12} {means['statements']:>11.1f} {means['savepoints']:>11.1f} "
+            f"{means['transactions']:>13.1f}"
+        )
+    print(
+        f"{'build':12} {total['statements']:>11.1f} {total['savepoints']:>11.1f} "
+        f"{total['transactions']:>13.1f}"
+    )
+    plain = total["statements"] - total["savepoints"]
+    verdict = "MET" if plain <= GOAL else "NOT MET"
+    print(f"statements per build, savepoints aside: {plain:.1f} (goal <= {GOAL}): {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

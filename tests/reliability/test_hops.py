@@ -1,0 +1,108 @@
+"""The pipeline's two hops on real workers and a real broker: the conductor
+runs the database-only steps in one message, rescheduling in place; spawn
+runs on the chosen host's own queue; an unexpected error is written on the
+build at once."""
+
+import time
+
+import pytest
+
+from compute import services
+from compute.models import Host, Instance, InstanceActionEvent
+from tests.compute.conftest import report_host, sriov_on_h1_only
+from tests.reliability.conftest import run_python, wait_for
+from tests.reliability.test_faults import assert_built_once, boot, received
+
+pytestmark = [pytest.mark.postgres, pytest.mark.worker]
+
+
+def waiting_in(env, queue: str) -> int:
+    """Messages waiting in ``queue`` of the scenario's broker."""
+    out = run_python(
+        f"from compute.tasks import backlog\nprint(backlog({queue!r}))",
+        env,
+    )
+    return int(out.split()[-1])
+
+
+def only_h1(cloud) -> None:
+    for name in ("h2", "h3"):
+        services.host_set_enabled(host=Host.objects.get(name=name), enabled=False)
+
+
+def test_spawn_waits_on_its_hosts_queue_for_a_worker_of_that_host(
+    transactional_db, cloud, env, workers
+):
+    """A worker that serves only the build queue runs the three database
+    steps from one message and leaves spawn on host.h1; a worker that
+    serves only host.h1, as an agent will, spawns it."""
+    only_h1(cloud)
+    boot(env, 1, "hop")
+    central = workers("-Q", "build", "-c", "1")
+    wait_for(
+        lambda: Instance.objects.filter(task_state="spawning").exists(), 60, "the conductor's steps"
+    )
+    time.sleep(1)  # a spawn, if the central worker took one, would show by now
+    assert received(central, "conduct") == 1
+    assert received(central, "spawn") == 0
+    assert waiting_in(env, "host.h1") == 1
+    agent = workers("-Q", "host.h1", "-c", "1")
+    wait_for(lambda: Instance.objects.filter(status="ACTIVE").exists(), 60, "the spawn")
+    assert (received(agent, "spawn"), received(agent, "conduct")) == (1, 0)
+    assert_built_once(Instance.objects.get())
+
+
+def test_a_host_reported_after_the_worker_started_is_served(transactional_db, cloud, env, workers):
+    workers()
+    Host.objects.update(enabled=False)
+    report_host("late", {"physnet1": {"bridge": "br-ex"}})
+    boot(env, 1, "late")
+    wait_for(lambda: Instance.objects.filter(status="ACTIVE").exists(), 60, "a build on late")
+    assert Instance.objects.get().host.name == "late"
+
+
+def test_a_failed_bind_is_rescheduled_inside_the_conductor(transactional_db, cloud, env, workers):
+    """h2 and h3 cannot bind an SR-IOV port: the conductor tries both and
+    lands on h1 from the one message it was sent."""
+    port = sriov_on_h1_only(cloud)
+    worker = workers()
+    run_python(  # sent on the scenario's broker
+        "from compute import services\n"
+        "from compute.models import Flavor\n"
+        "from config.auth import RequestContext\n"
+        "from config.models import Project\n"
+        "from networking.models import Port\n"
+        "context = RequestContext(user_id='u1', project=Project.objects.get(name='acme'),"
+        " role='admin')\n"
+        "services.server_create(context=context, name='sriov',"
+        " flavor=Flavor.objects.get(pk='small'),"
+        f" nics=[services.NicRequest(port=Port.objects.get(pk='{port.pk}'))])",
+        env,
+    )
+    wait_for(lambda: Instance.objects.filter(status="ACTIVE").exists(), 60, "the build")
+    instance = Instance.objects.get()
+    assert (instance.host.name, instance.attempt) == ("h1", 3)
+    assert received(worker, "conduct") == 1
+    assert received(worker, "spawn") == 1
+
+
+def test_an_unexpected_error_fails_the_build_at_once(transactional_db, cloud, env, workers):
+    """A malformed host option makes the fake driver raise a ValueError
+    (not a DriverError): the build is ERROR as soon as the task fails,
+    naming the step, long before the reaper's deadline; nothing is held."""
+    only_h1(cloud)
+    Host.objects.filter(name="h1").update(driver_options={"spawn_delay": "soon"})
+    workers()
+    started = time.monotonic()
+    boot(env, 1, "bug")
+    wait_for(lambda: Instance.objects.filter(status="ERROR").exists(), 60, "the failed build")
+    took = time.monotonic() - started
+    instance = Instance.objects.get()
+    assert took < 12, "before the spawn's deadline"
+    assert instance.resumes == 0
+    assert instance.fault["message"] == "spawn failed: unexpected error"
+    assert "unexpected ValueError" in instance.fault["details"]
+    event = InstanceActionEvent.objects.get(event="compute_spawn")
+    assert event.result == "Error"
+    assert Host.objects.get(name="h1").running_instances == 0
+    assert not instance.nics.get().port_id
