@@ -111,10 +111,8 @@ def test_subnet_list_shows_used_and_total_ips(admin_client, cloud):
 
 def test_network_change_page_shows_ip_availability_per_segment(admin_client, cloud):
     # One more port on rack1, so the two segments differ.
-    services.port_create(
-        project=cloud["project"], network=cloud["network"], binding_host="compute-1"
-    )
-    response = admin_client.get(url(Network, "change", cloud["network"].pk))
+    services.port_create(project=cloud.project, network=cloud.network, binding_host="compute-1")
+    response = admin_client.get(url(Network, "change", cloud.network.pk))
     html = response.content.decode()
     rows = dict(re.findall(r"<tr><th>segment (rack\d)[^<]*</th><td>([^<]*)</td></tr>", html))
     assert rows == {"rack1": "2 / 253", "rack2": "1 / 253"}
@@ -131,7 +129,7 @@ def test_search_ports_by_mac(admin_client, cloud, term):
 def test_search_ports_by_ip_address(admin_client, cloud):
     response = admin_client.get(url(Port, "changelist"), {"q": "10.2.0.77"})
     assert [p.name for p in response.context["cl"].result_list] == ["spare"]
-    address = cloud["bound"].fixed_ips.get().address
+    address = cloud.bound.fixed_ips.get().address
     response = admin_client.get(url(Port, "changelist"), {"q": address})
     assert [p.name for p in response.context["cl"].result_list] == ["bound"]
 
@@ -142,7 +140,7 @@ def test_search_host_agents_by_baremetal_nic_mac(admin_client, cloud):
 
 
 def test_unbind_action_clears_the_binding(admin_client, cloud):
-    bound = cloud["bound"]
+    bound = cloud.bound
     assert bound.binding_host == "compute-1"
     assert bound.binding_vif_type == VifType.OVS
     response = admin_client.post(
@@ -157,7 +155,7 @@ def test_unbind_action_clears_the_binding(admin_client, cloud):
 
 
 def test_port_edit_goes_through_the_service(admin_client, cloud):
-    spare = cloud["spare"]
+    spare = cloud.spare
     form = {
         "name": "renamed",
         "description": "",
@@ -172,7 +170,7 @@ def test_port_edit_goes_through_the_service(admin_client, cloud):
 
 
 def test_port_changelist_has_a_query_budget(admin_client, cloud, django_assert_max_num_queries):
-    project, network = cloud["project"], cloud["network"]
+    project, network = cloud.project, cloud.network
     for n in range(28):
         services.port_create(
             project=project,
