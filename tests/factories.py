@@ -173,15 +173,17 @@ class HostNetworkFactory(factory.Factory):
 
 class HostAgentFactory(HostNetworkFactory):
     """A host's network agent as its report makes it, for networking alone
-    (no compute host)."""
+    (no compute host); ``now`` is when it reported (by default now)."""
 
     class Meta:
         model = HostAgent
 
+    now = None
+
     @classmethod
-    def _create(cls, model_class, **fields):
+    def _create(cls, model_class, *, now, **fields):
         report = HostNetworkFactory._build(HostNetworkReport, **fields)
-        return networking.host_agent_report(report=report)
+        return networking.host_agent_report(report=report, now=now)
 
 
 class ReservableHostFactory(factory.Factory):

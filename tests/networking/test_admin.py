@@ -2,14 +2,12 @@
 the demo's network setup."""
 
 import re
+from types import SimpleNamespace
 
 import pytest
 from django.contrib import admin
 from django.urls import reverse
 
-from config.auth import RequestContext
-from config.models import Role
-from config.services import project_get_or_create
 from networking import services
 from networking.models import (
     HostAgent,
@@ -20,7 +18,7 @@ from networking.models import (
     Subnet,
     VifType,
 )
-from networking.services import HostNetworkReport
+from tests.factories import HostAgentFactory, NetworkFactory, ProjectFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -36,36 +34,11 @@ def cloud(db):
     """A routed network (rack1: physnet1 VLAN 101, 10.1.0.0/24; rack2: physnet2
     VLAN 102, 10.2.0.0/24), host compute-1 on physnet1 with a baremetal NIC,
     port "bound" bound on compute-1 and port "spare" with a fixed IP on rack2."""
-    project = project_get_or_create(name="admin-tests")
-    context = RequestContext(user_id="test", project=project, role=Role.ADMIN)
-    network = services.network_create(
-        context=context,
-        project=project,
-        name="routed",
-        segments=[
-            {
-                "network_type": "vlan",
-                "physical_network": "physnet1",
-                "segmentation_id": 101,
-                "name": "rack1",
-            },
-            {
-                "network_type": "vlan",
-                "physical_network": "physnet2",
-                "segmentation_id": 102,
-                "name": "rack2",
-            },
-        ],
-    )
-    rack1, rack2 = network.segments.order_by("name")
-    services.subnet_create(project=project, network=network, segment=rack1, cidr="10.1.0.0/24")
-    services.subnet_create(project=project, network=network, segment=rack2, cidr="10.2.0.0/24")
-    services.host_agent_report(
-        report=HostNetworkReport(
-            host="compute-1",
-            physnets={"physnet1": {"bridge": "br-ex"}},
-            baremetal_nics=[{"mac_address": "52:54:00:00:00:01", "physical_network": "physnet1"}],
-        )
+    project = ProjectFactory(name="admin-tests")
+    network = NetworkFactory(project=project, two_racks=True)
+    HostAgentFactory(
+        host="compute-1",
+        baremetal_nics=[{"mac_address": "52:54:00:00:00:01", "physical_network": "physnet1"}],
     )
     bound = services.port_create(
         project=project, network=network, name="bound", mac_address="fa:16:3e:aa:bb:01"
@@ -78,7 +51,7 @@ def cloud(db):
         mac_address="fa:16:3e:aa:bb:02",
         fixed_ips=[{"ip_address": "10.2.0.77"}],
     )
-    return {"project": project, "network": network, "bound": bound, "spare": spare}
+    return SimpleNamespace(project=project, network=network, bound=bound, spare=spare)
 
 
 def test_the_expected_models_are_registered():
