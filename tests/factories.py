@@ -21,8 +21,6 @@ from networking.services import HostNetworkReport
 from reservations import services as reservations
 from reservations.models import ReservableHost
 
-NETWORK_REPORT_FIELDS = {f.name for f in dataclasses.fields(HostNetworkReport)}
-
 
 class ProjectFactory(factory.django.DjangoModelFactory):
     class Meta:
@@ -128,16 +126,29 @@ def subnets_by_segment(network: Network) -> dict[str, Subnet]:
 # --- hosts --------------------------------------------------------------------------
 
 
+# A HostNetworkReport's fields as the host factories name them: its
+# physnets are their ``links``.
+NETWORK_REPORT_FIELDS = {
+    "links" if f.name == "physnets" else f.name for f in dataclasses.fields(HostNetworkReport)
+}
+
+
+def _network_report(*, links: dict, **fields) -> HostNetworkReport:
+    return HostNetworkReport(physnets=links, **fields)
+
+
 class HostNetworkFactory(factory.Factory):
-    """What a host reports it can plug (HostNetworkReport), by traits:
-    ``dpdk`` (OVS on a netdev datapath with vhost-user interfaces),
-    ``sriov`` (vnic direct, an SR-IOV function on each physnet),
-    ``baremetal`` (vnic baremetal only, one NIC of fixed MAC on physnet1).
-    ``physnets`` lists the physical networks the host is cabled to, each on
-    bridge br-ex."""
+    """What a host reports it can plug (a HostNetworkReport); the base of
+    HostAgentFactory and HostFactory. ``physnets`` lists the physical
+    networks the host is cabled to, each on ``bridge`` (br-ex); ``links``
+    gives the links outright instead. Traits:
+    ``dpdk``: OVS on a netdev datapath with vhost-user interfaces;
+    ``sriov``: vnic direct, with an SR-IOV function (ens1) on each physnet;
+    ``baremetal``: vnic baremetal only, one NIC of MAC ``nic_mac`` (fixed,
+    by default one of its own) on physnet1."""
 
     class Meta:
-        model = HostNetworkReport
+        abstract = True
 
     host = factory.Sequence(lambda n: f"host-{n}")
     links = factory.LazyAttribute(
@@ -152,7 +163,7 @@ class HostNetworkFactory(factory.Factory):
         physnets = ["physnet1"]
         bridge = "br-ex"
         sriov_interface = ""
-        nic_mac = factory.Sequence(lambda n: f"52:54:00:00:{n // 256 % 256:02x}:{n % 256:02x}")
+        nic_mac = factory.Sequence(lambda n: f"52:54:00:fa:{n // 256 % 256:02x}:{n % 256:02x}")
         dpdk = factory.Trait(
             datapath_type="netdev",
             interface_types=["dpdkvhostuser", "dpdkvhostuserclient"],
@@ -166,10 +177,6 @@ class HostNetworkFactory(factory.Factory):
             ),
         )
 
-    @classmethod
-    def _build(cls, model_class, *, links, **fields):
-        return model_class(physnets=links, **fields)
-
 
 class HostAgentFactory(HostNetworkFactory):
     """A host's network agent as its report makes it, for networking alone
@@ -182,8 +189,7 @@ class HostAgentFactory(HostNetworkFactory):
 
     @classmethod
     def _create(cls, model_class, *, now, **fields):
-        report = HostNetworkFactory._build(HostNetworkReport, **fields)
-        return networking.host_agent_report(report=report, now=now)
+        return networking.host_agent_report(report=_network_report(**fields), now=now)
 
 
 class ReservableHostFactory(factory.Factory):
@@ -214,6 +220,7 @@ class HostFactory(HostNetworkFactory):
     vcpus = 8
     memory_mb = 16384
     disk_gb = 200
+    # HostReport.baremetal, which the trait of that name sets.
     whole_node = factory.SelfAttribute("baremetal", default=False)
 
     class Params:
@@ -228,10 +235,10 @@ class HostFactory(HostNetworkFactory):
 
     @classmethod
     def _create(cls, model_class, *, whole_node, **fields):
-        network = {k: fields.pop(k) for k in NETWORK_REPORT_FIELDS | {"links"} if k in fields}
+        network = {k: fields.pop(k) for k in NETWORK_REPORT_FIELDS if k in fields}
         report = compute.HostReport(
             baremetal=whole_node,
-            network=HostNetworkFactory._build(HostNetworkReport, **network),
+            network=_network_report(**network),
             **fields,
         )
         return compute.host_report(report=report)
