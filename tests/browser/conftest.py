@@ -125,20 +125,6 @@ def no_worker(monkeypatch):
     monkeypatch.setattr("reservations.tasks.deliver.delay", lambda delivery_id: None)
 
 
-def flat_network(context, name="flat"):
-    """A one-segment VLAN network on physnet1 with a /24."""
-    from networking import services
-
-    network = services.network_create(
-        context=context,
-        project=context.project,
-        name=name,
-        segments=[{"network_type": "vlan", "physical_network": "physnet1", "segmentation_id": 7}],
-    )
-    services.subnet_create(project=context.project, network=network, cidr="10.7.0.0/24")
-    return network
-
-
 def screenshot(page, name: str) -> None:
     """docs/img/<name>.png, only when asked for (BERTH_SCREENSHOTS=1)."""
     if os.environ.get("BERTH_SCREENSHOTS") != "1":

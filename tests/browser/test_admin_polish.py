@@ -31,7 +31,7 @@ def test_berth_names_the_site_and_view_site_opens_a_page(page):
 
 
 def test_lease_page_shows_hosts_event_seconds_and_a_plain_no(page, world):
-    first = world["leases"]["first"]
+    first = world.leases["first"]
     page.goto(admin_url(Lease, "change", first.pk))
     hosts = page.locator("table.reserved-hosts tr")
     expect(hosts).to_have_count(1)

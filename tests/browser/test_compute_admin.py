@@ -7,20 +7,16 @@ import pytest
 
 from compute import services
 from compute.models import Flavor, Host
-from config.auth import RequestContext
-from config.models import Project
-from tests.browser.conftest import expect, flat_network, screenshot
-from tests.compute.conftest import report_host, run_pipeline
+from tests.browser.conftest import expect, screenshot
+from tests.compute.conftest import run_pipeline
+from tests.factories import ContextFactory, FlavorFactory, HostFactory, NetworkFactory
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def hosts(transactional_db):
-    return {
-        name: report_host(name, {"physnet1": {"bridge": "br-ex"}})
-        for name in ("node-a", "node-b", "node-c")
-    }
+    return {name: HostFactory(name=name) for name in ("node-a", "node-b", "node-c")}
 
 
 def test_login_lands_on_the_admin_index(page):
@@ -53,19 +49,19 @@ def test_disable_action_from_the_host_changelist(page, hosts):
 
 @pytest.fixture
 def shop(transactional_db, no_worker):
-    project = Project.objects.create(name="shop")
-    context = RequestContext(user_id="u1", project=project, role="admin")
-    services.flavor_create(id="small", name="small", vcpus=1, ram=1024, disk=10)
+    context = ContextFactory(user_id="u1", project__name="shop")
+    FlavorFactory(name="small")
     return context
 
 
 def boot(context, name):
     """A server on a new flat network, its build steps run in this process."""
+    network = NetworkFactory(context=context, project=context.project, name="flat", vlan=True)
     instance = services.server_create(
         context=context,
         name=name,
         flavor=Flavor.objects.get(name="small"),
-        nics=[services.NicRequest(network=flat_network(context))],
+        nics=[services.NicRequest(network=network)],
     )[0]
     return run_pipeline(instance)
 
@@ -89,13 +85,8 @@ def retried(shop):
     """Server "db-1": its first attempt failed to spawn on "bad-host" (the
     fake driver fails there), its second landed on "good-host"."""
     # The most free RAM makes bad-host the scheduler's first choice.
-    report_host(
-        "bad-host",
-        {"physnet1": {"bridge": "br-ex"}},
-        memory_mb=65536,
-        driver_options={"spawn_error": "disk on fire"},
-    )
-    report_host("good-host", {"physnet1": {"bridge": "br-ex"}})
+    HostFactory(name="bad-host", memory_mb=65536, driver_options={"spawn_error": "disk on fire"})
+    HostFactory(name="good-host")
     instance = boot(shop, "db-1")
     assert (instance.status, instance.host.name) == ("ACTIVE", "good-host")
     assert instance.excluded_hosts == ["bad-host"]

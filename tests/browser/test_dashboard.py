@@ -8,12 +8,11 @@ from django.utils import timezone
 
 from compute import services
 from compute.models import Host
-from config.auth import RequestContext
-from config.models import Project
 from reservations import notifications
 from reservations import services as reservations
-from tests.browser.conftest import expect, flat_network, screenshot
-from tests.compute.conftest import report_host, run_pipeline
+from tests.browser.conftest import expect, screenshot
+from tests.compute.conftest import run_pipeline
+from tests.factories import ContextFactory, FlavorFactory, HostFactory, NetworkFactory
 
 pytestmark = pytest.mark.browser
 
@@ -37,23 +36,24 @@ def fleet(transactional_db, no_worker, settings):
     # A documentation address (TEST-NET-1); no worker runs, so it stays pending.
     settings.BERTH_WEBHOOK_ALLOWED = ["192.0.2.0/24"]
 
-    for name in ("up-1", "up-2", "off-1", "gone-1"):
-        report_host(name, {"physnet1": {"bridge": "br-ex"}})
+    HostFactory(name="up-1")
+    HostFactory(name="up-2", reservable=True)  # the lease's
+    HostFactory(name="off-1")
+    HostFactory(name="gone-1")
     services.host_set_enabled(host=Host.objects.get(name="off-1"), enabled=False, reason="rma")
     # Silence has no service: the heartbeat is simply set an hour back.
     Host.objects.filter(name="gone-1").update(last_heartbeat=timezone.now() - timedelta(hours=1))
 
-    project = Project.objects.create(name="acme")
-    context = RequestContext(user_id="u1", project=project, role="admin")
-    network = flat_network(context)
-    small = services.flavor_create(id="small", name="small", vcpus=1, ram=1024, disk=10)
-    huge = services.flavor_create(id="huge", name="huge", vcpus=64, ram=1024, disk=10)
+    context = ContextFactory(user_id="u1", project__name="acme")
+    project = context.project
+    network = NetworkFactory(context=context, project=project, name="flat", vlan=True)
+    small = FlavorFactory(name="small")
+    huge = FlavorFactory(name="huge", vcpus=64)
     nics = [services.NicRequest(network=network)]
     services.server_create(context=context, name="waiting", flavor=small, nics=nics)
     failed = services.server_create(context=context, name="too-big", flavor=huge, nics=nics)[0]
     assert run_pipeline(failed).status == "ERROR"
 
-    reservations.reservable_host_create(name="up-2", capabilities={})
     notifications.subscription_create(
         project=project, url="https://192.0.2.1/berth", event_types=[], secret="s"
     )

@@ -3,11 +3,9 @@ hosts that reach it."""
 
 import pytest
 
-from config.auth import RequestContext
-from config.models import Project
 from networking import services
 from tests.browser.conftest import expect, screenshot
-from tests.compute.conftest import report_host
+from tests.factories import HostFactory, NetworkFactory, ProjectFactory, subnets_by_segment
 
 pytestmark = pytest.mark.browser
 
@@ -17,47 +15,17 @@ def routed(transactional_db):
     """Network "routed": rack1 (physnet1, 20 addresses, 3 used, reached by
     node-1 and node-2) and rack2 (physnet2, 5 addresses, all used, reached
     by node-3)."""
-    project = Project.objects.create(name="ops")
-    context = RequestContext(user_id="u", project=project, role="admin")
-    network = services.network_create(
-        context=context,
-        project=project,
-        name="routed",
-        segments=[
-            {
-                "network_type": "vlan",
-                "physical_network": physnet,
-                "segmentation_id": vlan,
-                "name": name,
-            }
-            for name, physnet, vlan in (("rack1", "physnet1", 101), ("rack2", "physnet2", 102))
-        ],
-    )
-    segments = {s.name: s for s in network.segments.all()}
-    subnets = {
-        "rack1": services.subnet_create(
-            project=project,
-            network=network,
-            segment=segments["rack1"],
-            cidr="10.1.0.0/24",
-            allocation_pools=[{"start": "10.1.0.10", "end": "10.1.0.29"}],
-        ),
-        "rack2": services.subnet_create(
-            project=project,
-            network=network,
-            segment=segments["rack2"],
-            cidr="10.2.0.0/24",
-            allocation_pools=[{"start": "10.2.0.10", "end": "10.2.0.14"}],
-        ),
-    }
+    project = ProjectFactory(name="ops")
+    network = NetworkFactory(project=project, two_racks=True, rack1_pool=20, rack2_pool=5)
+    subnets = subnets_by_segment(network)
     for rack, count in (("rack1", 3), ("rack2", 5)):
         for _ in range(count):
             services.port_create(
                 project=project, network=network, fixed_ips=[{"subnet_id": subnets[rack].id}]
             )
-    report_host("node-1", {"physnet1": {"bridge": "br-ex"}})
-    report_host("node-2", {"physnet1": {"bridge": "br-ex"}})
-    report_host("node-3", {"physnet2": {"bridge": "br-ex"}})
+    HostFactory(name="node-1", physnets=["physnet1"])
+    HostFactory(name="node-2", physnets=["physnet1"])
+    HostFactory(name="node-3", physnets=["physnet2"])
     return network
 
 

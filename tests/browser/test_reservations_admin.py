@@ -2,16 +2,15 @@
 capacity calendar."""
 
 from datetime import UTC, datetime, time, timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.utils import timezone
 
-from config.auth import RequestContext
-from config.models import Project
 from reservations import events, services
 from reservations.models import Lease
 from tests.browser.conftest import expect, screenshot
-from tests.compute.conftest import report_host
+from tests.factories import ContextFactory, HostFactory
 from tests.reservations.conftest import hosts_of
 
 pytestmark = pytest.mark.browser
@@ -26,10 +25,14 @@ def lab(transactional_db):
     "lab" with an admin context."""
     kinds = {"rack-1": "gpu", "rack-2": "gpu", "rack-3": "storage", "rack-4": "storage"}
     for name, kind in kinds.items():
-        report_host(name, {"physnet1": {"bridge": "br-ex"}}, vcpus=16, memory_mb=32768)
-        services.reservable_host_create(name=name, capabilities={"node_type": kind})
-    project = Project.objects.create(name="lab")
-    return RequestContext(user_id="u", project=project, role="admin")
+        HostFactory(
+            name=name,
+            vcpus=16,
+            memory_mb=32768,
+            reservable=True,
+            extra_capabilities={"node_type": kind},
+        )
+    return ContextFactory(user_id="u", project__name="lab")
 
 
 def lease_create(context, name, start, end, count=1, props=""):
@@ -80,7 +83,7 @@ def booked(lab):
         count=2,
         props='["==", "$node_type", "gpu"]',
     )
-    ops = RequestContext(user_id="u", project=Project.objects.create(name="ops"), role="admin")
+    ops = ContextFactory(user_id="u", project__name="ops")
     backup = lease_create(
         ops,
         "nightly-backup",
@@ -89,7 +92,7 @@ def booked(lab):
         props='["==", "$node_type", "storage"]',
     )
     events.sweep()  # starts nightly-backup
-    return {"training": training, "backup": backup}
+    return SimpleNamespace(training=training, backup=backup)
 
 
 def week_of(start) -> str:
@@ -97,7 +100,7 @@ def week_of(start) -> str:
 
 
 def test_calendar_draws_the_leases_and_opens_one(page, booked):
-    training, backup = booked["training"], booked["backup"]
+    training, backup = booked.training, booked.backup
     # Reached from the lease changelist, as an operator would.
     page.goto("/admin/reservations/lease/")
     with page.expect_navigation():
@@ -135,7 +138,7 @@ def test_calendar_draws_the_leases_and_opens_one(page, booked):
 
 
 def test_calendar_zoom_and_query_change_the_window(page, booked):
-    training = booked["training"]
+    training = booked.training
     start = training.start_at
     page.goto(week_of(start))
     week_bar = page.locator(f"rect.bar[data-lease='{training.pk}']").first

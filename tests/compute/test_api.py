@@ -22,7 +22,7 @@ def create(caller, **server):
 
 
 def test_create_is_202_and_stores_the_request(acme_admin, cloud):
-    response = create(acme_admin, networks=[{"uuid": str(cloud["network"].pk)}])
+    response = create(acme_admin, networks=[{"uuid": str(cloud.network.pk)}])
     assert response.status_code == 202
     body = response.json()["server"]
     instance = Instance.objects.get(pk=body["id"])
@@ -33,7 +33,7 @@ def test_create_is_202_and_stores_the_request(acme_admin, cloud):
 
 
 def test_show_active_server_with_addresses_and_host(acme_admin, cloud):
-    body = create(acme_admin, networks=[{"uuid": str(cloud["network"].pk)}]).json()["server"]
+    body = create(acme_admin, networks=[{"uuid": str(cloud.network.pk)}]).json()["server"]
     run_pipeline(Instance.objects.get(pk=body["id"]))
     server = acme_admin.get(f"{C21}/servers/{body['id']}").json()["server"]
     assert server["status"] == "ACTIVE"
@@ -59,7 +59,7 @@ def test_show_active_server_with_addresses_and_host(acme_admin, cloud):
 
 def test_error_server_shows_its_fault(acme_admin, cloud):
     Host.objects.update(enabled=False)
-    body = create(acme_admin, networks=[{"uuid": str(cloud["network"].pk)}]).json()["server"]
+    body = create(acme_admin, networks=[{"uuid": str(cloud.network.pk)}]).json()["server"]
     run_pipeline(Instance.objects.get(pk=body["id"]))
     server = acme_admin.get(f"{C21}/servers/{body['id']}").json()["server"]
     assert server["status"] == "ERROR"
@@ -68,7 +68,7 @@ def test_error_server_shows_its_fault(acme_admin, cloud):
 
 
 def test_bad_requests(acme_admin, cloud):
-    net = str(cloud["network"].pk)
+    net = str(cloud.network.pk)
     cases = [
         ({"flavorRef": "nope", "networks": [{"uuid": net}]}, 400, "badRequest", "Flavor nope"),
         ({"networks": [{"uuid": str(uuid.uuid4())}]}, 400, "badRequest", "could not be found"),
@@ -91,7 +91,7 @@ def test_bad_requests(acme_admin, cloud):
 
 def test_port_in_use_is_409(acme_admin, cloud):
     port = net_services.port_create(
-        project=cloud["project"], network=cloud["network"], device_id="someone-else"
+        project=cloud.project, network=cloud.network, device_id="someone-else"
     )
     response = create(acme_admin, networks=[{"port": str(port.pk)}])
     assert response.status_code == 409
@@ -99,7 +99,7 @@ def test_port_in_use_is_409(acme_admin, cloud):
 
 
 def test_only_the_owner_picks_a_fixed_ip_on_a_shared_network(cloud, caller):
-    network = cloud["network"]
+    network = cloud.network
     network.shared = True
     network.save(update_fields=["shared"])
     beta = caller("beta", "member")
@@ -115,8 +115,8 @@ def test_only_the_owner_picks_a_fixed_ip_on_a_shared_network(cloud, caller):
 
 
 def test_over_quota_is_403_and_multi_create_is_all_or_nothing_at_min(acme_admin, cloud):
-    quota_set(project=cloud["project"], resource="instances", limit=3)
-    net = [{"uuid": str(cloud["network"].pk)}]
+    quota_set(project=cloud.project, resource="instances", limit=3)
+    net = [{"uuid": str(cloud.network.pk)}]
     assert create(acme_admin, networks=net, min_count=2, max_count=5).status_code == 202
     assert Instance.objects.count() == 3  # as many as fit, at least min_count
     response = create(acme_admin, networks=net)
@@ -132,7 +132,7 @@ def test_unknown_server_is_404_and_names_are_looked_up_by_list(acme_admin, cloud
 
 
 def test_other_project_cannot_see_or_delete(acme_admin, cloud, caller):
-    body = create(acme_admin, networks=[{"uuid": str(cloud["network"].pk)}]).json()["server"]
+    body = create(acme_admin, networks=[{"uuid": str(cloud.network.pk)}]).json()["server"]
     bob = caller("beta", "member")
     assert bob.get(f"{C21}/servers/{body['id']}").status_code == 404
     assert bob.delete(f"{C21}/servers/{body['id']}").status_code == 404
@@ -140,7 +140,7 @@ def test_other_project_cannot_see_or_delete(acme_admin, cloud, caller):
 
 
 def test_delete_is_204_then_404(acme_admin, cloud):
-    body = create(acme_admin, networks=[{"uuid": str(cloud["network"].pk)}]).json()["server"]
+    body = create(acme_admin, networks=[{"uuid": str(cloud.network.pk)}]).json()["server"]
     run_pipeline(Instance.objects.get(pk=body["id"]))
     assert acme_admin.delete(f"{C21}/servers/{body['id']}").status_code == 204
     from compute import pipeline
@@ -209,7 +209,7 @@ def test_hypervisors_services_and_host_reports(acme_admin, cloud, caller):
 
 def test_routes_without_an_action_are_404_or_405(acme_admin, cloud):
     # They reached viewsets with no serializer or perform_destroy for them.
-    host = cloud["hosts"]["h1"].pk
+    host = cloud.hosts["h1"].pk
     for method, url, status in [
         ("delete", f"{C21}/os-hypervisors/{host}", 405),
         ("get", f"{C21}/os-host-reports", 405),

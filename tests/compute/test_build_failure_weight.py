@@ -11,10 +11,8 @@ from django.utils import timezone
 from compute import pipeline, scheduler, services
 from compute.models import Host, Instance
 from networking import services as net_services
-from tests.compute.conftest import C21, report_host, run_pipeline
-
-H1 = {"physnet1": {"bridge": "br-ex"}}
-H2 = {"physnet2": {"bridge": "br-ex"}}
+from tests.compute.conftest import C21, run_pipeline
+from tests.factories import HostFactory
 
 
 @pytest.fixture
@@ -30,16 +28,21 @@ def flaky(cloud, acme_admin):
     first build's spawn (which then landed on h1); h2 works again now.
     h3 is disabled."""
     services.host_set_enabled(host=Host.objects.get(name="h3"), enabled=False)
-    report_host("h2", H2, memory_mb=65536, driver_options={"spawn_error": "disk on fire"})
+    HostFactory(
+        name="h2",
+        physnets=["physnet2"],
+        memory_mb=65536,
+        driver_options={"spawn_error": "disk on fire"},
+    )
     first = build(acme_admin, cloud)
     assert (first.host.name, first.attempt, first.excluded_hosts) == ("h1", 2, ["h2"])
-    report_host("h2", H2, memory_mb=65536)
+    HostFactory(name="h2", physnets=["physnet2"], memory_mb=65536)
     return first
 
 
 def build(caller, cloud, **server) -> Instance:
     server = {"name": "vm", "flavorRef": "small", **server}
-    server.setdefault("networks", [{"uuid": str(cloud["network"].pk)}])
+    server.setdefault("networks", [{"uuid": str(cloud.network.pk)}])
     response = caller.post(f"{C21}/servers", {"server": server})
     assert response.status_code == 202, response.json()
     instance = run_pipeline(Instance.objects.get(pk=response.json()["server"]["id"]))
@@ -111,7 +114,12 @@ def test_failures_add_up_until_a_quiet_window(acme_admin, cloud, settings):
     settings.BERTH_SCHEDULER_BUILD_FAILURE_WINDOW = 60
     settings.BERTH_HOST_DOWN_AFTER = 3600
     services.host_set_enabled(host=Host.objects.get(name="h3"), enabled=False)
-    report_host("h2", H2, memory_mb=65536, driver_options={"spawn_error": "disk on fire"})
+    HostFactory(
+        name="h2",
+        physnets=["physnet2"],
+        memory_mb=65536,
+        driver_options={"spawn_error": "disk on fire"},
+    )
     # A weight that one failure does not outweigh but two do: h2 keeps
     # its place after one failure, loses it after the second.
     settings.BERTH_SCHEDULER_BUILD_FAILURE_WEIGHT = 30000
@@ -125,7 +133,7 @@ def test_failures_add_up_until_a_quiet_window(acme_admin, cloud, settings):
     with time_machine.travel(timezone.now() + timedelta(seconds=95)):
         # Quiet for a window: h2 is tried first again, fails, and counts one.
         assert where_first(build(acme_admin, cloud)) == ("h1", 2)
-        report_host("h2", H2, memory_mb=65536)
+        HostFactory(name="h2", physnets=["physnet2"], memory_mb=65536)
         assert where_first(build(acme_admin, cloud)) == ("h2", 1)
 
 
@@ -133,14 +141,12 @@ def test_a_host_that_cannot_bind_what_it_advertises_is_weighed_down(acme_admin, 
     # h2 and h3 advertise vnic direct without an SR-IOV function: a direct
     # port fails to bind there, and the build lands on h1.
     for name in ("h2", "h3"):
-        report_host(name, H2, vnic_types=["normal", "direct"], memory_mb=65536)
-    report_host(
-        "h1",
-        {"physnet1": {"bridge": "br-ex", "sriov_interface": "ens1"}},
-        vnic_types=["normal", "direct"],
-    )
+        HostFactory(
+            name=name, physnets=["physnet2"], vnic_types=["normal", "direct"], memory_mb=65536
+        )
+    HostFactory(name="h1", physnets=["physnet1"], sriov=True)
     port = net_services.port_create(
-        project=cloud["project"], network=cloud["network"], binding_vnic_type="direct"
+        project=cloud.project, network=cloud.network, binding_vnic_type="direct"
     )
     direct = build(acme_admin, cloud, networks=[{"port": str(port.pk)}])
     assert where_first(direct) == ("h1", 3)
@@ -150,7 +156,7 @@ def test_a_host_that_cannot_bind_what_it_advertises_is_weighed_down(acme_admin, 
 def test_a_segment_out_of_addresses_does_not_weigh_the_host_down(acme_admin, cloud):
     # h2 is picked, but the last address of rack2 goes to another port
     # between scheduling and binding: the network's doing, not h2's.
-    report_host("h2", H2, memory_mb=65536)
+    HostFactory(name="h2", physnets=["physnet2"], memory_mb=65536)
     services.host_set_enabled(host=Host.objects.get(name="h3"), enabled=False)
     response = acme_admin.post(
         f"{C21}/servers",
@@ -158,7 +164,7 @@ def test_a_segment_out_of_addresses_does_not_weigh_the_host_down(acme_admin, clo
             "server": {
                 "name": "vm",
                 "flavorRef": "small",
-                "networks": [{"uuid": str(cloud["network"].pk)}],
+                "networks": [{"uuid": str(cloud.network.pk)}],
             }
         },
     )
@@ -167,7 +173,7 @@ def test_a_segment_out_of_addresses_does_not_weigh_the_host_down(acme_admin, clo
     pipeline.schedule(instance.pk, 1)
     taken = [
         net_services.port_create(
-            project=cloud["project"], network=cloud["network"], fixed_ips=[{"ip_address": address}]
+            project=cloud.project, network=cloud.network, fixed_ips=[{"ip_address": address}]
         )
         for address in ("10.2.0.10", "10.2.0.11")
     ]

@@ -7,9 +7,8 @@ import pytest
 from compute import services
 from compute.models import Host, Instance
 from networking import services as net_services
-from tests.compute.conftest import C21, report_host, run_pipeline
-
-SRIOV = {"physnet2": {"bridge": "br-ex", "sriov_interface": "ens1"}}
+from tests.compute.conftest import C21, run_pipeline
+from tests.factories import HostFactory
 
 
 @pytest.fixture
@@ -35,17 +34,17 @@ def failed_build(caller, **server) -> dict:
 def test_the_cause_on_an_earlier_attempt_is_named_with_its_step_host_and_port(acme_admin, cloud):
     # h2 (most RAM) binds the direct port but its hypervisor fails; h3
     # advertises vnic direct without an SR-IOV function; h1 is disabled.
-    report_host(
-        "h2",
-        SRIOV,
-        vnic_types=["normal", "direct"],
+    HostFactory(
+        name="h2",
+        physnets=["physnet2"],
+        sriov=True,
         memory_mb=65536,
         driver_options={"spawn_error": "disk on fire"},
     )
-    report_host("h3", {"physnet2": {"bridge": "br-ex"}}, vnic_types=["normal", "direct"])
+    HostFactory(name="h3", physnets=["physnet2"], vnic_types=["normal", "direct"])
     services.host_set_enabled(host=Host.objects.get(name="h1"), enabled=False)
     port = net_services.port_create(
-        project=cloud["project"], network=cloud["network"], binding_vnic_type="direct"
+        project=cloud.project, network=cloud.network, binding_vnic_type="direct"
     )
     fault = failed_build(acme_admin, networks=[{"port": str(port.pk)}])
     bind_failure = (
@@ -66,9 +65,11 @@ def test_the_cause_on_an_earlier_attempt_is_named_with_its_step_host_and_port(ac
 def test_the_last_attempts_own_failure_is_its_cause(acme_admin, cloud, settings):
     settings.BERTH_BUILD_MAX_ATTEMPTS = 2
     for name in ("h1", "h2", "h3"):
-        physnets = {"physnet1" if name == "h1" else "physnet2": {"bridge": "br-ex"}}
-        report_host(name, physnets, driver_options={"spawn_error": f"{name} on fire"})
-    fault = failed_build(acme_admin, networks=[{"uuid": str(cloud["network"].pk)}])
+        physnet = "physnet1" if name == "h1" else "physnet2"
+        HostFactory(
+            name=name, physnets=[physnet], driver_options={"spawn_error": f"{name} on fire"}
+        )
+    fault = failed_build(acme_admin, networks=[{"uuid": str(cloud.network.pk)}])
     assert fault["message"] == "spawn failed on h2: h2 on fire"
     assert fault["details"] == (
         "attempt 1 spawn on h1: spawn failed on h1: h1 on fire; "
@@ -78,10 +79,10 @@ def test_the_last_attempts_own_failure_is_its_cause(acme_admin, cloud, settings)
 
 
 def test_segments_out_of_addresses_are_named(acme_admin, cloud):
-    network, rack1, rack2 = cloud["network"], *map(cloud["segments"].get, ("rack1", "rack2"))
+    network, rack1, rack2 = cloud.network, *map(cloud.segments.get, ("rack1", "rack2"))
     for address in ("10.2.0.10", "10.2.0.11"):  # rack2's whole pool
         net_services.port_create(
-            project=cloud["project"], network=network, fixed_ips=[{"ip_address": address}]
+            project=cloud.project, network=network, fixed_ips=[{"ip_address": address}]
         )
     services.host_set_enabled(host=Host.objects.get(name="h1"), enabled=False)
     fault = failed_build(acme_admin, networks=[{"uuid": str(network.pk)}])
@@ -98,9 +99,9 @@ def test_details_stay_admin_only(acme_admin, cloud, caller):
     services.host_set_enabled(host=Host.objects.get(name="h1"), enabled=False)
     for address in ("10.2.0.10", "10.2.0.11"):
         net_services.port_create(
-            project=cloud["project"], network=cloud["network"], fixed_ips=[{"ip_address": address}]
+            project=cloud.project, network=cloud.network, fixed_ips=[{"ip_address": address}]
         )
-    fault = failed_build(acme_admin, networks=[{"uuid": str(cloud["network"].pk)}])
+    fault = failed_build(acme_admin, networks=[{"uuid": str(cloud.network.pk)}])
     member = caller("acme", "member")
     [server] = member.get(f"{C21}/servers/detail").json()["servers"]
     assert server["fault"] == {k: fault[k] for k in ("code", "message", "created")}

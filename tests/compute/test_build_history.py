@@ -12,7 +12,8 @@ from compute import pipeline, selectors, services
 from compute.models import InstanceAction
 from compute.services import NicRequest
 from config.request_id import request_id_var
-from tests.compute.conftest import report_host, run_pipeline
+from tests.compute.conftest import run_pipeline
+from tests.factories import HostFactory
 
 REQUEST = "req-00000000-0000-4000-8000-000000000001"
 
@@ -21,10 +22,10 @@ def boot(cloud, name="vm"):
     token = request_id_var.set(REQUEST)
     try:
         [instance] = services.server_create(
-            context=cloud["context"],
+            context=cloud.context,
             name=name,
-            flavor=cloud["flavors"]["small"],
-            nics=[NicRequest(network=cloud["network"])],
+            flavor=cloud.flavors["small"],
+            nics=[NicRequest(network=cloud.network)],
         )
     finally:
         request_id_var.reset(token)
@@ -34,16 +35,14 @@ def boot(cloud, name="vm"):
 def spawn_fails_on(*names: str):
     for name in names:
         physnet = "physnet1" if name == "h1" else "physnet2"
-        report_host(
-            name, {physnet: {"bridge": "br-ex"}}, driver_options={"spawn_error": "disk on fire"}
-        )
+        HostFactory(name=name, physnets=[physnet], driver_options={"spawn_error": "disk on fire"})
 
 
 @pytest.fixture
 def rescued(cloud):
     """Spawn fails on h2, the first pick (h1 has the least free RAM): the
     second attempt lands on h3."""
-    report_host("h1", {"physnet1": {"bridge": "br-ex"}}, memory_mb=2048)
+    HostFactory(name="h1", physnets=["physnet1"], memory_mb=2048)
     spawn_fails_on("h2")
     instance = boot(cloud)
     assert (instance.status, instance.host.name, instance.attempt) == ("ACTIVE", "h3", 2)
@@ -123,7 +122,7 @@ def test_page_shows_attempts_hosts_and_results(admin_client, rescued):
 
 
 def test_failed_build_shows_the_fault_and_every_action(admin_client, cloud, failed):
-    services.server_delete(context=cloud["context"], instance=failed)
+    services.server_delete(context=cloud.context, instance=failed)
     pipeline.delete(failed.pk)
     response = admin_client.get(history_url(failed.pk))
     html = response.content.decode()
@@ -173,7 +172,7 @@ def test_query_count_does_not_grow_with_events(
         admin_client.get(history_url(rescued.pk))
     spawn_fails_on("h1", "h3")
     busy = boot(cloud, name="busy")
-    services.server_delete(context=cloud["context"], instance=busy)
+    services.server_delete(context=cloud.context, instance=busy)
     pipeline.delete(busy.pk)
     assert busy.actions.count() == 2 and busy.attempt == 3
     with django_assert_max_num_queries(budget):

@@ -7,7 +7,7 @@ from compute import services
 from compute.models import Flavor
 from config.auth import user_context
 from config.models import Membership
-from tests.compute.conftest import report_host
+from tests.factories import HostFactory
 from tests.networking.test_clients import OpenStackCLI, command, token
 
 DISCOVERY_FAILURE = "Unable to find a version discovery document"
@@ -15,8 +15,8 @@ DISCOVERY_FAILURE = "Unable to find a version discovery document"
 
 @pytest.fixture
 def cli(live_server, transactional_db, tmp_path):
-    report_host("c1", {"physnet1": {"bridge": "br-ex"}})
-    report_host("c2", {"physnet1": {"bridge": "br-ex"}})
+    HostFactory(name="c1")
+    HostFactory(name="c2")
     services.flavor_create(id="m1.small", name="m1.small", vcpus=1, ram=2048, disk=20)
     return OpenStackCLI(live_server.url, token("admin", "ops"), tmp_path)
 

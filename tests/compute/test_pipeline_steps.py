@@ -10,13 +10,14 @@ from config.quotas import quota_set
 from networking import selectors as net_selectors
 from networking import services as net_services
 from networking.models import Port
-from tests.compute.conftest import report_host, run_pipeline, sriov_on_h1_only
+from tests.compute.conftest import run_pipeline, sriov_on_h1_only
+from tests.factories import HostFactory
 
 
 def boot(cloud, flavor="small", nics=None, **kwargs):
-    nics = nics if nics is not None else [NicRequest(network=cloud["network"])]
+    nics = nics if nics is not None else [NicRequest(network=cloud.network)]
     return services.server_create(
-        context=cloud["context"], name="vm", flavor=cloud["flavors"][flavor], nics=nics, **kwargs
+        context=cloud.context, name="vm", flavor=cloud.flavors[flavor], nics=nics, **kwargs
     )
 
 
@@ -37,10 +38,10 @@ def test_build_lands_with_an_ip_from_the_hosts_segment(cloud):
 def test_exhausted_segment_is_avoided_by_the_scheduler(cloud):
     # h2 and h3 (rack2) weigh the most: the first two builds take rack2's
     # two addresses.
-    report_host("h1", {"physnet1": {"bridge": "br-ex"}}, memory_mb=4096)
+    HostFactory(name="h1", physnets=["physnet1"], memory_mb=4096)
     filled = [run_pipeline(boot(cloud)[0]) for _ in range(2)]
     assert [(i.host.name, i.attempt) for i in filled] == [("h2", 1), ("h3", 1)]
-    rack2 = net_selectors.segment_usage(network=cloud["network"]).segments[0]
+    rack2 = net_selectors.segment_usage(network=cloud.network).segments[0]
     assert (rack2.segment.name, rack2.availability.free_ips) == ("rack2", 0)
     # h2 and h3 still weigh the most, but reach only the dry segment: the
     # scheduler picks h1 at once, no bind tries a host of rack2 first.
@@ -50,7 +51,7 @@ def test_exhausted_segment_is_avoided_by_the_scheduler(cloud):
 
 
 def test_a_segment_is_reached_while_any_of_its_subnets_has_room(cloud):
-    network, rack2 = cloud["network"], cloud["segments"]["rack2"]
+    network, rack2 = cloud.network, cloud.segments["rack2"]
 
     def physnets():
         [reach] = net_selectors.network_reaches(wanted=[(network.pk, None)])
@@ -58,20 +59,20 @@ def test_a_segment_is_reached_while_any_of_its_subnets_has_room(cloud):
 
     for address in ("10.2.0.10", "10.2.0.11"):  # rack2's whole pool
         net_services.port_create(
-            project=cloud["project"], network=network, fixed_ips=[{"ip_address": address}]
+            project=cloud.project, network=network, fixed_ips=[{"ip_address": address}]
         )
     assert physnets() == {"physnet1"}
     net_services.subnet_create(
-        project=cloud["project"], network=network, segment=rack2, cidr="10.3.0.0/29"
+        project=cloud.project, network=network, segment=rack2, cidr="10.3.0.0/29"
     )
     assert physnets() == {"physnet1", "physnet2"}
 
 
 def test_a_port_holding_its_address_on_a_full_segment_is_still_placed(cloud):
-    network = cloud["network"]
+    network = cloud.network
     held, _ = (
         net_services.port_create(
-            project=cloud["project"], network=network, fixed_ips=[{"ip_address": address}]
+            project=cloud.project, network=network, fixed_ips=[{"ip_address": address}]
         )
         for address in ("10.2.0.10", "10.2.0.11")  # rack2's whole pool
     )
@@ -83,10 +84,10 @@ def test_a_port_holding_its_address_on_a_full_segment_is_still_placed(cloud):
 
 
 def test_a_port_that_cannot_be_made_fails_the_build_and_keeps_no_port(cloud):
-    network = cloud["network"]
+    network = cloud.network
     instance = boot(cloud, nics=[NicRequest(network=network), NicRequest(network=network)])[0]
     # Room for the first NIC's port only, once the request was accepted.
-    quota_set(project=cloud["project"], resource="port", limit=Port.objects.count() + 1)
+    quota_set(project=cloud.project, resource="port", limit=Port.objects.count() + 1)
     instance = run_pipeline(instance)
     assert instance.status == "ERROR"
     assert instance.fault["message"].startswith("preparing ports failed: Quota exceeded for port")
@@ -96,7 +97,7 @@ def test_a_port_that_cannot_be_made_fails_the_build_and_keeps_no_port(cloud):
 
 def test_alternates_on_other_segments_come_first(cloud):
     # h2 and h3 (both on rack2) weigh the most, h1 (rack1) the least.
-    report_host("h1", {"physnet1": {"bridge": "br-ex"}}, memory_mb=4096)
+    HostFactory(name="h1", physnets=["physnet1"], memory_mb=4096)
     instance = run_pipeline(boot(cloud)[0])
     assert instance.host.name == "h2"
     # By weight alone h3 would come next; a rack2 that runs dry would then
@@ -124,14 +125,14 @@ def test_binding_failure_reschedules_on_the_same_port(cloud):
 def test_no_host_reaches_the_network_names_it(cloud):
     for host in Host.objects.all():
         services.host_set_enabled(host=host, enabled=True)
-    report_host("h1", {"physnet9": {"bridge": "br-ex"}})
-    report_host("h2", {"physnet9": {"bridge": "br-ex"}})
-    report_host("h3", {"physnet9": {"bridge": "br-ex"}})
+    HostFactory(name="h1", physnets=["physnet9"])
+    HostFactory(name="h2", physnets=["physnet9"])
+    HostFactory(name="h3", physnets=["physnet9"])
     instance = run_pipeline(boot(cloud)[0])
     assert instance.status == "ERROR"
-    why = f"no host reaches a segment of network {cloud['network'].pk} with a free IP"
+    why = f"no host reaches a segment of network {cloud.network.pk} with a free IP"
     assert instance.fault["message"] == why
-    seg = cloud["segments"]
+    seg = cloud.segments
     assert instance.fault["details"] == (
         f"attempt 1 schedule: {why} (no host left reaches: "
         f"segment rack1 ({seg['rack1'].pk}, physnet1) (253 free), "
@@ -156,9 +157,7 @@ def test_capacity_is_named_when_nothing_fits(cloud):
 def test_spawn_failure_reschedules_then_fails_precisely(cloud, settings):
     for name in ("h1", "h2", "h3"):
         physnet = "physnet1" if name == "h1" else "physnet2"
-        report_host(
-            name, {physnet: {"bridge": "br-ex"}}, driver_options={"spawn_error": "disk on fire"}
-        )
+        HostFactory(name=name, physnets=[physnet], driver_options={"spawn_error": "disk on fire"})
     instance = run_pipeline(boot(cloud)[0])
     assert instance.status == "ERROR"
     assert instance.fault["message"] == "spawn failed on h3: disk on fire"
@@ -169,7 +168,7 @@ def test_spawn_failure_reschedules_then_fails_precisely(cloud, settings):
 
 
 def test_user_port_is_unbound_not_deleted(cloud):
-    port = net_services.port_create(project=cloud["project"], network=cloud["network"])
+    port = net_services.port_create(project=cloud.project, network=cloud.network)
     instance = run_pipeline(boot(cloud, nics=[NicRequest(port=port)])[0])
     assert instance.status == "ACTIVE"
     pipeline.delete(instance.pk)
@@ -206,7 +205,7 @@ def test_steps_are_idempotent_and_ignore_stale_attempts(cloud):
 
 
 def test_legacy_fleet_creates_ports_at_bind_time(cloud):
-    report_host("h1", {"physnet1": {"bridge": "br-ex"}}, service_version=1)
+    HostFactory(name="h1", physnets=["physnet1"], service_version=1)
     instance = boot(cloud)[0]
     assert instance.task_state == "scheduling"  # no prepare step
     assert not Port.objects.exists()
@@ -221,13 +220,11 @@ def test_legacy_fleet_creates_ports_at_bind_time(cloud):
 
 def test_baremetal_flavor_takes_a_whole_node_and_its_nic_mac(cloud):
     flavor = services.flavor_create(id="bm", name="bm", vcpus=1, ram=1024, disk=10, baremetal=True)
-    report_host(
-        "bm1",
-        {},
+    HostFactory(
+        name="bm1",
         baremetal=True,
         vcpus=32,
         memory_mb=65536,
-        vnic_types=["baremetal"],
         baremetal_nics=[
             {
                 "mac_address": "52:54:00:00:00:aa",
@@ -238,11 +235,11 @@ def test_baremetal_flavor_takes_a_whole_node_and_its_nic_mac(cloud):
         ],
     )
     port = net_services.port_create(
-        project=cloud["project"], network=cloud["network"], binding_vnic_type="baremetal"
+        project=cloud.project, network=cloud.network, binding_vnic_type="baremetal"
     )
     first = run_pipeline(
         services.server_create(
-            context=cloud["context"], name="bm-a", flavor=flavor, nics=[NicRequest(port=port)]
+            context=cloud.context, name="bm-a", flavor=flavor, nics=[NicRequest(port=port)]
         )[0]
     )
     assert first.status == "ACTIVE" and first.host.name == "bm1"
@@ -250,10 +247,10 @@ def test_baremetal_flavor_takes_a_whole_node_and_its_nic_mac(cloud):
     assert port.mac_address == "52:54:00:00:00:aa" and port.binding_vif_type == "other"
     second = run_pipeline(
         services.server_create(
-            context=cloud["context"],
+            context=cloud.context,
             name="bm-b",
             flavor=flavor,
-            nics=[NicRequest(network=cloud["network"])],
+            nics=[NicRequest(network=cloud.network)],
         )[0]
     )
     assert second.status == "ERROR"
@@ -261,7 +258,7 @@ def test_baremetal_flavor_takes_a_whole_node_and_its_nic_mac(cloud):
 
 
 def test_libvirt_driver_renders_the_interfaces(cloud):
-    report_host("h1", {"physnet1": {"bridge": "br-ex"}}, virt_driver="libvirt")
+    HostFactory(name="h1", physnets=["physnet1"], virt_driver="libvirt")
     for name in ("h2", "h3"):
         services.host_set_enabled(host=Host.objects.get(name=name), enabled=False)
     instance = run_pipeline(boot(cloud)[0])
@@ -286,25 +283,19 @@ def test_reaper_resumes_a_stuck_step_then_gives_up(cloud, settings):
 
 def test_baremetal_reuses_the_admins_port_found_by_mac(cloud):
     flavor = services.flavor_create(id="bm", name="bm", vcpus=1, ram=1024, disk=10, baremetal=True)
-    report_host(
-        "bm1",
-        {},
-        baremetal=True,
-        vnic_types=["baremetal"],
-        baremetal_nics=[{"mac_address": "52:54:00:00:00:bb", "physical_network": "physnet1"}],
-    )
+    HostFactory(name="bm1", baremetal=True, nic_mac="52:54:00:00:00:bb")
     admins = net_services.port_create(
-        project=cloud["project"],
-        network=cloud["network"],
+        project=cloud.project,
+        network=cloud.network,
         mac_address="52:54:00:00:00:bb",
         name="bm1-nic0",
     )
     instance = run_pipeline(
         services.server_create(
-            context=cloud["context"],
+            context=cloud.context,
             name="bm",
             flavor=flavor,
-            nics=[NicRequest(network=cloud["network"])],
+            nics=[NicRequest(network=cloud.network)],
         )[0]
     )
     assert instance.status == "ACTIVE" and instance.host.name == "bm1"
@@ -320,19 +311,13 @@ def test_baremetal_reuses_the_admins_port_found_by_mac(cloud):
 
 def test_baremetal_port_made_just_in_time_goes_with_the_instance(cloud):
     flavor = services.flavor_create(id="bm", name="bm", vcpus=1, ram=1024, disk=10, baremetal=True)
-    report_host(
-        "bm1",
-        {},
-        baremetal=True,
-        vnic_types=["baremetal"],
-        baremetal_nics=[{"mac_address": "52:54:00:00:00:cc", "physical_network": "physnet1"}],
-    )
+    HostFactory(name="bm1", baremetal=True, nic_mac="52:54:00:00:00:cc")
     instance = run_pipeline(
         services.server_create(
-            context=cloud["context"],
+            context=cloud.context,
             name="bm",
             flavor=flavor,
-            nics=[NicRequest(network=cloud["network"])],
+            nics=[NicRequest(network=cloud.network)],
         )[0]
     )
     port = instance.nics.get().port

@@ -10,8 +10,8 @@ import pytest
 from compute.models import Host, Instance, InstanceActionEvent
 from config.services import token_create
 from networking.models import IPAllocation, Port
-from tests.compute.conftest import report_host
 from tests.conftest import ROOT, process_env, sdk_connection
+from tests.factories import HostFactory
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def wait_active(conn, server):
 @pytest.mark.worker
 def test_boot_on_a_network_and_delete(conn, cloud):
     server = conn.compute.create_server(
-        name="web", flavor_id="small", networks=[{"uuid": str(cloud["network"].pk)}]
+        name="web", flavor_id="small", networks=[{"uuid": str(cloud.network.pk)}]
     )
     server = wait_active(conn, server)
     assert server.compute_host == "h1"  # equal weights: by name
@@ -46,7 +46,7 @@ def test_boot_on_a_network_and_delete(conn, cloud):
 
 @pytest.mark.worker
 def test_boot_on_a_users_port_keeps_the_port(conn, cloud):
-    port = conn.network.create_port(network_id=str(cloud["network"].pk), name="mine")
+    port = conn.network.create_port(network_id=str(cloud.network.pk), name="mine")
     assert port.ip_allocation == "deferred"
     server = wait_active(
         conn, conn.compute.create_server(name="db", flavor_id="small", networks=[{"port": port.id}])
@@ -63,16 +63,16 @@ def test_boot_on_a_users_port_keeps_the_port(conn, cloud):
 @pytest.mark.worker
 def test_spawn_failures_reschedule_through_the_chain(conn, cloud):
     for name, physnet in (("h2", "physnet2"), ("h3", "physnet2")):
-        report_host(
-            name,
-            {physnet: {"bridge": "br-ex"}},
+        HostFactory(
+            name=name,
+            physnets=[physnet],
             driver_options={"spawn_error": "boom"},
             memory_mb=65536,
         )
     server = wait_active(
         conn,
         conn.compute.create_server(
-            name="x", flavor_id="small", networks=[{"uuid": str(cloud["network"].pk)}]
+            name="x", flavor_id="small", networks=[{"uuid": str(cloud.network.pk)}]
         ),
     )
     assert server.compute_host == "h1"
@@ -85,7 +85,7 @@ def test_spawn_failures_reschedule_through_the_chain(conn, cloud):
     again = wait_active(
         conn,
         conn.compute.create_server(
-            name="y", flavor_id="small", networks=[{"uuid": str(cloud["network"].pk)}]
+            name="y", flavor_id="small", networks=[{"uuid": str(cloud.network.pk)}]
         ),
     )
     assert (again.compute_host, Instance.objects.get(pk=again.id).attempt) == ("h1", 1)

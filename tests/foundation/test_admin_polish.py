@@ -58,7 +58,7 @@ def test_every_plural_is_spelled_right(admin_client):
 
 
 def test_lease_page_shows_its_reserved_hosts_and_their_windows(admin_client, world):
-    first = world["leases"]["first"]
+    first = world.leases["first"]
     [allocation] = HostAllocation.objects.filter(reservation__lease=first)
     page = admin_client.get(admin_url(Lease, "change", first.pk)).content.decode()
     [table] = re.findall(r'<table class="reserved-hosts">.*?</table>', page, re.S)
@@ -72,9 +72,9 @@ def test_lease_page_shows_its_reserved_hosts_and_their_windows(admin_client, wor
 def test_a_replaced_host_is_shown_with_the_part_it_served(admin_client, world):
     """h3 goes down while "running" holds it; h2 becomes reservable and
     takes over: the page shows h3 ended now and h2 current."""
-    running = world["leases"]["running"]
+    running = world.leases["running"]
     services.reservable_host_create(name="h2", capabilities={"node_type": "gpu"})
-    compute.host_set_enabled(host=world["hosts"]["h3"], enabled=False)
+    compute.host_set_enabled(host=world.hosts["h3"], enabled=False)
     placement.heal()
     page = admin_client.get(admin_url(Lease, "change", running.pk)).content.decode()
     [table] = re.findall(r'<table class="reserved-hosts">.*?</table>', page, re.S)
@@ -91,7 +91,7 @@ def shown_in_a_cell(stamp: str, html: str) -> bool:
 def test_event_times_show_seconds(admin_client, world):
     """Heads-up 30 s before the start: the two times read differently on
     the lease's page and in the event list."""
-    first = world["leases"]["first"]
+    first = world.leases["first"]
     times = {
         e.event_type: f"{timezone.localtime(e.time):%Y-%m-%d %H:%M:%S}"
         for e in LeaseEvent.objects.filter(lease=first)
@@ -105,7 +105,7 @@ def test_event_times_show_seconds(admin_client, world):
 
 
 def test_heads_up_and_start_in_the_same_minute_read_differently(admin_client, world):
-    lease = world["leases"]["second"]
+    lease = world.leases["second"]
     services.lease_update(lease=lease, start=lease.start_at.replace(second=40), heads_up_seconds=20)
     due = dict(LeaseEvent.objects.filter(lease=lease).values_list("event_type", "time"))
     assert due[EventType.START] - due[EventType.HEADS_UP] == timedelta(seconds=20)
@@ -117,7 +117,7 @@ def test_heads_up_and_start_in_the_same_minute_read_differently(admin_client, wo
 def test_flags_whose_no_is_good_news_are_not_red_crosses(admin_client, world):
     """A lease that is not degraded, a reservation missing nothing, a flavor
     not disabled: "no", not the admin's red "no" icon."""
-    lease = world["leases"]["first"]
+    lease = world.leases["first"]
     pages = {
         "lease list": admin_client.get(admin_url(Lease, "changelist")),
         "lease": admin_client.get(admin_url(Lease, "change", lease.pk)),

@@ -5,6 +5,7 @@ database as it was; read-only fields stay read-only whatever is posted;
 actions need the change permission and leave a log entry."""
 
 import json
+from dataclasses import dataclass
 from datetime import timedelta
 from html.parser import HTMLParser
 
@@ -21,8 +22,7 @@ from django.utils import timezone
 from compute import services as compute
 from compute.models import Flavor, Host, Instance, InstanceActionEvent, InstanceStatus
 from config.auth import RequestContext
-from config.models import HealthProbe, Project, Quota, Role
-from networking import services as net
+from config.models import HealthProbe, Project, Quota
 from networking.models import HostAgent, IPAllocation, Network, Port, Segment, Subnet
 from reservations import events, services
 from reservations.models import (
@@ -40,7 +40,8 @@ from reservations.models import (
     Reservation,
     Subscription,
 )
-from tests.compute.conftest import report_host, run_pipeline
+from tests.compute.conftest import run_pipeline
+from tests.factories import ContextFactory, FlavorFactory, HostFactory, NetworkFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -193,12 +194,29 @@ def host_lease(context, name, start, end, count=1):
     return services.lease_create(context=context, request=request)
 
 
+@dataclass
+class World:
+    project: Project
+    context: RequestContext
+    hosts: dict[str, Host]
+    network: Network
+    subnet: Subnet
+    segment: Segment
+    flavors: dict[str, Flavor]
+    vm: Instance
+    failed: Instance
+    port: Port
+    leases: dict[str, Lease]
+    subscription: Subscription
+    delivery: Delivery
+
+
 @pytest.fixture
 def world(db):
     return build_world()
 
 
-def build_world() -> dict:
+def build_world() -> World:
     """Project "ops" (admin context). Hosts h1, h2 on physnet1, with a VLAN
     network "net" (10.7.0.0/24) and flavors small and huge (too big for
     any host). Server "vm" ACTIVE with port "vm-port"; server "failed" in
@@ -206,19 +224,16 @@ def build_world() -> dict:
     lease "running" (started an hour ago, ends in 30 minutes), "first" (in
     1 to 2 hours) and "second" (in 3 to 4 hours). A subscription with a
     failed delivery."""
-    project = Project.objects.create(name="ops")
-    context = RequestContext(user_id="op", project=project, role=Role.ADMIN)
-    hosts = {n: report_host(n, {"physnet1": {"bridge": "br-ex"}}) for n in ("h1", "h2", "h3")}
-    network = net.network_create(
-        context=context,
-        project=project,
-        name="net",
-        segments=[{"network_type": "vlan", "physical_network": "physnet1", "segmentation_id": 7}],
-    )
-    subnet = net.subnet_create(project=project, network=network, cidr="10.7.0.0/24")
-    services.reservable_host_create(name="h3", capabilities={"node_type": "gpu"})
-    small = compute.flavor_create(id="small", name="small", vcpus=1, ram=512, disk=1)
-    huge = compute.flavor_create(id="huge", name="huge", vcpus=64, ram=512, disk=1)
+    context = ContextFactory(user_id="op", project__name="ops")
+    project = context.project
+    hosts = {
+        "h1": HostFactory(name="h1"),
+        "h2": HostFactory(name="h2"),
+        "h3": HostFactory(name="h3", reservable=True, extra_capabilities={"node_type": "gpu"}),
+    }
+    network = NetworkFactory(project=project, name="net", vlan=True)
+    small = FlavorFactory(name="small", ram=512, disk=1)
+    huge = FlavorFactory(name="huge", vcpus=64, ram=512, disk=1)
     nics = [compute.NicRequest(network=network)]
     [vm] = compute.server_create(context=context, name="vm", flavor=small, nics=nics)
     vm = run_pipeline(vm)
@@ -244,21 +259,21 @@ def build_world() -> dict:
         status=DeliveryStatus.FAILED,
         attempts=5,
     )
-    return {
-        "project": project,
-        "context": context,
-        "hosts": hosts,
-        "network": network,
-        "subnet": subnet,
-        "segment": network.segments.get(),
-        "flavors": {"small": small, "huge": huge},
-        "vm": vm,
-        "failed": failed,
-        "port": port,
-        "leases": leases,
-        "subscription": subscription,
-        "delivery": delivery,
-    }
+    return World(
+        project=project,
+        context=context,
+        hosts=hosts,
+        network=network,
+        subnet=network.subnets.get(),
+        segment=network.segments.get(),
+        flavors={"small": small, "huge": huge},
+        vm=vm,
+        failed=failed,
+        port=port,
+        leases=leases,
+        subscription=subscription,
+        delivery=delivery,
+    )
 
 
 # --- item 2: the lease's change form goes through lease_update --------------------------
@@ -271,7 +286,7 @@ def end_event(lease) -> LeaseEvent:
 def test_lease_end_change_that_overlaps_another_lease_is_refused(admin_client, world):
     """The issue's case: the only reservable host is held by "second" from
     +3 h; moving "first"'s end to +3.5 h must be refused like the API's."""
-    first = world["leases"]["first"]
+    first = world.leases["first"]
     before = state()
     response = post_form(
         admin_client,
@@ -285,7 +300,7 @@ def test_lease_end_change_that_overlaps_another_lease_is_refused(admin_client, w
 
 
 def test_lease_end_change_moves_its_allocations_and_end_event(admin_client, world):
-    first = world["leases"]["first"]
+    first = world.leases["first"]
     new_end = T + timedelta(hours=2, minutes=30, seconds=15)
     response = post_form(
         admin_client, admin_url(Lease, "change", first.pk), **split("end_at", new_end)
@@ -315,7 +330,7 @@ def test_lease_end_change_moves_its_allocations_and_end_event(admin_client, worl
 def test_invalid_lease_changes_show_the_error_and_change_nothing(
     admin_client, world, lease_name, changes, says
 ):
-    lease = world["leases"][lease_name]
+    lease = world.leases[lease_name]
     before = state()
     response = post_form(admin_client, admin_url(Lease, "change", lease.pk), **changes)
     errors = form_errors(response)
@@ -327,7 +342,7 @@ def test_invalid_lease_changes_show_the_error_and_change_nothing(
 def test_reservation_change_goes_through_the_lease_service(admin_client, world):
     """min 2 on a lease whose pool has one host: refused (409's message);
     min > max: refused; neither changes anything."""
-    reservation = world["leases"]["first"].reservations.get()
+    reservation = world.leases["first"].reservations.get()
     url = admin_url(Reservation, "change", reservation.pk)
     before = state()
     errors = form_errors(post_form(admin_client, url, min="2", max="2"))
@@ -344,7 +359,7 @@ def test_reservation_change_goes_through_the_lease_service(admin_client, world):
 
 
 def test_network_change_is_validated_and_goes_through_the_service(admin_client, world):
-    network = world["network"]
+    network = world.network
     url = admin_url(Network, "change", network.pk)
     before = state()
     assert form_errors(post_form(admin_client, url, mtu="10"))
@@ -356,7 +371,7 @@ def test_network_change_is_validated_and_goes_through_the_service(admin_client, 
 
 
 def test_host_change_form_disables_through_the_service(admin_client, world):
-    host = world["hosts"]["h2"]
+    host = world.hosts["h2"]
     response = post_form(
         admin_client, admin_url(Host, "change", host.pk), enabled=[], disabled_reason="broken fan"
     )
@@ -385,7 +400,7 @@ def test_reservable_host_capabilities_change_rewrites_its_properties(admin_clien
 def test_project_quotas_are_validated(admin_client, world):
     """Below -1, twice the same resource, or a resource berth does not
     count: the form says so and no quota is written."""
-    project = world["project"]
+    project = world.project
     url = admin_url(Project, "change", project.pk)
     rows = {
         "below -1": [("instances", "-5")],
@@ -417,23 +432,23 @@ def test_project_quotas_are_validated(admin_client, world):
 def _crafted(world):
     """(object, field posted although the page shows it read-only, value,
     how to read the field back)."""
-    port, vm, lease = world["port"], world["vm"], world["leases"]["first"]
+    port, vm, lease = world.port, world.vm, world.leases["first"]
     allocation = HostAllocation.objects.filter(reservation__lease=lease).get()
     later = T + timedelta(days=9)
     other = Project.objects.create(name="other")
     return [
-        (world["hosts"]["h1"], {"vcpus": "0"}, lambda h: h.vcpus),
-        (world["hosts"]["h1"], {"name": "renamed"}, lambda h: h.name),
-        (world["flavors"]["small"], {"vcpus": "64"}, lambda f: f.vcpus),
+        (world.hosts["h1"], {"vcpus": "0"}, lambda h: h.vcpus),
+        (world.hosts["h1"], {"name": "renamed"}, lambda h: h.name),
+        (world.flavors["small"], {"vcpus": "64"}, lambda f: f.vcpus),
         (vm, {"status": "ERROR", "vcpus": "64"}, lambda i: (i.status, i.vcpus)),
         (port, {"mac_address": "fa:16:3e:00:00:99"}, lambda p: p.mac_address),
         (port, {"binding_host": "h2", "device_id": ""}, lambda p: (p.binding_host, p.device_id)),
-        (world["subnet"], {"cidr": "10.9.0.0/24"}, lambda s: s.cidr),
-        (world["segment"], {"segmentation_id": "99"}, lambda s: s.segmentation_id),
+        (world.subnet, {"cidr": "10.9.0.0/24"}, lambda s: s.cidr),
+        (world.segment, {"segmentation_id": "99"}, lambda s: s.segmentation_id),
         (lease, {"project": str(other.pk), "status": "ACTIVE"}, lambda x: (x.project_id, x.status)),
         (end_event(lease), split("time", later), lambda e: e.time),
         (allocation, split("end_at", later), lambda a: a.end_at),
-        (world["subscription"], {"url": "http://169.254.169.254/"}, lambda s: s.url),
+        (world.subscription, {"url": "http://169.254.169.254/"}, lambda s: s.url),
         (HostAgent.objects.get(host="h1"), {"host": "h9"}, lambda a: a.host),
     ]
 
@@ -450,13 +465,13 @@ def test_read_only_fields_are_not_written_by_a_crafted_post(admin_client, world)
 
 
 def test_pages_with_nothing_to_edit_offer_no_save_button(admin_client, world):
-    lease = world["leases"]["first"]
+    lease = world.leases["first"]
     read_only = [
-        world["vm"],
-        world["flavors"]["small"],
+        world.vm,
+        world.flavors["small"],
         end_event(lease),
         HostAllocation.objects.filter(reservation__lease=lease).get(),
-        world["delivery"],
+        world.delivery,
         Notification.objects.first(),
         InstanceActionEvent.objects.first(),
     ]
@@ -556,7 +571,7 @@ def test_flavor_add_goes_through_the_service(admin_client, world):
 
 
 def test_reservable_host_add_writes_its_properties(admin_client, world):
-    h2 = world["hosts"]["h2"]
+    h2 = world.hosts["h2"]
     page = admin_client.get(admin_url(ReservableHost, "add"))
     data = form_fields(page) | {
         "host": [str(h2.pk)],
@@ -597,7 +612,7 @@ def test_deleting_a_lease_goes_through_the_service(admin_client, world):
         end=T + timedelta(days=3),
         reservations=[services.InstanceRequest(amount=1, vcpus=1, memory_mb=256, disk_gb=1)],
     )
-    lease = services.lease_create(context=world["context"], request=request)
+    lease = services.lease_create(context=world.context, request=request)
     flavor = lease.reservations.get().flavor
     response = delete(admin_client, lease)
     assert response.status_code == 302
@@ -608,7 +623,7 @@ def test_deleting_a_lease_goes_through_the_service(admin_client, world):
 
 
 def test_deleting_a_network_with_ports_is_refused(admin_client, world):
-    network = world["network"]
+    network = world.network
     before = state()
     response = delete(admin_client, network)
     assert response.status_code == 200
@@ -651,30 +666,30 @@ def test_bulk_delete_is_all_or_nothing(admin_client, world):
 
 def _actions(world):
     """(model, action, object, has it been done?) for every admin action."""
-    disabled = compute.host_set_enabled(host=world["hosts"]["h2"], enabled=False)
+    disabled = compute.host_set_enabled(host=world.hosts["h2"], enabled=False)
     return [
-        (Host, "disable_hosts", world["hosts"]["h1"], lambda h: not h.enabled),
+        (Host, "disable_hosts", world.hosts["h1"], lambda h: not h.enabled),
         (Host, "enable_hosts", disabled, lambda h: h.enabled),
-        (Instance, "retry_builds", world["failed"], lambda i: i.status == InstanceStatus.BUILD),
+        (Instance, "retry_builds", world.failed, lambda i: i.status == InstanceStatus.BUILD),
         (
             Lease,
             "end_now",
-            world["leases"]["running"],
+            world.leases["running"],
             lambda x: x.status == LeaseStatus.TERMINATED,
         ),
         (
             LeaseEvent,
             "fire_now",
-            LeaseEvent.objects.get(lease=world["leases"]["second"], event_type="heads_up"),
+            LeaseEvent.objects.get(lease=world.leases["second"], event_type="heads_up"),
             lambda e: e.status == EventStatus.DONE,
         ),
         (
             Delivery,
             "redeliver",
-            world["delivery"],
+            world.delivery,
             lambda d: (d.status, d.attempts) == (DeliveryStatus.PENDING, 0),
         ),
-        (Port, "unbind", world["port"], lambda p: p.binding_host == ""),
+        (Port, "unbind", world.port, lambda p: p.binding_host == ""),
     ]
 
 

@@ -14,6 +14,7 @@ from django_celery_beat.models import PeriodicTask
 from config.celery import PERIODIC_TASKS, app
 from config.models import PeriodicRun
 from tests.conftest import beat_start, beat_stop
+from tests.factories import ContextFactory, HostFactory
 
 SWEEP = "berth: fire due lease events"
 
@@ -29,18 +30,12 @@ def wait_for(condition, timeout: float, what: str, log=None) -> None:
 
 def lease_starting_soon():
     """A one-hour lease of a reservable host, starting in 2 s."""
-    from compute import services as compute
-    from config.auth import RequestContext
-    from config.models import Project
     from reservations import services
 
-    compute.host_report(report=compute.HostReport(name="r1", vcpus=8, memory_mb=8192, disk_gb=80))
-    services.reservable_host_create(name="r1", capabilities={})
+    HostFactory(name="r1", memory_mb=8192, disk_gb=80, physnets=[], reservable=True)
     start = timezone.now() + timedelta(seconds=2)
     return services.lease_create(
-        context=RequestContext(
-            user_id="u", project=Project.objects.create(name="lab"), role="admin"
-        ),
+        context=ContextFactory(user_id="u", project__name="lab"),
         request=services.LeaseRequest(
             name="soon",
             start=start,

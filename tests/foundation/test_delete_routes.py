@@ -9,7 +9,6 @@ import pytest
 from django.utils import timezone
 
 from compute import pipeline
-from compute import services as compute
 from compute.api import urls as compute_urls
 from compute.models import Host, Instance, InstanceAction, InstanceNic
 from config.quotas import quota_set
@@ -28,8 +27,9 @@ from reservations.models import (
     Notification,
     Reservation,
 )
-from tests.compute.conftest import report_host, run_pipeline
+from tests.compute.conftest import run_pipeline
 from tests.conftest import Caller, sdk_connection
+from tests.factories import FlavorFactory, HostFactory, NetworkFactory, ReservableHostFactory
 
 V2 = "/networking/v2.0"
 C21 = "/compute/v2.1"
@@ -49,11 +49,9 @@ def admin(db):
     flavor small, network "net" (one VXLAN segment) with subnet 10.0.0.0/24."""
     caller = Caller("acme", "admin", username="acme-admin")
     for name in ("h1", "h2"):
-        report_host(name, {"physnet1": {"bridge": "br-ex"}})
-    compute.flavor_create(id="small", name="small", vcpus=1, ram=512, disk=1)
-    net = caller.post(f"{V2}/networks", {"network": {"name": "net"}}).json()["network"]
-    subnet = {"network_id": net["id"], "ip_version": 4, "cidr": "10.0.0.0/24"}
-    caller.post(f"{V2}/subnets", {"subnet": subnet})
+        HostFactory(name=name)
+    FlavorFactory(name="small", ram=512, disk=1)
+    NetworkFactory(project=caller.project, name="net", subnets=[{"cidr": "10.0.0.0/24"}])
     return caller
 
 
@@ -122,8 +120,8 @@ def test_the_issue_on_a_real_worker_through_openstacksdk(transactional_db, live_
     build and the delete on a real worker."""
     token = token_create(project_name="acme", username="acme-admin", role="admin")[1]
     conn = sdk_connection(live_server.url, token)
-    report_host("h1", {"physnet1": {"bridge": "br-ex"}})
-    compute.flavor_create(id="small", name="small", vcpus=1, ram=512, disk=1)
+    HostFactory(name="h1")
+    FlavorFactory(name="small", ram=512, disk=1)
     network = conn.network.create_network(name="net")
     subnet = conn.network.create_subnet(network_id=network.id, ip_version=4, cidr="10.0.0.0/24")
     server = conn.compute.create_server(
@@ -261,7 +259,7 @@ def test_an_agent_goes_and_comes_back_with_its_hosts_next_report(admin):
     assert admin.get(f"{V2}/agents/{agents['h1']}").status_code == 404
     assert not HostPhysnet.objects.filter(agent__host="h1").exists()
     assert admin.get(f"{V2}/ports/{port}").json()["port"]["binding:host_id"] == "h1"
-    report_host("h1", {"physnet1": {"bridge": "br-ex"}})
+    HostFactory(name="h1")
     assert "h1" in {a["host"] for a in admin.get(f"{V2}/agents").json()["agents"]}
 
 
@@ -325,7 +323,7 @@ def test_a_flavor_extra_spec_delete(admin):
 def pool(admin):
     """h1 and h2 in the reservable pool."""
     return {
-        name: admin.post(f"{V1}/os-hosts", {"name": name, "rack": "a"}).json()["host"]["id"]
+        name: ReservableHostFactory(host=Host.objects.get(name=name), capabilities={"rack": "a"})
         for name in ("h1", "h2")
     }
 
@@ -382,18 +380,19 @@ def test_a_started_lease_ends_with_its_servers(admin, pool, status):
 
 def test_a_reserved_host_stays_in_the_pool(admin, pool):
     lease = admin.post(f"{V1}/leases", host_lease_body("all", min=2, max=2)).json()["lease"]
-    response = admin.delete(f"{V1}/os-hosts/{pool['h1']}")
+    h1 = pool["h1"].pk
+    response = admin.delete(f"{V1}/os-hosts/{h1}")
     assert response.status_code == 409
     assert response.json() == {
         "error_code": 409,
-        "error_message": f"Can't delete host {pool['h1']}. The host is reserved.",
+        "error_message": f"Can't delete host {h1}. The host is reserved.",
         "error_name": 409,
     }
-    assert HostProperty.objects.filter(reservable_id=pool["h1"]).exists()
+    assert HostProperty.objects.filter(reservable_id=h1).exists()
     assert admin.delete(f"{V1}/leases/{lease['id']}").status_code == 204
-    assert admin.delete(f"{V1}/os-hosts/{pool['h1']}").status_code == 204
-    assert admin.get(f"{V1}/os-hosts/{pool['h1']}").status_code == 404
-    assert not HostProperty.objects.filter(reservable_id=pool["h1"]).exists()
+    assert admin.delete(f"{V1}/os-hosts/{h1}").status_code == 204
+    assert admin.get(f"{V1}/os-hosts/{h1}").status_code == 404
+    assert not HostProperty.objects.filter(reservable_id=h1).exists()
     assert Host.objects.filter(name="h1").exists()  # the hypervisor itself stays
 
 

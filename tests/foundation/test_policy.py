@@ -4,9 +4,8 @@ binding filters on ports (Neutron), os-hosts properties and free capacity
 
 import pytest
 
-from reservations import services as reservations
-from tests.compute.conftest import report_host
 from tests.conftest import Caller
+from tests.factories import HostFactory
 
 N2 = "/networking/v2.0"
 R1 = "/reservation/v1"
@@ -64,8 +63,7 @@ def test_members_cannot_filter_ports_on_binding_attributes(callers, name):
 @pytest.mark.parametrize("path", ["os-hosts/properties", "os-hosts/free-capacity"])
 def test_os_hosts_aggregates_are_the_admins(callers, path):
     admin, alice = callers
-    report_host("r1", {"physnet1": {"bridge": "br-ex"}})
-    reservations.reservable_host_create(name="r1", capabilities={"node_type": "compute"})
+    HostFactory(name="r1", reservable=True, extra_capabilities={"node_type": "compute"})
 
     refused = alice.get(f"{R1}/{path}")
     assert refused.status_code == 403

@@ -1,58 +1,26 @@
+from dataclasses import dataclass
+
 import pytest
 
-from networking.services import HostNetworkReport, host_agent_report
+from networking.models import Network, Segment, Subnet
+from tests.factories import HostAgentFactory, NetworkFactory, segments_by_name, subnets_by_segment
 
 V2 = "/networking/v2.0"
 
 
-def report(host: str, physnets: dict, **kwargs):
-    return host_agent_report(report=HostNetworkReport(host=host, physnets=physnets, **kwargs))
+@dataclass
+class Routed:
+    network: Network
+    segments: dict[str, Segment]
+    subnets: dict[str, Subnet]  # by segment name
 
 
 @pytest.fixture
-def routed(admin):
-    """A routed network: segment rack1 (physnet1, VLAN 101, 10.1.0.0/24) and
-    rack2 (physnet2, VLAN 102, 10.2.0.0/24 with a 3-address pool); hosts h1
-    on physnet1 and h2 on physnet2."""
-    net = admin.post(f"{V2}/networks", {"network": {"name": "routed"}}).json()["network"]
-    # Drop the VXLAN segment a network gets by default: this one is routed.
-    for seg in admin.get(f"{V2}/segments", network_id=net["id"]).json()["segments"]:
-        assert admin.delete(f"{V2}/segments/{seg['id']}").status_code == 204
-    segs = {}
-    for name, physnet, vlan in (("rack1", "physnet1", 101), ("rack2", "physnet2", 102)):
-        body = {
-            "network_id": net["id"],
-            "name": name,
-            "network_type": "vlan",
-            "physical_network": physnet,
-            "segmentation_id": vlan,
-        }
-        segs[name] = admin.post(f"{V2}/segments", {"segment": body}).json()["segment"]
-    subnets = {
-        "rack1": admin.post(
-            f"{V2}/subnets",
-            {
-                "subnet": {
-                    "network_id": net["id"],
-                    "segment_id": segs["rack1"]["id"],
-                    "ip_version": 4,
-                    "cidr": "10.1.0.0/24",
-                }
-            },
-        ).json()["subnet"],
-        "rack2": admin.post(
-            f"{V2}/subnets",
-            {
-                "subnet": {
-                    "network_id": net["id"],
-                    "segment_id": segs["rack2"]["id"],
-                    "ip_version": 4,
-                    "cidr": "10.2.0.0/24",
-                    "allocation_pools": [{"start": "10.2.0.10", "end": "10.2.0.12"}],
-                }
-            },
-        ).json()["subnet"],
-    }
-    report("h1", {"physnet1": {"bridge": "br-ex"}})
-    report("h2", {"physnet2": {"bridge": "br-ex"}})
-    return {"network": net, "segments": segs, "subnets": subnets}
+def routed(admin) -> Routed:
+    """A routed network of the admin's project: segment rack1 (physnet1,
+    VLAN 101, 10.1.0.0/24) and rack2 (physnet2, VLAN 102, 10.2.0.0/24 with
+    a 3-address pool); hosts h1 on physnet1 and h2 on physnet2."""
+    network = NetworkFactory(project=admin.project, two_racks=True, rack2_pool=3)
+    HostAgentFactory(host="h1", physnets=["physnet1"])
+    HostAgentFactory(host="h2", physnets=["physnet2"])
+    return Routed(network, segments_by_name(network), subnets_by_segment(network))

@@ -2,14 +2,12 @@
 the demo's network setup."""
 
 import re
+from types import SimpleNamespace
 
 import pytest
 from django.contrib import admin
 from django.urls import reverse
 
-from config.auth import RequestContext
-from config.models import Role
-from config.services import project_get_or_create
 from networking import services
 from networking.models import (
     HostAgent,
@@ -20,7 +18,7 @@ from networking.models import (
     Subnet,
     VifType,
 )
-from networking.services import HostNetworkReport
+from tests.factories import HostAgentFactory, NetworkFactory, ProjectFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -36,36 +34,11 @@ def cloud(db):
     """A routed network (rack1: physnet1 VLAN 101, 10.1.0.0/24; rack2: physnet2
     VLAN 102, 10.2.0.0/24), host compute-1 on physnet1 with a baremetal NIC,
     port "bound" bound on compute-1 and port "spare" with a fixed IP on rack2."""
-    project = project_get_or_create(name="admin-tests")
-    context = RequestContext(user_id="test", project=project, role=Role.ADMIN)
-    network = services.network_create(
-        context=context,
-        project=project,
-        name="routed",
-        segments=[
-            {
-                "network_type": "vlan",
-                "physical_network": "physnet1",
-                "segmentation_id": 101,
-                "name": "rack1",
-            },
-            {
-                "network_type": "vlan",
-                "physical_network": "physnet2",
-                "segmentation_id": 102,
-                "name": "rack2",
-            },
-        ],
-    )
-    rack1, rack2 = network.segments.order_by("name")
-    services.subnet_create(project=project, network=network, segment=rack1, cidr="10.1.0.0/24")
-    services.subnet_create(project=project, network=network, segment=rack2, cidr="10.2.0.0/24")
-    services.host_agent_report(
-        report=HostNetworkReport(
-            host="compute-1",
-            physnets={"physnet1": {"bridge": "br-ex"}},
-            baremetal_nics=[{"mac_address": "52:54:00:00:00:01", "physical_network": "physnet1"}],
-        )
+    project = ProjectFactory(name="admin-tests")
+    network = NetworkFactory(project=project, two_racks=True)
+    HostAgentFactory(
+        host="compute-1",
+        baremetal_nics=[{"mac_address": "52:54:00:00:00:01", "physical_network": "physnet1"}],
     )
     bound = services.port_create(
         project=project, network=network, name="bound", mac_address="fa:16:3e:aa:bb:01"
@@ -78,7 +51,7 @@ def cloud(db):
         mac_address="fa:16:3e:aa:bb:02",
         fixed_ips=[{"ip_address": "10.2.0.77"}],
     )
-    return {"project": project, "network": network, "bound": bound, "spare": spare}
+    return SimpleNamespace(project=project, network=network, bound=bound, spare=spare)
 
 
 def test_the_expected_models_are_registered():
@@ -111,10 +84,8 @@ def test_subnet_list_shows_used_and_total_ips(admin_client, cloud):
 
 def test_network_change_page_shows_ip_availability_per_segment(admin_client, cloud):
     # One more port on rack1, so the two segments differ.
-    services.port_create(
-        project=cloud["project"], network=cloud["network"], binding_host="compute-1"
-    )
-    response = admin_client.get(url(Network, "change", cloud["network"].pk))
+    services.port_create(project=cloud.project, network=cloud.network, binding_host="compute-1")
+    response = admin_client.get(url(Network, "change", cloud.network.pk))
     html = response.content.decode()
     rows = dict(re.findall(r"<tr><th>segment (rack\d)[^<]*</th><td>([^<]*)</td></tr>", html))
     assert rows == {"rack1": "2 / 253", "rack2": "1 / 253"}
@@ -131,7 +102,7 @@ def test_search_ports_by_mac(admin_client, cloud, term):
 def test_search_ports_by_ip_address(admin_client, cloud):
     response = admin_client.get(url(Port, "changelist"), {"q": "10.2.0.77"})
     assert [p.name for p in response.context["cl"].result_list] == ["spare"]
-    address = cloud["bound"].fixed_ips.get().address
+    address = cloud.bound.fixed_ips.get().address
     response = admin_client.get(url(Port, "changelist"), {"q": address})
     assert [p.name for p in response.context["cl"].result_list] == ["bound"]
 
@@ -142,7 +113,7 @@ def test_search_host_agents_by_baremetal_nic_mac(admin_client, cloud):
 
 
 def test_unbind_action_clears_the_binding(admin_client, cloud):
-    bound = cloud["bound"]
+    bound = cloud.bound
     assert bound.binding_host == "compute-1"
     assert bound.binding_vif_type == VifType.OVS
     response = admin_client.post(
@@ -157,7 +128,7 @@ def test_unbind_action_clears_the_binding(admin_client, cloud):
 
 
 def test_port_edit_goes_through_the_service(admin_client, cloud):
-    spare = cloud["spare"]
+    spare = cloud.spare
     form = {
         "name": "renamed",
         "description": "",
@@ -172,7 +143,7 @@ def test_port_edit_goes_through_the_service(admin_client, cloud):
 
 
 def test_port_changelist_has_a_query_budget(admin_client, cloud, django_assert_max_num_queries):
-    project, network = cloud["project"], cloud["network"]
+    project, network = cloud.project, cloud.network
     for n in range(28):
         services.port_create(
             project=project,

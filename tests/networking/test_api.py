@@ -6,7 +6,8 @@ import netaddr
 import pytest
 
 from networking.models import IPAllocation, Network, Port, Segment, Subnet
-from tests.networking.conftest import V2, report
+from tests.factories import HostAgentFactory
+from tests.networking.conftest import V2
 
 
 def port_body(network_id, **fields):
@@ -57,27 +58,27 @@ def test_members_cannot_set_provider_attributes_or_create_segments(caller, admin
 
 
 def test_routed_port_is_deferred_until_bound_then_gets_the_segment_ip(admin, routed):
-    net, subnets = routed["network"], routed["subnets"]
-    port = admin.post(f"{V2}/ports", port_body(net["id"], name="p")).json()["port"]
+    net, subnets = routed.network, routed.subnets
+    port = admin.post(f"{V2}/ports", port_body(net.pk, name="p")).json()["port"]
     assert port["fixed_ips"] == [] and port["ip_allocation"] == "deferred"
     assert port["binding:host_id"] == "" and port["binding:vif_type"] == "unbound"
 
     bound = admin.put(f"{V2}/ports/{port['id']}", {"port": {"binding:host_id": "h2"}}).json()
     ip = bound["port"]["fixed_ips"][0]
-    assert ip["subnet_id"] == subnets["rack2"]["id"]
+    assert ip["subnet_id"] == str(subnets["rack2"].pk)
     assert netaddr.IPAddress(ip["ip_address"]) in netaddr.IPRange("10.2.0.10", "10.2.0.12")
     assert bound["port"]["binding:vif_type"] == "ovs"
     assert bound["port"]["binding:vif_details"]["bridge_name"] == "br-int"
 
     # Moving the port to a host in the other segment re-requests its IP there.
     moved = admin.put(f"{V2}/ports/{port['id']}", {"port": {"binding:host_id": "h1"}}).json()
-    assert [i["subnet_id"] for i in moved["port"]["fixed_ips"]] == [subnets["rack1"]["id"]]
+    assert [i["subnet_id"] for i in moved["port"]["fixed_ips"]] == [str(subnets["rack1"].pk)]
     assert IPAllocation.objects.filter(port_id=port["id"]).count() == 1
 
 
 def test_host_reaching_no_segment_is_409_and_the_port_is_untouched(admin, routed):
-    report("h9", {"physnet9": {"bridge": "br-ex"}})
-    port = admin.post(f"{V2}/ports", port_body(routed["network"]["id"])).json()["port"]
+    HostAgentFactory(host="h9", physnets=["physnet9"])
+    port = admin.post(f"{V2}/ports", port_body(routed.network.pk)).json()["port"]
     response = admin.put(f"{V2}/ports/{port['id']}", {"port": {"binding:host_id": "h9"}})
     assert response.status_code == 409
     assert response.json()["NeutronError"]["type"] == "HostNotConnectedToAnySegment"
@@ -85,23 +86,23 @@ def test_host_reaching_no_segment_is_409_and_the_port_is_untouched(admin, routed
 
 
 def test_segment_exhaustion_names_network_and_segment(admin, routed):
-    net, seg = routed["network"], routed["segments"]["rack2"]
+    net, seg = routed.network, routed.segments["rack2"]
     for _ in range(3):
-        p = admin.post(f"{V2}/ports", port_body(net["id"], **{"binding:host_id": "h2"}))
+        p = admin.post(f"{V2}/ports", port_body(net.pk, **{"binding:host_id": "h2"}))
         assert p.status_code == 201
-    p = admin.post(f"{V2}/ports", port_body(net["id"])).json()["port"]
+    p = admin.post(f"{V2}/ports", port_body(net.pk)).json()["port"]
     response = admin.put(f"{V2}/ports/{p['id']}", {"port": {"binding:host_id": "h2"}})
     assert response.status_code == 409
     error = response.json()["NeutronError"]
     assert error["type"] == "IpAddressGenerationFailure"
-    assert net["id"] in error["message"] and seg["id"] in error["message"]
+    assert str(net.pk) in error["message"] and str(seg.pk) in error["message"]
 
 
 def test_binding_failure_is_recorded_for_admins(admin, caller, routed):
-    net = routed["network"]
-    port = admin.post(
-        f"{V2}/ports", port_body(net["id"], **{"binding:vnic_type": "direct"})
-    ).json()["port"]
+    net = routed.network
+    port = admin.post(f"{V2}/ports", port_body(net.pk, **{"binding:vnic_type": "direct"})).json()[
+        "port"
+    ]
     bound = admin.put(f"{V2}/ports/{port['id']}", {"port": {"binding:host_id": "h1"}}).json()
     assert bound["port"]["binding:vif_type"] == "binding_failed"
     assert bound["port"]["binding:failure_reason"] == (
@@ -110,11 +111,11 @@ def test_binding_failure_is_recorded_for_admins(admin, caller, routed):
 
 
 def test_unbind_clears_host_device_and_profile_keeps_ips(admin, routed):
-    net = routed["network"]
+    net = routed.network
     port = admin.post(
         f"{V2}/ports",
         port_body(
-            net["id"],
+            net.pk,
             device_id="vm-1",
             device_owner="compute:nova",
             **{"binding:host_id": "h1", "binding:profile": {"k": "v"}},
@@ -142,10 +143,9 @@ def test_baremetal_port_takes_the_nic_mac(admin):
             }
         },
     )
-    report(
-        "bm-1",
-        {},
-        vnic_types=["baremetal"],
+    HostAgentFactory(
+        host="bm-1",
+        baremetal=True,
         baremetal_nics=[
             {
                 "mac_address": "52:54:00:AB:CD:01",
@@ -168,13 +168,13 @@ def test_baremetal_port_takes_the_nic_mac(admin):
 
 
 def test_port_filters(admin, routed):
-    net = routed["network"]
+    net = routed.network
     a = admin.post(
-        f"{V2}/ports", port_body(net["id"], name="a", device_id="d1", **{"binding:host_id": "h1"})
+        f"{V2}/ports", port_body(net.pk, name="a", device_id="d1", **{"binding:host_id": "h1"})
     ).json()["port"]
     b = admin.post(
         f"{V2}/ports",
-        port_body(net["id"], name="b", device_owner="compute:nova", **{"binding:host_id": "h2"}),
+        port_body(net.pk, name="b", device_owner="compute:nova", **{"binding:host_id": "h2"}),
     ).json()["port"]
 
     def ids(**params):
@@ -187,8 +187,8 @@ def test_port_filters(admin, routed):
     assert ids(device_id="d1") == [a["id"]]
     assert ids(device_owner="compute:nova") == [b["id"]]
     assert ids(fixed_ips=f"ip_address={b['fixed_ips'][0]['ip_address']}") == [b["id"]]
-    assert ids(fixed_ips=f"subnet_id={routed['subnets']['rack1']['id']}") == [a["id"]]
-    assert ids(name="a", network_id=net["id"]) == [a["id"]]
+    assert ids(fixed_ips=f"subnet_id={routed.subnets['rack1'].pk}") == [a["id"]]
+    assert ids(name="a", network_id=net.pk) == [a["id"]]
     assert admin.get(f"{V2}/ports", mac_address="nope").status_code == 400
 
 
@@ -234,16 +234,16 @@ def test_fixed_ips_on_a_plain_network(admin):
 
 
 def test_ip_availability_per_subnet_and_segment(admin, routed):
-    net, segs = routed["network"], routed["segments"]
-    admin.post(f"{V2}/ports", port_body(net["id"], **{"binding:host_id": "h2"}))
-    body = admin.get(f"{V2}/network-ip-availabilities/{net['id']}").json()
+    net, segs = routed.network, routed.segments
+    admin.post(f"{V2}/ports", port_body(net.pk, **{"binding:host_id": "h2"}))
+    body = admin.get(f"{V2}/network-ip-availabilities/{net.pk}").json()
     avail = body["network_ip_availability"]
     assert (avail["total_ips"], avail["used_ips"]) == (253 + 3, 1)
     per_segment = {
         s["segment_id"]: (s["total_ips"], s["used_ips"]) for s in avail["segment_ip_availability"]
     }
-    assert per_segment == {segs["rack1"]["id"]: (253, 0), segs["rack2"]["id"]: (3, 1)}
-    listed = admin.get(f"{V2}/network-ip-availabilities", network_id=net["id"]).json()
+    assert per_segment == {str(segs["rack1"].pk): (253, 0), str(segs["rack2"].pk): (3, 1)}
+    listed = admin.get(f"{V2}/network-ip-availabilities", network_id=net.pk).json()
     assert listed["network_ip_availabilities"][0]["used_ips"] == 1
     assert admin.get(f"{V2}/network-ip-availabilities", ip_version=6).json() == {
         "network_ip_availabilities": []
@@ -252,18 +252,12 @@ def test_ip_availability_per_subnet_and_segment(admin, routed):
 
 def test_ip_availability_is_admin_only(caller, routed):
     alice = caller("alpha", "member")
-    url = f"{V2}/network-ip-availabilities/{routed['network']['id']}"
+    url = f"{V2}/network-ip-availabilities/{routed.network.pk}"
     assert alice.get(url).status_code == 403
 
 
 def test_agents_show_what_hosts_reported(admin, routed):
-    report(
-        "h3",
-        {"physnet1": {"bridge": "br-ex", "sriov_interface": "ens1f0"}},
-        vnic_types=["normal", "direct"],
-        datapath_type="netdev",
-        interface_types=["dpdkvhostuser"],
-    )
+    HostAgentFactory(host="h3", sriov=True, sriov_interface="ens1f0", dpdk=True)
     agents = admin.get(f"{V2}/agents", host="h3").json()["agents"]
     assert len(agents) == 1 and agents[0]["alive"] is True
     conf = agents[0]["configurations"]
@@ -335,17 +329,17 @@ def test_bad_subnets(admin, body, status, error_type):
 
 
 def test_overlapping_subnet_segment_of_another_network_and_mixing(admin, routed):
-    net = routed["network"]
+    net = routed.network
     overlap = {
-        "network_id": net["id"],
-        "segment_id": routed["segments"]["rack1"]["id"],
+        "network_id": str(net.pk),
+        "segment_id": str(routed.segments["rack1"].pk),
         "cidr": "10.1.0.128/25",
     }
     assert unchanged(lambda: admin.post(f"{V2}/subnets", {"subnet": overlap})).status_code == 400
     other = admin.post(f"{V2}/networks", {"network": {}}).json()["network"]
     foreign = {
         "network_id": other["id"],
-        "segment_id": routed["segments"]["rack1"]["id"],
+        "segment_id": str(routed.segments["rack1"].pk),
         "cidr": "10.7.0.0/24",
     }
     response = unchanged(lambda: admin.post(f"{V2}/subnets", {"subnet": foreign}))
@@ -353,7 +347,7 @@ def test_overlapping_subnet_segment_of_another_network_and_mixing(admin, routed)
         response.status_code == 400
         and "not a segment of network" in response.json()["NeutronError"]["message"]
     )
-    no_segment = {"network_id": net["id"], "cidr": "10.8.0.0/24"}
+    no_segment = {"network_id": str(net.pk), "cidr": "10.8.0.0/24"}
     response = unchanged(lambda: admin.post(f"{V2}/subnets", {"subnet": no_segment}))
     assert (
         response.status_code == 400
@@ -384,29 +378,29 @@ def test_overlapping_subnet_segment_of_another_network_and_mixing(admin, routed)
     ],
 )
 def test_bad_segments(admin, routed, segment, status, error_type):
-    body = {"segment": {"network_id": routed["network"]["id"], **segment}}
+    body = {"segment": {"network_id": str(routed.network.pk), **segment}}
     response = unchanged(lambda: admin.post(f"{V2}/segments", body))
     assert response.status_code == status, response.json()
     assert response.json()["NeutronError"]["type"] == error_type
 
 
 def test_bad_ports(admin, routed):
-    net = routed["network"]
-    first = admin.post(f"{V2}/ports", port_body(net["id"], mac_address="fa:16:3e:00:00:09"))
+    net = routed.network
+    first = admin.post(f"{V2}/ports", port_body(net.pk, mac_address="fa:16:3e:00:00:09"))
     assert first.status_code == 201
     cases = [
-        (port_body(net["id"], mac_address="FA:16:3E:00:00:09"), 409, "MacAddressInUse"),
-        (port_body(net["id"], mac_address="fa:16:3e:00:00"), 400, "InvalidInput"),
+        (port_body(net.pk, mac_address="FA:16:3E:00:00:09"), 409, "MacAddressInUse"),
+        (port_body(net.pk, mac_address="fa:16:3e:00:00"), 400, "InvalidInput"),
         (port_body(str(uuid.uuid4())), 404, "NetworkNotFound"),
-        (port_body(net["id"], fixed_ips=[{"ip_address": "10.1.0.300"}]), 400, "InvalidInput"),
-        (port_body(net["id"], fixed_ips=[{"ip_address": "192.168.0.5"}]), 400, "InvalidInput"),
-        (port_body(net["id"], fixed_ips=[{"subnet_id": str(uuid.uuid4())}]), 400, "InvalidInput"),
+        (port_body(net.pk, fixed_ips=[{"ip_address": "10.1.0.300"}]), 400, "InvalidInput"),
+        (port_body(net.pk, fixed_ips=[{"ip_address": "192.168.0.5"}]), 400, "InvalidInput"),
+        (port_body(net.pk, fixed_ips=[{"subnet_id": str(uuid.uuid4())}]), 400, "InvalidInput"),
     ]
     for body, status, error_type in cases:
         response = unchanged(lambda b=body: admin.post(f"{V2}/ports", b))
         assert response.status_code == status, (body, response.json())
         assert response.json()["NeutronError"]["type"] == error_type
-    taken = port_body(net["id"], fixed_ips=[{"ip_address": "10.1.0.77"}])
+    taken = port_body(net.pk, fixed_ips=[{"ip_address": "10.1.0.77"}])
     assert admin.post(f"{V2}/ports", taken).status_code == 201
     response = unchanged(lambda: admin.post(f"{V2}/ports", taken))
     assert (response.status_code, response.json()["NeutronError"]["type"]) == (
@@ -417,30 +411,30 @@ def test_bad_ports(admin, routed):
 
 def test_mac_change_on_a_bound_port_is_refused(admin, routed):
     port = admin.post(
-        f"{V2}/ports", port_body(routed["network"]["id"], **{"binding:host_id": "h1"})
+        f"{V2}/ports", port_body(routed.network.pk, **{"binding:host_id": "h1"})
     ).json()["port"]
     response = admin.put(f"{V2}/ports/{port['id']}", {"port": {"mac_address": "fa:16:3e:12:34:56"}})
     assert (response.status_code, response.json()["NeutronError"]["type"]) == (409, "PortBound")
 
 
 def test_deleting_what_is_in_use(admin, routed):
-    net = routed["network"]
+    net = routed.network
     port = admin.post(
         f"{V2}/ports",
-        port_body(net["id"], **{"binding:host_id": "h1", "device_owner": "compute:nova"}),
+        port_body(net.pk, **{"binding:host_id": "h1", "device_owner": "compute:nova"}),
     )
     port = port.json()["port"]
-    subnet = routed["subnets"]["rack1"]
-    response = admin.delete(f"{V2}/subnets/{subnet['id']}")
+    subnet = routed.subnets["rack1"]
+    response = admin.delete(f"{V2}/subnets/{subnet.pk}")
     assert (response.status_code, response.json()["NeutronError"]["type"]) == (409, "SubnetInUse")
-    response = admin.delete(f"{V2}/networks/{net['id']}")
+    response = admin.delete(f"{V2}/networks/{net.pk}")
     assert (response.status_code, response.json()["NeutronError"]["type"]) == (409, "NetworkInUse")
-    response = admin.delete(f"{V2}/segments/{routed['segments']['rack1']['id']}")
+    response = admin.delete(f"{V2}/segments/{routed.segments['rack1'].pk}")
     assert (response.status_code, response.json()["NeutronError"]["type"]) == (409, "SegmentInUse")
     assert admin.delete(f"{V2}/ports/{port['id']}").status_code == 204
-    assert admin.delete(f"{V2}/subnets/{subnet['id']}").status_code == 204
-    assert admin.delete(f"{V2}/networks/{net['id']}").status_code == 204
-    assert not Segment.objects.filter(network_id=net["id"]).exists()
+    assert admin.delete(f"{V2}/subnets/{subnet.pk}").status_code == 204
+    assert admin.delete(f"{V2}/networks/{net.pk}").status_code == 204
+    assert not Segment.objects.filter(network=net).exists()
 
 
 # --- hostile input: each of these answered 500 ------------------------------------
@@ -470,9 +464,9 @@ def test_ip_availability_filters_are_checked_and_it_has_no_delete(admin, routed)
     url = f"{V2}/network-ip-availabilities"
     assert admin.get(url, network_id="x").status_code == 400
     assert admin.get(url, ip_version="x").status_code == 400
-    assert admin.get(url, network_id=routed["network"]["id"], ip_version="4").status_code == 200
+    assert admin.get(url, network_id=routed.network.pk, ip_version="4").status_code == 200
     # DELETE was routed to a viewset without perform_destroy.
-    response = admin.delete(f"{url}/{routed['network']['id']}")
+    response = admin.delete(f"{url}/{routed.network.pk}")
     assert response.status_code == 405
     assert response.json()["NeutronError"]["type"] == "HTTPMethodNotAllowed"
 

@@ -1,6 +1,9 @@
 """Mechanism drivers: explicit vif_type and vif_details per host, or why not."""
 
+from networking import services
 from networking.binding import HostView, Nic, PhysnetLink, SegmentView, bind
+from networking.models import Port
+from tests.factories import HostFactory, NetworkFactory
 
 VLAN = SegmentView("seg-1", "vlan", "physnet1", 101)
 FLAT = SegmentView("seg-2", "flat", "physnet1", None)
@@ -94,3 +97,26 @@ def test_failures_say_why():
     assert "sriovnicswitch: no SR-IOV physical function" in do_bind(direct_only_ovs, vnic="direct")
     no_bridge = host(physnets={"physnet1": PhysnetLink(sriov_interface="ens1")})
     assert do_bind(no_bridge) == "openvswitch: no OVS bridge for physical network physnet1"
+
+
+# --- through the binding service, on hosts as their reports make them ---------------
+
+
+def test_a_dpdk_hosts_ports_are_bound_as_vhost_user(db):
+    network = NetworkFactory(two_racks=True)
+    HostFactory(name="dpdk-1", physnets=["physnet1"], dpdk=True)
+    port = services.port_create(project=network.project, network=network)
+    services.port_bind(port=port, host="dpdk-1")
+    bound = Port.objects.get(pk=port.pk)
+    assert (bound.binding_host, bound.binding_vif_type) == ("dpdk-1", "vhostuser")
+    assert bound.binding_vif_details == {
+        "port_filter": False,
+        "vhostuser_socket": f"/var/run/openvswitch/vhu{str(port.pk)[:11]}",
+        # The host offers dpdkvhostuserclient: QEMU serves the socket.
+        "vhostuser_mode": "server",
+        "vhostuser_ovs_plug": True,
+        "datapath_type": "netdev",
+        "bridge_name": "br-int",
+        "connectivity": "l2",
+    }
+    assert str(bound.fixed_ips.get().subnet.cidr) == "10.1.0.0/24"  # rack1, where it is cabled

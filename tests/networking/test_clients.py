@@ -17,6 +17,7 @@ from config.demo import CLI_NEEDS_KEYSTONE, CLI_WORKS, cli_environment, cli_hint
 from config.services import token_create
 from networking.models import Port
 from networking.services import HostNetworkReport, host_agent_report
+from tests.factories import HostAgentFactory
 
 OPENSTACK_CLI = Path(sys.executable).parent / "openstack"
 
@@ -62,14 +63,9 @@ def conn(live_server, transactional_db):
 @pytest.fixture
 def hosts(transactional_db):
     """h1 reaches physnet1, h2 physnet2, h3 only physnet3 (no segment)."""
-    for host, physnet, bridge in [
-        ("h1", "physnet1", "br-ex"),
-        ("h2", "physnet2", "br-ex2"),
-        ("h3", "physnet3", "br-ex3"),
-    ]:
-        host_agent_report(
-            report=HostNetworkReport(host=host, physnets={physnet: {"bridge": bridge}})
-        )
+    HostAgentFactory(host="h1", physnets=["physnet1"])
+    HostAgentFactory(host="h2", physnets=["physnet2"], bridge="br-ex2")
+    HostAgentFactory(host="h3", physnets=["physnet3"], bridge="br-ex3")
 
 
 def subnet_on(conn, network, segment, prefix: str, name: str):

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from config.auth import RequestContext
 from config.errors import Conflict
 from networking import services
-from tests.factories import ProjectFactory
+from tests.factories import HostAgentFactory, ProjectFactory
 
 
 @st.composite
@@ -60,12 +60,10 @@ def test_a_bind_that_fails_writes_nothing_so_the_caller_can_go_on():
     services.subnet_create(
         project=project, network=network, segment=network.segments.get(), cidr="10.41.0.0/24"
     )
-    services.host_agent_report(
-        report=services.HostNetworkReport(
-            host="bm-1",
-            vnic_types=["baremetal"],
-            baremetal_nics=[{"mac_address": "52:54:00:00:00:07", "physical_network": "provision"}],
-        )
+    HostAgentFactory(
+        host="bm-1",
+        baremetal=True,
+        baremetal_nics=[{"mac_address": "52:54:00:00:00:07", "physical_network": "provision"}],
     )
     services.port_create(project=project, network=network, mac_address="52:54:00:00:00:07")
     port = services.port_create(project=project, network=network, binding_vnic_type="baremetal")

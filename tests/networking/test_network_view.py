@@ -10,36 +10,16 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone
 
-from config.auth import RequestContext
-from config.models import Role
-from config.services import project_get_or_create
 from networking import selectors, services
 from networking.models import Network
-from networking.services import HostNetworkReport
+from tests.factories import ContextFactory, HostAgentFactory, NetworkFactory, vlan_segment
 
 pytestmark = pytest.mark.django_db
 
 
-def report(host: str, physnets: list[str], now=None, **kwargs):
-    links = {p: {"bridge": "br-ex"} for p in physnets}
-    return services.host_agent_report(
-        report=HostNetworkReport(host=host, physnets=links, **kwargs), now=now
-    )
-
-
-def vlan(name: str, physnet: str, vlan_id: int) -> dict:
-    return {
-        "network_type": "vlan",
-        "physical_network": physnet,
-        "segmentation_id": vlan_id,
-        "name": name,
-    }
-
-
 @pytest.fixture
 def context(db):
-    project = project_get_or_create(name="netview")
-    return RequestContext(user_id="test", project=project, role=Role.ADMIN)
+    return ContextFactory(user_id="test", project__name="netview")
 
 
 @pytest.fixture
@@ -48,24 +28,11 @@ def routed(context):
     VLAN 102, a pool of four addresses, all used); hosts compute-1 on
     physnet1, compute-2 and compute-3 (down) on physnet2."""
     project = context.project
-    network = services.network_create(
-        context=context,
-        project=project,
-        name="routed",
-        segments=[vlan("rack1", "physnet1", 101), vlan("rack2", "physnet2", 102)],
-    )
-    rack1, rack2 = network.segments.order_by("name")
-    services.subnet_create(project=project, network=network, segment=rack1, cidr="10.1.0.0/24")
-    services.subnet_create(
-        project=project,
-        network=network,
-        segment=rack2,
-        cidr="10.2.0.0/24",
-        allocation_pools=[{"start": "10.2.0.10", "end": "10.2.0.13"}],
-    )
-    report("compute-1", ["physnet1"])
-    report("compute-2", ["physnet2"])
-    report("compute-3", ["physnet2"], now=timezone.now() - timedelta(hours=1))
+    network = NetworkFactory(project=project, two_racks=True, rack2_pool=4)
+    HostAgentFactory(host="compute-1", physnets=["physnet1"])
+    HostAgentFactory(host="compute-2", physnets=["physnet2"])
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    HostAgentFactory(host="compute-3", physnets=["physnet2"], now=an_hour_ago)
     services.port_create(project=project, network=network, binding_host="compute-1")
     for _ in range(4):
         services.port_create(project=project, network=network, binding_host="compute-2")
@@ -145,8 +112,8 @@ def test_plain_network_has_one_segment_drawing_on_all_subnets(admin_client, cont
     network = services.network_create(context=context, project=context.project, name="plain")
     services.subnet_create(project=context.project, network=network, cidr="192.168.0.0/29")
     services.port_create(project=context.project, network=network)
-    report("tunnel-host", [])
-    report("no-tunnel", ["physnet1"], tunnel_types=[])
+    HostAgentFactory(host="tunnel-host", physnets=[])
+    HostAgentFactory(host="no-tunnel", physnets=["physnet1"], tunnel_types=[])
     usage = selectors.segment_usage(network=network)
     assert not usage.routed and not usage.unplaced
     [row] = usage.segments
@@ -212,7 +179,7 @@ def test_query_count_does_not_grow_with_segments_and_hosts(
         context=context,
         project=project,
         name="big",
-        segments=[vlan(f"rack{n}", f"physnet{n}", 200 + n) for n in range(10)]
+        segments=[vlan_segment(f"physnet{n}", 200 + n, f"rack{n}") for n in range(10)]
         + [{"network_type": "vxlan", "name": "overlay"}],
     )
     for n, segment in enumerate(big.segments.exclude(network_type="vxlan")):
@@ -220,7 +187,7 @@ def test_query_count_does_not_grow_with_segments_and_hosts(
             project=project, network=big, segment=segment, cidr=f"10.10.{n}.0/24"
         )
         for h in range(3):
-            report(f"big-{n}-{h}", [segment.physical_network])
+            HostAgentFactory(host=f"big-{n}-{h}", physnets=[segment.physical_network])
         services.port_create(project=project, network=big, binding_host=f"big-{n}-0")
     with django_assert_max_num_queries(budget):
         response = admin_client.get(view_url(big.pk))

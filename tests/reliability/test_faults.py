@@ -257,7 +257,7 @@ def test_api_answers_503_while_the_database_is_down(transactional_db, cloud, env
     )
     base = f"http://127.0.0.1:{port}/compute/v2.1"
     headers = {"X-Auth-Token": admin.token}
-    network = str(cloud["network"].pk)
+    network = str(cloud.network.pk)
     fault_message = "The service is temporarily unavailable; retry later."
     body = {"server": {"name": "while-down", "flavorRef": "small", "networks": [{"uuid": network}]}}
     try:

@@ -9,7 +9,8 @@ import pytest
 
 from compute import services
 from compute.models import Host, Instance, InstanceActionEvent
-from tests.compute.conftest import report_host, sriov_on_h1_only
+from tests.compute.conftest import sriov_on_h1_only
+from tests.factories import HostFactory
 from tests.reliability.conftest import run_python, wait_for
 from tests.reliability.test_faults import assert_built_once, boot, received
 
@@ -55,7 +56,7 @@ def test_spawn_waits_on_its_hosts_queue_for_a_worker_of_that_host(
 def test_a_host_reported_after_the_worker_started_is_served(transactional_db, cloud, env, workers):
     workers()
     Host.objects.update(enabled=False)
-    report_host("late", {"physnet1": {"bridge": "br-ex"}})
+    HostFactory(name="late", physnets=["physnet1"])
     boot(env, 1, "late")
     wait_for(lambda: Instance.objects.filter(status="ACTIVE").exists(), 60, "a build on late")
     assert Instance.objects.get().host.name == "late"

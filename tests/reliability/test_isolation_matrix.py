@@ -47,8 +47,9 @@ from reservations.models import (
     ReservableHost,
     Subscription,
 )
-from tests.compute.conftest import report_host, run_pipeline
+from tests.compute.conftest import run_pipeline
 from tests.conftest import Caller
+from tests.factories import HostFactory
 
 # --- the policy under test ------------------------------------------------------
 
@@ -213,12 +214,8 @@ def seed_world(settings) -> Seed:
     member = RequestContext(user_id="seed-member", project=alpha, role="member")
     good, bad = HOSTS
     # SR-IOV on one host only: a "direct" port fails to bind on the other.
-    report_host(
-        good,
-        {"physnet1": {"bridge": "br-ex", "sriov_interface": "ens1"}},
-        vnic_types=["normal", "direct"],
-    )
-    report_host(bad, {"physnet1": {"bridge": "br-ex"}}, vnic_types=["normal", "direct"])
+    HostFactory(name=good, sriov=True)
+    HostFactory(name=bad, vnic_types=["normal", "direct"])
     public = compute.flavor_create(id="mx-public", name="mx-public", vcpus=1, ram=512, disk=1)
     compute.flavor_set_extra_specs(flavor=public, specs={"mx:spec": "1"})
     compute.flavor_create(
@@ -1173,8 +1170,7 @@ def trap():
 def lease_for(project: Project, name: str):
     """A lease of the project, which notifies its subscribers."""
     if not ReservableHost.objects.exists():
-        report_host("hook-host", {"physnet1": {"bridge": "br-ex"}})
-        reservations.reservable_host_create(name="hook-host", capabilities={})
+        HostFactory(name="hook-host", reservable=True)
     start = timezone.now().replace(second=0, microsecond=0) + timedelta(days=1)
     context = RequestContext(user_id="u", project=project, role="member")
     request = reservations.LeaseRequest(

@@ -68,7 +68,7 @@ def test_builds_and_lease_churn_on_shared_hosts(outside, cloud, env, workers, pr
     # Scarce capacity and addresses are the point here, not quotas (failed
     # builds count against instances until they are deleted).
     for resource in ("instances", "cores", "ram", "port", "leases"):
-        quota_set(project=cloud["project"], resource=resource, limit=-1)
+        quota_set(project=cloud.project, resource=resource, limit=-1)
     compute.flavor_create(id="medium", name="medium", vcpus=2, ram=2048, disk=10)
     workers()
     clients = [processes(BOOT.format(count=12 * SCALE, prefix=f"c{i}")) for i in range(3)]

@@ -18,12 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compute.models import Host
-from config.auth import RequestContext
 from config.errors import Conflict
-from config.models import Project
 from reservations import allocation, selectors, services
 from reservations.models import HostAllocation
-from tests.compute.conftest import report_host
+from tests.factories import ContextFactory, HostFactory
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 HOSTS = ["p1", "p2", "p3"]
@@ -45,10 +43,8 @@ def overlap(a: tuple, b: tuple) -> bool:
 def lab(db):
     """Three reservable hosts and an admin of a project."""
     for name in HOSTS:
-        report_host(name, {"physnet1": {"bridge": "br-ex"}})
-        services.reservable_host_create(name=name, capabilities={})
-    project = Project.objects.create(name="props")
-    return RequestContext(user_id="u", project=project, role="admin")
+        HostFactory(name=name, reservable=True)
+    return ContextFactory(user_id="u", project__name="props")
 
 
 def request_host_lease(context, n: int, start: int, end: int, low: int, high: int):

@@ -6,11 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from config.auth import RequestContext
-from config.models import Project
 from reservations import services
-from tests.compute.conftest import report_host
 from tests.conftest import Caller
+from tests.factories import ContextFactory, HostFactory
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -31,10 +29,10 @@ def pool(db):
         "r4": {"node_type": "storage", "gpus": "none"},
     }
     for name, capabilities in caps.items():
-        report_host(name, {"physnet1": {"bridge": "br-ex"}}, vcpus=16, memory_mb=32768)
-        services.reservable_host_create(name=name, capabilities=capabilities)
-    project = Project.objects.create(name="lab")
-    return RequestContext(user_id="u", project=project, role="admin")
+        HostFactory(
+            name=name, vcpus=16, memory_mb=32768, reservable=True, extra_capabilities=capabilities
+        )
+    return ContextFactory(user_id="u", project__name="lab")
 
 
 @pytest.fixture

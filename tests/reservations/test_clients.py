@@ -10,7 +10,7 @@ from keystoneauth1 import session, token_endpoint
 
 from config.services import token_create
 from reservations.models import Lease, Reservation
-from tests.compute.conftest import report_host
+from tests.factories import HostFactory
 from tests.networking.test_clients import OpenStackCLI, command
 
 
@@ -97,7 +97,7 @@ def test_openstack_cli_reservation_hosts_and_allocations(cli):
     properties = {p["property"] for p in cli(*command("reservation host property list"))}
     assert {"node_type", "gpus", "rack"} <= properties
     assert cli(*["reservation", "host", "delete", "r4"]) == "Deleted host: r4"
-    report_host("r5", {"physnet1": {"bridge": "br-ex"}})
+    HostFactory(name="r5")
     assert cli(*command("reservation host create r5"))["hypervisor_hostname"] == "r5"
 
     lease_create(cli, "x", COMPUTE_HOST)

@@ -10,7 +10,8 @@ from compute.models import Host, Instance
 from networking import services as net_services
 from reservations import events, placement, services
 from reservations.models import EventStatus, Lease, LeaseEvent, Notification
-from tests.compute.conftest import report_host, run_pipeline
+from tests.compute.conftest import run_pipeline
+from tests.factories import HostFactory
 from tests.reservations.conftest import T0, at, heartbeat_all, host_lease, hosts_of
 
 
@@ -87,7 +88,7 @@ def boot(context, network, flavor, reservation_id=""):
 
 
 def test_reserved_hosts_take_only_their_lease_instances(pool):
-    report_host("free-1", {"physnet1": {"bridge": "br-ex"}})  # not reservable
+    HostFactory(name="free-1")  # not reservable
     network = net_services.network_create(context=pool, project=pool.project)
     net_services.subnet_create(project=pool.project, network=network, cidr="10.9.0.0/24")
     flavor = compute.flavor_create(id="f", name="f", vcpus=1, ram=512, disk=1)
