@@ -94,13 +94,34 @@ def _load(instance_id, *related: str, lock: bool = False) -> Instance | None:
     found = Instance.objects.select_related(*related).filter(pk=instance_id)
     if lock:
         found = found.select_for_update(of=("self",))
-    return found.first()
+    return next(iter(found), None)  # by primary key: no ORDER BY, no LIMIT
 
 
-def _nics(instance: Instance, *related: str, without_port: bool = False) -> list[InstanceNic]:
+def _nics(instance: Instance, *related: str) -> list[InstanceNic]:
     """The instance's NICs in order, with their ``related`` rows."""
-    nics = InstanceNic.objects.filter(instance=instance).select_related(*related)
-    return list(nics.filter(port__isnull=True) if without_port else nics)
+    return list(InstanceNic.objects.filter(instance=instance).select_related(*related))
+
+
+# What a step reads of each NIC: its port, and the port's network (its MTU).
+NIC_ROWS = ("network", "port__network")
+
+
+def _with_nics(instance_id, attempt: int, state: str, *related: str, lock: bool = True) -> tuple:
+    """As ``_lock`` (or, without ``lock``, as ``_load`` then the same
+    check), and the instance's NICs in order with NIC_ROWS, in one statement
+    (the instance's row locked through the join): (None, []) when the step
+    has no work."""
+    nics = InstanceNic.objects.select_related(
+        "instance", *NIC_ROWS, *(f"instance__{r}" for r in related)
+    ).filter(instance_id=instance_id)
+    nics = list(nics.select_for_update(of=("instance",)) if lock else nics)
+    if not nics:  # an instance without NICs (or none at all)
+        instance = _load(instance_id, *related, lock=lock)
+    else:
+        instance = nics[0].instance
+        for nic in nics:
+            nic.instance = instance
+    return (instance, nics) if _in_step(instance, attempt, state) else (None, [])
 
 
 def _lock(instance_id, attempt: int, state: str, *related: str) -> Instance | None:
@@ -218,11 +239,11 @@ def _finish(run: StepRun, result: str, details: str = "", host: str = "") -> Non
 # --- ports ---------------------------------------------------------------------
 
 
-def _ensure_ports(instance: Instance) -> None:
+def _ensure_ports(instance: Instance, nics: list[InstanceNic]) -> None:
     """Get the user's ports and create the missing ones, recording which
     compute created. Idempotent: NICs that have a port are skipped."""
     device = str(instance.pk)
-    for nic in _nics(instance, "network", without_port=True):
+    for nic in (n for n in nics if n.port_id is None):
         if nic.requested_port_id:
             port = Port.objects.get(pk=nic.requested_port_id)
             net_services.port_attach(port=port, device_id=device, device_owner=DEVICE_OWNER)
@@ -343,13 +364,13 @@ def _baremetal_ports(instance: Instance) -> None:
             net_services.port_update(port=nic.port, binding_vnic_type=VnicType.BAREMETAL)
 
 
-def _ports_ready(instance: Instance, state: str, event) -> Outcome | None:
+def _ports_ready(instance: Instance, nics: list[InstanceNic], state: str, event) -> Outcome | None:
     """Get or create the instance's ports: None when they are there, else
     the failed build's outcome. Nothing half-made is kept without a
     savepoint here: each port service undoes its own work when it fails,
     and the failure deletes the ports compute made for earlier NICs."""
     try:
-        _ensure_ports(instance)
+        _ensure_ports(instance, nics)
     except BerthError as error:
         return _fail(instance, state, f"preparing ports failed: {error.message}", event)
     return None
@@ -360,11 +381,11 @@ def _ports_ready(instance: Instance, state: str, event) -> Outcome | None:
 
 def prepare_ports(instance_id, attempt: int) -> Outcome:
     with transaction.atomic():
-        instance = _lock(instance_id, attempt, TaskState.PREPARING_PORTS, "project")
+        instance, nics = _with_nics(instance_id, attempt, TaskState.PREPARING_PORTS, "project")
         if instance is None:
             return Outcome.STOP
         event = _event(instance, TaskState.PREPARING_PORTS)
-        failed = _ports_ready(instance, TaskState.PREPARING_PORTS, event)
+        failed = _ports_ready(instance, nics, TaskState.PREPARING_PORTS, event)
         if failed:
             return failed
         _finish(event, "Success")
@@ -397,10 +418,9 @@ def nic_needs(instance: Instance, nics: list[InstanceNic] | None = None) -> list
 
 def schedule(instance_id, attempt: int) -> Outcome:
     with transaction.atomic():
-        instance = _lock(instance_id, attempt, TaskState.SCHEDULING)
+        instance, nics = _with_nics(instance_id, attempt, TaskState.SCHEDULING)
         if instance is None:
             return Outcome.STOP
-        nics = _nics(instance, "port")
         event = _event(instance, TaskState.SCHEDULING)
         needs = nic_needs(instance, nics)
         constraints = scheduler.constraints_for(instance)
@@ -424,15 +444,14 @@ def schedule(instance_id, attempt: int) -> Outcome:
 
 def bind_ports(instance_id, attempt: int) -> Outcome:
     with transaction.atomic():
-        instance = _lock(instance_id, attempt, TaskState.BINDING, "host")
+        instance, nics = _with_nics(instance_id, attempt, TaskState.BINDING, "host")
         if instance is None:
             return Outcome.STOP
-        nics = _nics(instance, "port__network")
         event = _event(instance, TaskState.BINDING)
         host = instance.host.name
         if any(nic.port is None for nic in nics):
             # A legacy fleet: the ports are created only now.
-            failed = _ports_ready(instance, TaskState.BINDING, event)
+            failed = _ports_ready(instance, nics, TaskState.BINDING, event)
             if failed:
                 return failed
         if instance.baremetal:
@@ -486,8 +505,8 @@ def spawn(instance_id, attempt: int) -> Outcome:
     started = timezone.now()
     # Read without a lock: the driver may take its time, and the locked
     # re-check below decides whether what it did still counts.
-    instance = _load(instance_id, "host")
-    if not _in_step(instance, attempt, TaskState.SPAWNING):
+    instance, nics = _with_nics(instance_id, attempt, TaskState.SPAWNING, "host", lock=False)
+    if instance is None:
         return Outcome.STOP
     # Started: the deadline now counts from here and outlasts the task's
     # hard time limit, so the reaper never resumes a spawn still running.
@@ -498,7 +517,7 @@ def spawn(instance_id, attempt: int) -> Outcome:
     ).update(step_deadline=step_deadline(settings.BERTH_SPAWN_DEADLINE))
     if not started_here:
         return Outcome.STOP
-    request = _spawn_request(instance, _nics(instance, "port__network"))
+    request = _spawn_request(instance, nics)
     host_id, host_failures = instance.host_id, instance.host.failed_builds
     driver = DRIVERS[instance.host.virt_driver]
     try:
