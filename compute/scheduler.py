@@ -8,8 +8,8 @@ weighed by free RAM (spread) less a penalty for each recent build failure
 (Nova's BuildFailureWeigher), the best is claimed with a conditional UPDATE,
 and alternates are kept, spread over segments where possible.
 
-Every build schedules, so the filters are written as SQL conditions on
-``compute_host h`` rather than built by the ORM (config.sql says why).
+The filters are ``Q`` conditions on Host; networking and reservations give
+theirs as ORM expressions on Host, never as SQL text.
 """
 
 from collections.abc import Callable
@@ -19,11 +19,10 @@ from functools import partial
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, IntegerField, Q, Value, When
 from django.utils import timezone
 
 from compute.models import Host, Instance
-from config import sql
 from networking import selectors as net_selectors
 from networking.models import Network
 
@@ -38,30 +37,15 @@ class NicNeed:
     segment_ids: tuple | None = None
 
 
-@dataclass(frozen=True)
-class Condition:
-    """An SQL condition on a host row ``h`` (of compute_host), with its
-    parameters."""
-
-    where: str
-    params: tuple = ()
-
-    def __or__(self, other: "Condition") -> "Condition":
-        return Condition(f"({self.where}) OR ({other.where})", self.params + other.params)
-
-    def __invert__(self) -> "Condition":
-        return Condition(f"NOT ({self.where})", self.params)
-
-
 @dataclass
 class Constraints:
     """Placement rules from outside compute (leases): ``only_hosts`` if the
-    instance must land in a reserved set, ``avoid`` a condition true for
-    the hosts it must not land on (a subquery, so a pool of thousands of
-    reserved hosts stays one clause)."""
+    instance must land in a reserved set, ``avoid`` a condition on Host true
+    for the hosts it must not land on (an ``Exists``, so a pool of thousands
+    of reserved hosts stays one clause)."""
 
     only_hosts: set[str] | None = None
-    avoid: Condition | None = None
+    avoid: Q | None = None
     reason: str = ""
 
 
@@ -97,13 +81,13 @@ def reaches_of(needs: list[NicNeed]) -> list:
 
 @dataclass(frozen=True)
 class Filter:
-    """One link of the filter chain: the condition, what it means when it
-    leaves no host, and whether it looks beyond the host row. ``detail``
-    says more about an empty result, at the cost of a few queries, so it
-    runs only for the link that left no host."""
+    """One link of the filter chain: the condition on Host, what it means
+    when it leaves no host, and whether it looks beyond the host row.
+    ``detail`` says more about an empty result, at the cost of a few
+    queries, so it runs only for the link that left no host."""
 
     why: str
-    condition: Condition
+    condition: Q
     wide: bool = False
     detail: Callable[[], str] | None = None
 
@@ -145,38 +129,24 @@ def _segments_detail(need: NicNeed) -> str:
     return "; ".join(parts) or "the network has no segment"
 
 
-def _in(column: str, values) -> Condition:
-    values = sorted(values)
-    if not values:
-        return Condition("1 = 0")
-    return Condition(f"{column} IN ({sql.marks(values)})", tuple(values))
-
-
 def filters(instance: Instance, reaches: list, constraints: Constraints) -> list[Filter]:
     """The filter chain, in order, so an empty result is explained by the
     first link that emptied it. ``reaches`` pairs each NIC's need with its
     network's reach."""
     if instance.baremetal:
-        kind = Filter(
-            "no baremetal host is free", Condition("h.baremetal AND h.running_instances = 0")
-        )
+        kind = Filter("no baremetal host is free", Q(baremetal=True, running_instances=0))
     else:
-        kind = Filter("no virtual host is enabled", Condition("NOT h.baremetal"))
+        kind = Filter("no virtual host is enabled", Q(baremetal=False))
     chain = [
-        Filter(
-            "no enabled host is alive",
-            Condition(
-                "h.enabled AND h.last_heartbeat >= %s",
-                (sql.param(Host, "last_heartbeat", alive_since()),),
-            ),
-        ),
+        Filter("no enabled host is alive", Q(enabled=True, last_heartbeat__gte=alive_since())),
         kind,
         Filter(
             f"no host has {instance.vcpus} vCPUs, {instance.memory_mb} MB RAM and "
             f"{instance.disk_gb} GB disk free",
-            Condition(
-                "h.free_vcpus >= %s AND h.free_ram >= %s AND h.free_disk >= %s",
-                (instance.vcpus, instance.memory_mb, instance.disk_gb),
+            Q(
+                free_vcpus__gte=instance.vcpus,
+                free_ram__gte=instance.memory_mb,
+                free_disk__gte=instance.disk_gb,
             ),
         ),
     ]
@@ -184,49 +154,43 @@ def filters(instance: Instance, reaches: list, constraints: Constraints) -> list
         why = f"no host reaches a segment of network {need.network_id} with a free IP"
         if need.vnic_type != "normal":
             why += f" and supports vnic {need.vnic_type}"
-        where, params = net_selectors.hosts_reaching(
-            reach=reach, vnic_type=need.vnic_type, host_name="h.name"
+        reaching = net_selectors.hosts_reaching(
+            reach=reach, vnic_type=need.vnic_type, host_field="name"
         )
         chain.append(
             Filter(
                 why,
-                Condition(where, tuple(params)),
+                Q(reaching),
                 wide=True,
                 detail=partial(_segments_detail, need),
             )
         )
     if constraints.only_hosts is not None:
         why = constraints.reason or "no host reserved for this instance fits"
-        chain.append(Filter(why, _in("h.name", constraints.only_hosts)))
+        chain.append(Filter(why, Q(name__in=sorted(constraints.only_hosts))))
     if constraints.avoid is not None:
         why = constraints.reason or "every host that fits is reserved by a lease"
         chain.append(Filter(why, ~constraints.avoid))
     if instance.excluded_hosts:
         why = f"every eligible host was tried: {', '.join(sorted(instance.excluded_hosts))}"
-        chain.append(Filter(why, ~_in("h.name", instance.excluded_hosts)))
+        chain.append(Filter(why, ~Q(name__in=sorted(instance.excluded_hosts))))
     return chain
 
 
-def _all(chain: list[Filter]) -> Condition:
-    if not chain:
-        return Condition("1 = 1")
-    return Condition(
-        " AND ".join(f"({f.condition.where})" for f in chain),
-        tuple(p for f in chain for p in f.condition.params),
-    )
+def _all(chain: list[Filter]) -> Q:
+    return Q(*(f.condition for f in chain))
 
 
 # Hosts by free RAM that the network filters look at first. The planner
 # cannot estimate the network filters (correlated EXISTS over agents), so it
 # would check them on every host and sort; applied to the best WINDOW hosts
 # by their own row's filters, they cost a few index probes (host_by_free_ram).
+# The ORM writes the LIMIT as a literal, so a plan for unknown values (a
+# prepared statement's generic plan) expects fewer matching hosts than the
+# window and sorts them all: PostgreSQL keeps it on small fleets, where that
+# is cheap, and plans with the values on large ones (about 1 ms).
 WINDOW = 200
-BY_RAM = "h.free_ram DESC, h.name"
-# A host's build failures while its last one is recent: on the host row
-# itself, so weighing costs no join and no round trip. SQL text like the
-# filters it is weighed with: the candidates query is one hand-written
-# statement an ORM annotation cannot join.
-RECENT_FAILURES = "CASE WHEN h.last_build_failure >= %s THEN h.failed_builds ELSE 0 END"
+BY_RAM = ("-free_ram", "name")
 
 
 def _failures_since() -> datetime:
@@ -256,24 +220,25 @@ class Candidate:
         )
 
 
-def _hosts(where: str, params: tuple, top: int) -> list[Candidate]:
-    """The best ``top`` hosts where ``where`` holds, by free RAM less the
-    penalty for their recent build failures."""
-    found = sql.rows(
-        f"SELECT id, name, free_ram, failures FROM (SELECT h.id, h.name, h.free_ram, "
-        f"{RECENT_FAILURES} AS failures FROM compute_host h WHERE {where}) c "
-        "ORDER BY c.free_ram - %s * c.failures DESC, c.name LIMIT %s",
-        [
-            sql.param(Host, "last_build_failure", _failures_since()),
-            *params,
-            settings.BERTH_SCHEDULER_BUILD_FAILURE_WEIGHT,
-            top,
-        ],
+def _hosts(condition: Q, top: int) -> list[Candidate]:
+    """The best ``top`` hosts where ``condition`` holds, by free RAM less
+    the penalty for their recent build failures. A host's failures count
+    while its last one is recent: on the host row itself, so weighing costs
+    no join and no round trip."""
+    failures = Case(
+        When(last_build_failure__gte=_failures_since(), then=F("failed_builds")),
+        default=Value(0),
+        output_field=IntegerField(),
     )
-    return [
-        Candidate(Host._meta.pk.to_python(pk), name, free_ram, failures)
-        for pk, name, free_ram, failures in found
-    ]
+    penalty = Value(settings.BERTH_SCHEDULER_BUILD_FAILURE_WEIGHT) * F("failures")
+    found = (
+        Host.objects.filter(condition)
+        .annotate(failures=failures)
+        .annotate(weight=F("free_ram") - penalty)
+        .order_by("-weight", "name")
+        .values_list("pk", "name", "free_ram", "failures")[:top]
+    )
+    return [Candidate(*row) for row in found]
 
 
 def candidates(
@@ -285,10 +250,8 @@ def candidates(
     chain = filters(instance, reaches, constraints)
     local = _all([f for f in chain if not f.wide])
     wide = _all([f for f in chain if f.wide])
-    window = f"SELECT h.id FROM compute_host h WHERE {local.where} ORDER BY {BY_RAM} LIMIT %s"
-    best = _hosts(
-        f"h.id IN ({window}) AND {wide.where}", (*local.params, WINDOW, *wide.params), top
-    )
+    window = Host.objects.filter(local).order_by(*BY_RAM).values("pk")[:WINDOW]
+    best = _hosts(Q(pk__in=window) & wide, top)
     # A host outside the window has less free RAM than any inside, so it
     # can outweigh only the ones a build failure weighs down.
     sound = (
@@ -296,12 +259,9 @@ def candidates(
         if settings.BERTH_SCHEDULER_BUILD_FAILURE_WEIGHT
         else best
     )
-    if len(sound) < enough and sql.rows(
-        f"SELECT 1 FROM compute_host h WHERE {local.where} ORDER BY {BY_RAM} LIMIT 1 OFFSET %s",
-        [*local.params, WINDOW],
-    ):
+    if len(sound) < enough and Host.objects.filter(local)[WINDOW:].exists():
         # The window was not enough.
-        best = _hosts(f"{local.where} AND {wide.where}", local.params + wide.params, top)
+        best = _hosts(local & wide, top)
     return best
 
 
@@ -324,9 +284,7 @@ class NoHost:
 def explain_no_host(instance: Instance, needs: list[NicNeed], constraints: Constraints) -> NoHost:
     chain = filters(instance, reaches_of(needs), constraints)
     for upto, link in enumerate(chain, start=1):
-        applied = _all(chain[:upto])
-        where = f"SELECT 1 FROM compute_host h WHERE {applied.where} LIMIT 1"
-        if not sql.rows(where, applied.params):
+        if not Host.objects.filter(_all(chain[:upto])).exists():
             return NoHost(link.why, link.detail() if link.detail else "")
     return NoHost("every candidate host was claimed by other builds meanwhile")
 
@@ -363,38 +321,35 @@ def select_hosts(
     return picked
 
 
-# Hand-written (config.sql says why): every build claims. The conditions are
-# on the row itself, so PostgreSQL re-checks them on the latest version
-# after waiting for a concurrent claim.
-CLAIM = (
-    "UPDATE compute_host SET vcpus_used = vcpus_used + %(vcpus)s, "
-    "memory_mb_used = memory_mb_used + %(ram)s, disk_gb_used = disk_gb_used + %(disk)s, "
-    "running_instances = running_instances + 1 "
-    "WHERE id = %(id)s AND enabled AND free_vcpus >= %(vcpus)s AND free_ram >= %(ram)s "
-    "AND free_disk >= %(disk)s"
-)
-CLAIM_BAREMETAL = " AND running_instances = 0"
-# Still one statement: the row is updated only if nobody holds it.
-CLAIM_NO_WAIT = " AND id IN (SELECT id FROM compute_host WHERE id = %(id)s FOR UPDATE SKIP LOCKED)"
-
-
 def claim(*, host: Candidate, instance: Instance, wait: bool = True) -> bool:
     """Take the instance's resources on the host if they still fit, in one
-    conditional UPDATE. The check constraints on Host are the backstop.
+    conditional UPDATE (its row count says whether the claim won). The
+    conditions are on the row itself, so PostgreSQL re-checks them on the
+    latest version after waiting for a concurrent claim; the check
+    constraints on Host are the backstop.
 
     ``wait=False`` gives up at once if another build holds the host's row
-    (SKIP LOCKED), so concurrent builds spread over the candidates instead
-    of queueing on the best one."""
-    statement = CLAIM + (CLAIM_BAREMETAL if instance.baremetal else "")
+    (SKIP LOCKED, still in the one statement), so concurrent builds spread
+    over the candidates instead of queueing on the best one."""
+    fits = Host.objects.filter(
+        pk=host.pk,
+        enabled=True,
+        free_vcpus__gte=instance.vcpus,
+        free_ram__gte=instance.memory_mb,
+        free_disk__gte=instance.disk_gb,
+    )
+    if instance.baremetal:
+        fits = fits.filter(running_instances=0)
     if not wait and connection.features.has_select_for_update_skip_locked:
-        statement += CLAIM_NO_WAIT
-    params = {
-        "id": sql.param(Host, "id", host.pk),
-        "vcpus": instance.vcpus,
-        "ram": instance.memory_mb,
-        "disk": instance.disk_gb,
-    }
-    return sql.execute(statement, params) == 1
+        free = Host.objects.filter(pk=host.pk).order_by().select_for_update(skip_locked=True)
+        fits = fits.filter(pk__in=free.values("pk"))
+    claimed = fits.update(
+        vcpus_used=F("vcpus_used") + instance.vcpus,
+        memory_mb_used=F("memory_mb_used") + instance.memory_mb,
+        disk_gb_used=F("disk_gb_used") + instance.disk_gb,
+        running_instances=F("running_instances") + 1,
+    )
+    return claimed == 1
 
 
 def claim_first(*, hosts: list[Candidate], instance: Instance) -> Candidate | None:

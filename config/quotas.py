@@ -17,7 +17,6 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import transaction
 
-from config import sql
 from config.errors import OverQuota
 from config.models import Project, Quota
 
@@ -31,13 +30,7 @@ def register_usage(resource: str, counter: UsageCounter) -> None:
 
 def quota_limits(*, project: Project) -> dict[str, int]:
     limits = dict(settings.BERTH_QUOTA_DEFAULTS)
-    # Every port a build creates asks: hand-written (config.sql says why).
-    limits.update(
-        sql.rows(
-            'SELECT resource, "limit" FROM identity_quota WHERE project_id = %s',
-            [sql.param(Quota, "project", project.pk)],
-        )
-    )
+    limits.update(Quota.objects.filter(project_id=project.pk).values_list("resource", "limit"))
     return limits
 
 

@@ -1,4 +1,6 @@
-"""Hand-written SQL for hot paths, with values converted as the ORM does.
+"""Hand-written SQL for the build pipeline's steps, with values converted as
+the ORM does. Only compute.pipeline still uses it; it goes once the
+pipeline's steps are on the ORM.
 
 Django spends about 1 ms of CPU on each query it builds (compiling it,
 then making model instances of the rows), several times what PostgreSQL
@@ -31,11 +33,10 @@ def param(model: type[Model], field: str, value):
 
 
 @cache
-def columns(model: type[Model], alias: str, only: tuple[str, ...] | None = None) -> str:
-    """The model's columns (or those of the fields named ``only``), in
-    field order, as ``alias.column, ...``."""
+def columns(model: type[Model], alias: str) -> str:
+    """The model's columns, in field order, as ``alias.column, ...``."""
     quote = _db().ops.quote_name
-    return ", ".join(f"{alias}.{quote(f.column)}" for f in _fields(model, only))
+    return ", ".join(f"{alias}.{quote(f.column)}" for f in model._meta.concrete_fields)
 
 
 def for_update(of: str = "") -> str:
@@ -51,11 +52,6 @@ def for_update(of: str = "") -> str:
     return f" FOR UPDATE OF {of}" if of else " FOR UPDATE"
 
 
-def marks(values: list) -> str:
-    """Placeholders for an IN list of ``values``."""
-    return ", ".join(["%s"] * len(values))
-
-
 def rows(sql: str, params: list | dict) -> list[tuple]:
     with _db().cursor() as cursor:
         cursor.execute(sql, params)
@@ -69,24 +65,12 @@ def execute(sql: str, params: list | dict) -> int:
         return cursor.rowcount
 
 
-def instances(
-    models: tuple[type[Model], ...],
-    sql: str,
-    params: list,
-    *,
-    extra: int = 0,
-    only: tuple[str, ...] | None = None,
-) -> list[tuple]:
+def instances(models: tuple[type[Model], ...], sql: str, params: list) -> list[tuple]:
     """Model instances from rows that select ``columns(model, ...)`` of each
-    of ``models`` in turn (of the first, those ``only`` names, the rest
-    left deferred), then ``extra`` plain values; a model whose primary key
-    is null in a row (an outer join that found nothing) is None there."""
+    of ``models`` in turn; a model whose primary key is null in a row (an
+    outer join that found nothing) is None there."""
     db = _db()
-    first, *joined = models
-    readers = [
-        _reader(first, db.vendor, only),
-        *(_reader(model, db.vendor, None) for model in joined),
-    ]
+    readers = [_reader(model, db.vendor) for model in models]
     found = []
     for row in rows(sql, params):
         start, made = 0, []
@@ -100,7 +84,7 @@ def instances(
                 made.append(None)
             else:
                 made.append(reader.model.from_db(db.alias, reader.names, values))
-        found.append((*made, *row[start:]))
+        found.append(tuple(made))
     return found
 
 
@@ -116,44 +100,19 @@ class Join:
     alias: str
 
 
-def select(
-    model: type[Model],
-    alias: str,
-    rest: str,
-    params: list,
-    joins=(),
-    *,
-    lock: bool = False,
-    annotations: dict[str, str] | None = None,
-    only: tuple[str, ...] | None = None,
-) -> list[Model]:
+def select(model: type[Model], alias: str, rest: str, params: list, joins=()) -> list[Model]:
     """``SELECT`` the model's rows from its table as ``alias``, then
     ``joins``, then ``rest`` (WHERE, ORDER BY); the joined rows attached
-    to each, and each of ``annotations`` (name: an SQL expression giving a
-    number or text) set on it. ``lock`` takes the main rows' locks alone;
-    ``only`` reads those fields of the main rows (primary key included)."""
-    extra = list((annotations or {}).items())
-    select_list = ", ".join(
-        [
-            columns(model, alias, only),
-            *(columns(j.model, j.alias) for j in joins),
-            *(expression for _, expression in extra),
-        ]
-    )
+    to each."""
+    select_list = ", ".join([columns(model, alias), *(columns(j.model, j.alias) for j in joins)])
     found = instances(
         (model, *(j.model for j in joins)),
         f"SELECT {select_list} FROM {model._meta.db_table} {alias} "
         + " ".join(j.clause for j in joins)
-        + f" {rest}"
-        + (for_update(of=alias) if lock else ""),
+        + f" {rest}",
         params,
-        extra=len(extra),
-        only=only,
     )
     for obj, *related in found:
-        for (name, _), value in zip(extra, related[len(joins) :], strict=True):
-            setattr(obj, name, value)
-        related = related[: len(joins)]
         for join, row in zip(joins, related, strict=True):
             *through, name = join.path.split("__")
             owner = obj
@@ -177,27 +136,6 @@ def save(obj: Model, fields: list[str]) -> None:
     )
 
 
-def insert(obj: Model) -> Model:
-    """``obj.save()`` of a new row in one plain INSERT (its primary key must
-    be set already, as a UUID default does); ``auto_now_add`` and
-    ``auto_now`` fields get the current time, as the ORM gives them."""
-    model, db = type(obj), _db()
-    targets = [f for f in _fields(model) if not f.generated]
-    values = [f.get_db_prep_save(f.pre_save(obj, True), db) for f in targets]
-    names = ", ".join(db.ops.quote_name(f.column) for f in targets)
-    execute(
-        f"INSERT INTO {model._meta.db_table} ({names}) VALUES ({marks(values)})",
-        values,
-    )
-    obj._state.adding, obj._state.db = False, db.alias
-    return obj
-
-
-def _fields(model: type[Model], only: tuple[str, ...] | None = None) -> list:
-    fields = model._meta.concrete_fields
-    return [f for f in fields if only is None or f.primary_key or f.name in only]
-
-
 @dataclass(frozen=True)
 class _Reader:
     """How rows of a model's columns become instances: the attnames in
@@ -211,12 +149,12 @@ class _Reader:
 
 
 @cache
-def _reader(model: type[Model], vendor: str, only: tuple[str, ...] | None) -> _Reader:
-    """Once per model, database and field set."""
+def _reader(model: type[Model], vendor: str) -> _Reader:
+    """Once per model and database."""
     del vendor  # part of the cache key: converters differ per database
     db = _db()
     names, conversions = [], []
-    for index, field in enumerate(_fields(model, only)):
+    for index, field in enumerate(model._meta.concrete_fields):
         column = field.get_col(model._meta.db_table)
         names.append(field.attname)
         converters = db.ops.get_db_converters(column) + column.get_db_converters(db)

@@ -4,10 +4,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Value
 from django.utils import timezone
 
-from config import sql
 from config.auth import RequestContext
 from networking import ipam
 from networking.binding import HostView, Nic, PhysnetLink, SegmentView
@@ -15,6 +14,7 @@ from networking.models import (
     BaremetalNic,
     HostAgent,
     HostPhysnet,
+    HostVnicType,
     IPAllocation,
     Network,
     Port,
@@ -64,27 +64,49 @@ def agent_list() -> QuerySet[HostAgent]:
     return HostAgent.objects.prefetch_related("physnets", "vnic_types", "baremetal_nics")
 
 
-# What a host reported beyond its agent row: its three kinds of child rows
-# in one statement (one shape, text columns), each kind in report order.
-HOST_REPORT_ROWS = (
-    "SELECT 'physnet', id, physical_network, bridge, sriov_interface, macvtap_interface, '' "
-    "FROM networking_hostphysnet WHERE agent_id = %(agent)s "
-    "UNION ALL SELECT 'vnic', id, vnic_type, '', '', '', '' "
-    "FROM networking_hostvnictype WHERE agent_id = %(agent)s "
-    "UNION ALL SELECT 'nic', id, mac_address, physical_network, switch_id, switch_port, "
-    "switch_info FROM networking_baremetalnic WHERE agent_id = %(agent)s "
-    "ORDER BY 1, 2"
-)
+def _reported(model, kind: str, *columns: str):
+    """The agent's rows of ``model`` as (kind, id, ``columns``), padded to
+    five text columns, so that the three kinds read as one UNION ALL."""
+    padding = {f"pad{n}": Value("") for n in range(5 - len(columns))}
+    return (
+        model.objects.annotate(kind=Value(kind), **padding)
+        .values_list("kind", "id", *columns, *padding)
+        .order_by()
+    )
 
 
 def host_view(*, host: str) -> HostView | None:
-    """What the host reported, or None if it never did. Every bind reads
-    it: hand-written (config.sql says why)."""
-    agents = sql.select(HostAgent, "a", "WHERE a.host = %s", [host])
-    if not agents:
+    """What the host reported, or None if it never did. Every bind reads it:
+    the agent row, then its three kinds of child rows in one statement, each
+    kind in report order."""
+    agent = HostAgent.objects.filter(host=host).first()
+    if agent is None:
         return None
-    agent = agents[0]
-    reported = sql.rows(HOST_REPORT_ROWS, {"agent": sql.param(HostPhysnet, "agent", agent.pk)})
+    reported = (
+        _reported(
+            HostPhysnet,
+            "physnet",
+            "physical_network",
+            "bridge",
+            "sriov_interface",
+            "macvtap_interface",
+        )
+        .filter(agent=agent)
+        .union(
+            _reported(HostVnicType, "vnic", "vnic_type").filter(agent=agent),
+            _reported(
+                BaremetalNic,
+                "nic",
+                "mac_address",
+                "physical_network",
+                "switch_id",
+                "switch_port",
+                "switch_info",
+            ).filter(agent=agent),
+            all=True,
+        )
+        .order_by("kind", "id")
+    )
     rows = {
         kind: [row[2:] for row in reported if row[0] == kind] for kind in ("physnet", "vnic", "nic")
     }
@@ -101,37 +123,18 @@ def host_view(*, host: str) -> HostView | None:
     )
 
 
-def _of_networks(model, alias: str, network_ids: list, **options) -> list:
-    """The subnets or segments (``model``) of the networks, oldest first;
-    hand-written as ``host_view``: every port create, bind and scheduling
-    decision reads them."""
-    return sql.select(
-        model,
-        alias,
-        f"WHERE {alias}.network_id IN ({sql.marks(network_ids)}) "
-        f"ORDER BY {alias}.created_at, {alias}.id",
-        [sql.param(model, "network", network_id) for network_id in network_ids],
-        **options,
-    )
-
-
 def network_subnets(*, network_id) -> list[Subnet]:
-    return _of_networks(Subnet, "s", [network_id])
+    """Oldest first (the model's order): every port create and bind reads them."""
+    return list(Subnet.objects.filter(network_id=network_id))
 
 
 def network_segments(*, network_id) -> list[Segment]:
-    return _of_networks(Segment, "g", [network_id])
+    return list(Segment.objects.filter(network_id=network_id))
 
 
 def port_addresses(*, port_id) -> list[IPAllocation]:
-    """The port's fixed IPs with their subnets (hand-written as ``host_view``)."""
-    return sql.select(
-        IPAllocation,
-        "a",
-        "WHERE a.port_id = %s ORDER BY a.id",
-        [sql.param(IPAllocation, "port", port_id)],
-        [sql.Join("subnet", Subnet, "JOIN networking_subnet s ON s.id = a.subnet_id", "s")],
-    )
+    """The port's fixed IPs with their subnets."""
+    return list(IPAllocation.objects.filter(port_id=port_id).select_related("subnet"))
 
 
 def free_ports_by_mac(*, network_id, macs: list[str]) -> QuerySet[Port]:
@@ -236,12 +239,19 @@ def network_reaches(*, wanted: list[tuple]) -> list[NetworkReach]:
     network_ids = list(dict.fromkeys(network_id for network_id, _ in wanted))
     if not network_ids:
         return []
+    # Rows, not model instances: the columns below are all it reads.
     segments: dict = {network_id: [] for network_id in network_ids}
-    for segment in _of_networks(Segment, "g", network_ids):
+    for segment in Segment.objects.filter(network_id__in=network_ids).values_list(
+        "id", "network_id", "network_type", "physical_network", named=True
+    ):
         segments[segment.network_id].append(segment)
     subnets: dict = {network_id: [] for network_id in network_ids}
-    used = "(SELECT COUNT(*) FROM networking_ipallocation a WHERE a.subnet_id = s.id)"
-    for subnet in _of_networks(Subnet, "s", network_ids, annotations={"used_ips": used}):
+    with_usage = (
+        Subnet.objects.filter(network_id__in=network_ids)
+        .annotate(used_ips=Count("allocations"))
+        .values_list("network_id", "segment_id", "allocation_pools", "used_ips", named=True)
+    )
+    for subnet in with_usage:
         subnets[subnet.network_id].append(subnet)
     reaches = []
     for network_id, segment_ids in wanted:
@@ -274,40 +284,26 @@ def network_reaches(*, wanted: list[tuple]) -> list[NetworkReach]:
     return reaches
 
 
-def hosts_reaching(*, reach: NetworkReach, vnic_type: str, host_name: str) -> tuple[str, list]:
-    """An SQL condition (and its parameters) true where the column
-    ``host_name`` names a host that reaches a usable segment and supports
-    the vnic type: an EXISTS per row, which PostgreSQL answers from the
-    agent indexes without building the set. Hand-written: every scheduling
-    decision uses it (config.sql says why)."""
-    physnets = sorted(reach.physnets)
-    wired, params = "1 = 0", []
-    if physnets:
-        wired = (
-            "EXISTS (SELECT 1 FROM networking_hostphysnet p WHERE p.agent_id = a.id "
-            f"AND p.physical_network IN ({sql.marks(physnets)}))"
-        )
-        params = physnets
+def hosts_reaching(*, reach: NetworkReach, vnic_type: str, host_field: str) -> Exists:
+    """A condition on the model being filtered, true where its field
+    ``host_field`` names a host that reaches a usable segment of ``reach``
+    and supports the vnic type. One EXISTS per row, which PostgreSQL answers
+    from the agent indexes without building the set of such hosts."""
+    wired = Q(physnets__physical_network__in=sorted(reach.physnets))
     if reach.overlay:
-        wired = f"{wired} OR a.tunnel_types <> %s"
-        params = [*params, sql.param(HostAgent, "tunnel_types", [])]
-    return (
-        "EXISTS (SELECT 1 FROM networking_hostagent a JOIN networking_hostvnictype v "
-        f"ON v.agent_id = a.id WHERE a.host = {host_name} AND a.admin_state_up "
-        f"AND v.vnic_type = %s AND ({wired}))",
-        [vnic_type, *params],
+        wired |= ~Q(tunnel_types=[])
+    return Exists(
+        HostAgent.objects.filter(
+            wired, host=OuterRef(host_field), admin_state_up=True, vnic_types__vnic_type=vnic_type
+        )
     )
 
 
 def host_physnets(*, hosts: list[str]) -> dict[str, set[str]]:
     """{host: the physical networks it is wired to}, in one query."""
     found: dict[str, set[str]] = {host: set() for host in hosts}
-    if not hosts:
-        return found
-    links = sql.rows(
-        "SELECT a.host, r.physical_network FROM networking_hostphysnet r "
-        f"JOIN networking_hostagent a ON a.id = r.agent_id WHERE a.host IN ({sql.marks(hosts)})",
-        hosts,
+    links = HostPhysnet.objects.filter(agent__host__in=hosts).values_list(
+        "agent__host", "physical_network"
     )
     for host, physnet in links:
         found[host].add(physnet)

@@ -6,7 +6,6 @@ routed-or-not checks). Unique constraints are the backstop of each.
 """
 
 import itertools
-import json
 import os
 import random
 from dataclasses import dataclass, field
@@ -14,17 +13,16 @@ from datetime import datetime
 
 import netaddr
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.db.models.deletion import ProtectedError
 from django.utils import timezone
 
-from config import sql
 from config.auth import RequestContext
 from config.errors import Conflict, Forbidden, Invalid, NotFound, in_use_by, one_of, shown
 from config.models import Project
 from config.quotas import quota_enforce
-from networking import binding, ipam, selectors
+from networking import binding, ipam, queries, selectors
 from networking.models import (
     BaremetalNic,
     HostAgent,
@@ -377,14 +375,8 @@ def _exhausted(subnets: list[Subnet]) -> Conflict:
 def _taken(subnet_id, addresses: list[str]) -> set[str]:
     if not addresses:
         return set()
-    marks = ", ".join(["%s"] * len(addresses))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT address FROM networking_ipallocation "
-            f"WHERE subnet_id = %s AND address IN ({marks})",
-            [_db(IPAllocation, "subnet", subnet_id), *addresses],
-        )
-        return {str(row[0]) for row in cursor.fetchall()}
+    found = IPAllocation.objects.filter(subnet_id=subnet_id, address__in=addresses)
+    return {str(address) for address in found.values_list("address", flat=True)}
 
 
 def _pick_free_address(subnet_id, pools: list[dict], skip: set[str]) -> str | None:
@@ -414,37 +406,6 @@ def _check_fixed_address(subnet: Subnet, address: netaddr.IPAddress) -> None:
         raise Invalid(f"IP address {address} is reserved in subnet {subnet.pk}.")
 
 
-# The unique constraint settles a race in the same statement: no savepoint
-# (two round trips) is needed to survive a duplicate, as with a plain INSERT.
-INSERT_ADDRESS = (
-    "INSERT INTO networking_ipallocation (port_id, subnet_id, address, created_at) "
-    "VALUES (%s, %s, %s, %s) ON CONFLICT (subnet_id, address) DO NOTHING RETURNING id"
-)
-# Automatic picks share the subnet's row: they run side by side, and the
-# unique constraint settles two picking one address (the loser picks
-# again). Changing or deleting the subnet takes the row FOR UPDATE and waits
-# for them. SQLite has no row locks; its IMMEDIATE transactions serialise.
-SHARE_SUBNET = "SELECT allocation_pools FROM networking_subnet WHERE id = %s"
-
-
-def _db(model, field: str, value):
-    return model._meta.get_field(field).get_db_prep_save(value, connection)
-
-
-def _insert(port: Port, subnet_id, address: str) -> int | None:
-    """The new allocation's id, or None if the address was taken meanwhile."""
-    params = [
-        _db(IPAllocation, "port", port.pk),
-        _db(IPAllocation, "subnet", subnet_id),
-        _db(IPAllocation, "address", address),
-        _db(IPAllocation, "created_at", timezone.now()),
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(INSERT_ADDRESS, params)
-        inserted = cursor.fetchone()
-    return inserted[0] if inserted else None
-
-
 def _allocate(*, port: Port, subnet: Subnet, address: str | None) -> IPAllocation | None:
     """The requested address, or a free one from the pools; None when the
     pools are exhausted (no exception: callers may try another subnet in the
@@ -454,7 +415,9 @@ def _allocate(*, port: Port, subnet: Subnet, address: str | None) -> IPAllocatio
             locked = Subnet.objects.select_for_update().get(pk=subnet.pk)
             wanted = ipam.parse_ip(address)
             _check_fixed_address(locked, wanted)
-            inserted = _insert(port, subnet.pk, str(wanted))
+            inserted = queries.address_insert(
+                port_id=port.pk, subnet_id=subnet.pk, address=str(wanted)
+            )
             if inserted is None:
                 raise Conflict(
                     f"Unable to complete operation for network {locked.network_id}. The IP "
@@ -462,24 +425,23 @@ def _allocate(*, port: Port, subnet: Subnet, address: str | None) -> IPAllocatio
                     type="IpAddressAlreadyAllocated",
                 )
             return IPAllocation(pk=inserted, port=port, subnet=locked, address=str(wanted))
-        share = SHARE_SUBNET + (" FOR SHARE" if connection.vendor == "postgresql" else "")
-        with connection.cursor() as cursor:
-            cursor.execute(share, [_db(Subnet, "id", subnet.pk)])
-            (pools,) = cursor.fetchone()
-        pools = json.loads(pools) if isinstance(pools, str) else pools
+        # Automatic picks share the subnet's row: they run side by side,
+        # and the unique constraint settles two picking one address (the
+        # loser picks again).
+        pools = queries.subnet_pools_shared(subnet_id=subnet.pk)
         # Straight to the insert: in a pool that is not nearly full a random
         # address is almost always free, and the unique constraint says when
         # it is not. That is the floor's two statements.
         lost: set[str] = set()
         for picked in ipam.random_candidates(pools, 3, _rng):
-            inserted = _insert(port, subnet.pk, picked)
+            inserted = queries.address_insert(port_id=port.pk, subnet_id=subnet.pk, address=picked)
             if inserted is not None:
                 return IPAllocation(pk=inserted, port=port, subnet=subnet, address=picked)
             lost.add(picked)
         # A pool that full: check candidates in bulk, then walk it in order,
         # which also proves exhaustion.
         while (picked := _pick_free_address(subnet.pk, pools, lost)) is not None:
-            inserted = _insert(port, subnet.pk, picked)
+            inserted = queries.address_insert(port_id=port.pk, subnet_id=subnet.pk, address=picked)
             if inserted is not None:
                 return IPAllocation(pk=inserted, port=port, subnet=subnet, address=picked)
             lost.add(picked)
@@ -570,14 +532,7 @@ def _mac_in_use(network: Network, mac: str) -> Conflict:
 
 
 def _mac_taken(network_id, mac: str) -> bool:
-    # Every port a build creates asks (a random MAC is checked before it is
-    # inserted): hand-written (config.sql says why).
-    return bool(
-        sql.rows(
-            "SELECT 1 FROM networking_port WHERE network_id = %s AND mac_address = %s",
-            [sql.param(Port, "network", network_id), mac],
-        )
-    )
+    return Port.objects.filter(network_id=network_id, mac_address=mac).exists()
 
 
 def _free_mac(network: Network) -> str:
@@ -620,8 +575,8 @@ def port_create(
     try:
         # No savepoint of its own: on a MAC taken meanwhile nothing more runs
         # here, and this function's atomic block undoes the port.
-        port = sql.insert(
-            Port(project=project, network=network, mac_address=mac, ip_allocation=mode, **fields)
+        port = Port.objects.create(
+            project=project, network=network, mac_address=mac, ip_allocation=mode, **fields
         )
     except IntegrityError:
         raise _mac_in_use(network, mac) from None
@@ -733,7 +688,7 @@ def _segments_for(
     return reachable
 
 
-# What a bind changes on a port, saved by hand (config.sql says why).
+# What a bind changes on a port: its UPDATE leaves the rest alone.
 BINDING_FIELDS = [
     "mac_address",
     "binding_host",
@@ -747,18 +702,8 @@ BINDING_FIELDS = [
 
 
 def _locked_port(port_id) -> Port:
-    """The port with its network, its row locked."""
-    found = sql.select(
-        Port,
-        "p",
-        "WHERE p.id = %s",
-        [sql.param(Port, "id", port_id)],
-        [sql.Join("network", Network, "JOIN networking_network w ON w.id = p.network_id", "w")],
-        lock=True,
-    )
-    if not found:
-        raise Port.DoesNotExist(f"Port {port_id} could not be found.")
-    return found[0]
+    """The port with its network, the port's row alone locked."""
+    return Port.objects.select_related("network").select_for_update(of=("self",)).get(pk=port_id)
 
 
 def port_bind(*, port: Port, host: str) -> Port:
@@ -818,14 +763,14 @@ def port_bind(*, port: Port, host: str) -> Port:
         port.binding_vif_type = VifType.BINDING_FAILED
         port.binding_vif_details = {}
         port.binding_failure = f"binding failed on {host}: {reason}"
-        sql.save(port, BINDING_FIELDS)
+        port.save(update_fields=BINDING_FIELDS)
         return port
     port.mac_address = chosen.mac_address or port.mac_address
     port.binding_vif_type = chosen.vif_type
     port.binding_vif_details = chosen.vif_details
     port.binding_profile = {**port.binding_profile, **chosen.profile}
     port.binding_failure = ""
-    sql.save(port, BINDING_FIELDS)
+    port.save(update_fields=BINDING_FIELDS)
     return port
 
 
@@ -977,16 +922,5 @@ def port_attach(*, port: Port, device_id: str, device_owner: str) -> Port:
 
 
 def ports_set_status(*, port_ids: list, status: str) -> None:
-    # One UPDATE: atomic on its own, no savepoint needed. Every build's
-    # spawn runs it: hand-written (config.sql says why).
-    if not port_ids:
-        return
-    sql.execute(
-        "UPDATE networking_port SET status = %s, updated_at = %s "
-        f"WHERE id IN ({sql.marks(port_ids)})",
-        [
-            status,
-            sql.param(Port, "updated_at", timezone.now()),
-            *(sql.param(Port, "id", port_id) for port_id in port_ids),
-        ],
-    )
+    # One UPDATE: atomic on its own, no savepoint needed.
+    Port.objects.filter(pk__in=port_ids).update(status=status, updated_at=timezone.now())

@@ -6,18 +6,18 @@ import uuid
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from compute.models import Host, Instance, InstanceStatus
-from compute.scheduler import Condition, Constraints, alive_since
-from config import sql
+from compute.scheduler import Constraints, alive_since
 from config.errors import Conflict
 from reservations import allocation, properties
 from reservations.models import (
     HostAllocation,
     Lease,
     LeaseStatus,
+    ReservableHost,
     Reservation,
     ReservationStatus,
     ResourceType,
@@ -29,25 +29,23 @@ def reservation_of(instance: Instance) -> Reservation | None | str:
     """The reservation the instance asked for (scheduler hint or the
     reservation's flavor); the hint as given if it names none."""
     hint = instance.reservation_id
-    matches, params = [], []
+    matches = []
     if instance.flavor_id:
-        matches.append("r.flavor_id = %s")
-        params.append(sql.param(Reservation, "flavor", instance.flavor_id))
+        matches.append(Q(flavor_id=instance.flavor_id))
     if hint:
         try:
-            params.append(sql.param(Reservation, "id", uuid.UUID(hint)))
+            matches.append(Q(pk=uuid.UUID(hint)))
         except ValueError:
             return hint
-        matches.append("r.id = %s")
-    # Every scheduling decision asks: hand-written (config.sql says why).
-    found = matches and sql.select(
-        Reservation,
-        "r",
-        f"WHERE {' OR '.join(matches)} ORDER BY r.created_at, r.id LIMIT 1",
-        params,
-        [sql.Join("lease", Lease, "JOIN reservations_lease l ON l.id = r.lease_id", "l")],
+    if not matches:
+        return None
+    found = (
+        Reservation.objects.select_related("lease")
+        .filter(Q(*matches, _connector=Q.OR))
+        .order_by("created_at", "id")
+        .first()
     )
-    return found[0] if found else (hint or None)
+    return found or hint or None
 
 
 def lease_constraints(instance: Instance) -> Constraints:
@@ -56,9 +54,7 @@ def lease_constraints(instance: Instance) -> Constraints:
     reservation = reservation_of(instance)
     if reservation is None:
         return Constraints(
-            avoid=Condition(
-                "EXISTS (SELECT 1 FROM reservations_reservablehost r WHERE r.host_id = h.id)"
-            ),
+            avoid=Q(Exists(ReservableHost.objects.filter(host=OuterRef("pk")))),
             reason="every host that fits is reservable and takes only lease instances",
         )
     if isinstance(reservation, str):

@@ -77,19 +77,6 @@ def test_an_outer_join_that_finds_nothing_attaches_none_and_costs_no_query(
 
 
 @pytest.mark.django_db
-def test_annotations_are_set_on_each_row():
-    instance = make_instance()
-    (found,) = sql.select(
-        Instance,
-        "i",
-        "WHERE i.id = %s",
-        [sql.param(Instance, "id", instance.pk)],
-        annotations={"twice": "(i.vcpus * 2)", "label": "i.name"},
-    )
-    assert (found.twice, found.label) == (2, "vm")
-
-
-@pytest.mark.django_db
 def test_save_writes_the_named_fields_and_stamps_auto_now():
     instance = make_instance(task_state=TaskState.SCHEDULING)
     before = Instance.objects.get(pk=instance.pk).updated_at
@@ -115,13 +102,11 @@ def test_a_lock_holds_the_main_row_alone():
     host = make_host()
     instance = make_instance(host=host)
     with transaction.atomic():
-        sql.select(
-            Instance,
-            "i",
-            "WHERE i.id = %s",
+        sql.instances(
+            (Instance, Host),
+            f"SELECT {sql.columns(Instance, 'i')}, {sql.columns(Host, 'h')} "
+            f"FROM compute_instance i {HOST_JOIN.clause} WHERE i.id = %s" + sql.for_update(of="i"),
             [sql.param(Instance, "id", instance.pk)],
-            [HOST_JOIN],
-            lock=True,
         )
         with psycopg.connect(db_url_for_processes(), autocommit=True) as other:
             other.execute("SELECT 1 FROM compute_host WHERE id = %s FOR UPDATE NOWAIT", [host.pk])

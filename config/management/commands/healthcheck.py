@@ -56,8 +56,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, timeout, skip_periodic, **options):
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
+        HealthProbe.objects.exists()
         self.stdout.write(f"database: ok ({connection.vendor})")
         with transaction.atomic():
             probe = HealthProbe.objects.create()
