@@ -22,7 +22,6 @@ FRAGMENT = re.compile(
 # Ways to send SQL text past the ORM.
 RAW_METHODS = {"cursor", "execute", "executemany", "raw", "extra"}
 RAW_NAMES = {"RawSQL"}
-LEGACY = {"compute/pipeline.py", "config/sql.py"}
 
 
 def sources() -> list[str]:
@@ -92,14 +91,7 @@ def sql_in(source: str) -> tuple[list[str], int]:
 
 
 def _cases() -> list:
-    # A legacy file that is gone fails (FileNotFoundError), as does one that
-    # is clean (strict): either way its entry is due to go.
-    legacy = pytest.mark.xfail(strict=True, raises=AssertionError)
-    return [
-        pytest.param(path, marks=legacy) if path in LEGACY else path
-        for path in sorted(set(sources()) | LEGACY)
-        if Path(path).name != "queries.py"
-    ]
+    return [path for path in sources() if Path(path).name != "queries.py"]
 
 
 @pytest.mark.parametrize("path", _cases())
