@@ -312,12 +312,9 @@ def main() -> int:
         proc = worker_start(log)
         try:
             context, flavor, network = setup()
-            with connection.cursor() as cursor:
-                # A clean, vacuumed database with fresh statistics: another
-                # benchmark may just have filled and emptied these tables,
-                # and the planner (which keeps a prepared statement's plan)
-                # would go by the old ones.
-                cursor.execute("VACUUM ANALYZE")
+            # Another benchmark may just have filled and emptied these
+            # tables, and the planner keeps a prepared statement's plan.
+            benchdb.vacuum_analyze()
             benchdb.worker_wait_ready(proc)
             deadline = time.monotonic() + args.time_limit
             # The pool processes connect and warm up on these, not on the floor.

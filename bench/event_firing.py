@@ -120,11 +120,7 @@ def setup():
 def vacuum() -> None:
     # Statistics as autovacuum would have them; right after a bulk insert
     # the planner would still plan the sweep's query for empty tables.
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        for table in ("reservations_lease", "reservations_leaseevent"):
-            cursor.execute(f"VACUUM ANALYZE {table}")
+    benchdb.vacuum_analyze("reservations_lease", "reservations_leaseevent")
 
 
 def due_at(project, when) -> None:

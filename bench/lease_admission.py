@@ -203,19 +203,15 @@ def vacuum() -> None:
     # Statistics and visibility as autovacuum would leave them: right after
     # a bulk insert the planner would still plan for empty tables, and the
     # dead rows of earlier runs (and sizes) would be scanned with the live.
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        for table in (
-            "compute_host",
-            "reservations_reservablehost",
-            "reservations_hostproperty",
-            "reservations_lease",
-            "reservations_reservation",
-            "reservations_hostallocation",
-            "reservations_leaseevent",
-        ):
-            cursor.execute(f"VACUUM ANALYZE {table}")
+    benchdb.vacuum_analyze(
+        "compute_host",
+        "reservations_reservablehost",
+        "reservations_hostproperty",
+        "reservations_lease",
+        "reservations_reservation",
+        "reservations_hostallocation",
+        "reservations_leaseevent",
+    )
 
 
 def request(name: str, now, rng: random.Random):

@@ -61,8 +61,7 @@ def main() -> int:
     per_hop: dict[str, list[Counter]] = {"conductor": [], "spawn": []}
     try:
         context, flavor, network = world.setup()
-        with connection.cursor() as cursor:
-            cursor.execute("VACUUM ANALYZE")
+        benchdb.vacuum_analyze()
         for n in range(args.builds):
             [instance] = compute.server_create(
                 context=context,

@@ -230,7 +230,7 @@ def server_create(
         )
         pipeline.action_start(instance, "create", context.user_id)
         instance.save(update_fields=["current_action"])
-        tasks.start_build(instance)
+        tasks.send_step(instance)
         instances.append(instance)
     return instances
 
@@ -259,5 +259,5 @@ def server_retry(*, instance: Instance) -> Instance:
         )
     instance.retry(pipeline.first_step(), pipeline.step_deadline())
     instance.save()
-    tasks.start_build(instance)
+    tasks.send_step(instance)
     return instance

@@ -63,10 +63,6 @@ def send_step(instance: Instance) -> None:
         enqueue_after_commit(lambda: conduct.delay(instance_id))
 
 
-def start_build(instance: Instance) -> None:
-    send_step(instance)
-
-
 @shared_task(name="compute.conduct", base=BuildTask, **TRANSIENT)
 def conduct(instance_id: str) -> None:
     pipeline.conduct(instance_id)
