@@ -72,6 +72,9 @@ class Step:
     hop: str  # CONDUCTOR or HOST
     event: str  # its name in the action log (Nova's)
     label: str  # its name in faults
+    # The setting that gives its seconds from entry to overdue (the reaper
+    # resumes it then).
+    deadline: str = "BERTH_STEP_DEADLINE"
 
 
 def fleet_is_legacy() -> bool:
@@ -82,10 +85,15 @@ def first_step() -> str:
     return TaskState.SCHEDULING if fleet_is_legacy() else TaskState.PREPARING_PORTS
 
 
-def step_deadline(seconds: int | None = None) -> datetime:
-    """When a step entered now is overdue: BERTH_STEP_DEADLINE from now,
-    or ``seconds``."""
-    return timezone.now() + timedelta(seconds=seconds or settings.BERTH_STEP_DEADLINE)
+def step_deadline(state: str) -> datetime:
+    """When the step ``state`` entered now is overdue."""
+    return timezone.now() + timedelta(seconds=getattr(settings, STEPS[state].deadline))
+
+
+def spawn_time_limit() -> int:
+    """Spawn's hard time limit (its task is killed then), 5 s before its
+    deadline: the reaper never resumes a spawn while it runs."""
+    return settings.BERTH_SPAWN_DEADLINE - 5
 
 
 def _load(instance_id, *related: str, lock: bool = False) -> Instance | None:
@@ -102,17 +110,16 @@ def _nics(instance: Instance, *related: str) -> list[InstanceNic]:
     return list(InstanceNic.objects.filter(instance=instance).select_related(*related))
 
 
-# What a step reads of each NIC: its port, and the port's network (its MTU).
-NIC_ROWS = ("network", "port__network")
-
-
-def _with_nics(instance_id, attempt: int, state: str, *related: str, lock: bool = True) -> tuple:
+def _with_nics(
+    instance_id, attempt: int, state: str, *related: str, nic_rows=(), lock: bool = True
+) -> tuple:
     """As ``_lock`` (or, without ``lock``, as ``_load`` then the same
-    check), and the instance's NICs in order with NIC_ROWS, in one statement
-    (the instance's row locked through the join): (None, []) when the step
-    has no work."""
+    check), and the instance's NICs in order with their ``nic_rows`` (what
+    the step reads of them: each row joined costs every step that reads it),
+    in one statement (the instance's row locked through the join): (None,
+    []) when the step has no work."""
     nics = InstanceNic.objects.select_related(
-        "instance", *NIC_ROWS, *(f"instance__{r}" for r in related)
+        "instance", *nic_rows, *(f"instance__{r}" for r in related)
     ).filter(instance_id=instance_id)
     nics = list(nics.select_for_update(of=("instance",)) if lock else nics)
     if not nics:  # an instance without NICs (or none at all)
@@ -164,7 +171,7 @@ def _move(instance: Instance, state: str | None) -> None:
     """Save the instance in step ``state`` (None: no step runs); where the
     hop changes, the next hop's task is sent once this commits."""
     before = instance.task_state
-    instance.enter(state, step_deadline() if state else None)
+    instance.enter(state, step_deadline(state) if state else None)
     instance.save(update_fields=PIPELINE_FIELDS)
     if state in STEPS and (before not in STEPS or STEPS[before].hop != STEPS[state].hop):
         from compute import tasks  # the Celery side, which imports this module
@@ -381,7 +388,9 @@ def _ports_ready(instance: Instance, nics: list[InstanceNic], state: str, event)
 
 def prepare_ports(instance_id, attempt: int) -> Outcome:
     with transaction.atomic():
-        instance, nics = _with_nics(instance_id, attempt, TaskState.PREPARING_PORTS, "project")
+        instance, nics = _with_nics(
+            instance_id, attempt, TaskState.PREPARING_PORTS, "project", nic_rows=("network",)
+        )
         if instance is None:
             return Outcome.STOP
         event = _event(instance, TaskState.PREPARING_PORTS)
@@ -418,7 +427,7 @@ def nic_needs(instance: Instance, nics: list[InstanceNic] | None = None) -> list
 
 def schedule(instance_id, attempt: int) -> Outcome:
     with transaction.atomic():
-        instance, nics = _with_nics(instance_id, attempt, TaskState.SCHEDULING)
+        instance, nics = _with_nics(instance_id, attempt, TaskState.SCHEDULING, nic_rows=("port",))
         if instance is None:
             return Outcome.STOP
         event = _event(instance, TaskState.SCHEDULING)
@@ -444,20 +453,23 @@ def schedule(instance_id, attempt: int) -> Outcome:
 
 def bind_ports(instance_id, attempt: int) -> Outcome:
     with transaction.atomic():
-        instance, nics = _with_nics(instance_id, attempt, TaskState.BINDING, "host")
+        instance, nics = _with_nics(
+            instance_id, attempt, TaskState.BINDING, "host", nic_rows=("port",)
+        )
         if instance is None:
             return Outcome.STOP
         event = _event(instance, TaskState.BINDING)
         host = instance.host.name
         if any(nic.port is None for nic in nics):
-            # A legacy fleet: the ports are created only now.
+            # A legacy fleet: the ports are created only now (each NIC's
+            # network is read for it).
             failed = _ports_ready(instance, nics, TaskState.BINDING, event)
             if failed:
                 return failed
         if instance.baremetal:
             _baremetal_ports(instance)
         if instance.baremetal or any(nic.port is None for nic in nics):
-            nics = _nics(instance, "port__network")
+            nics = _nics(instance, "port")
         for nic in nics:
             try:
                 port = net_services.port_bind(port=nic.port, host=host)
@@ -505,45 +517,64 @@ def spawn(instance_id, attempt: int) -> Outcome:
     started = timezone.now()
     # Read without a lock: the driver may take its time, and the locked
     # re-check below decides whether what it did still counts.
-    instance, nics = _with_nics(instance_id, attempt, TaskState.SPAWNING, "host", lock=False)
+    instance, nics = _with_nics(
+        instance_id, attempt, TaskState.SPAWNING, "host", nic_rows=("port__network",), lock=False
+    )
     if instance is None:
         return Outcome.STOP
-    # Started: the deadline now counts from here and outlasts the task's
-    # hard time limit, so the reaper never resumes a spawn still running.
-    # Conditional on the resumes seen: if the reaper resumed this step in
-    # the meantime, the run it enqueued spawns and this one stops.
-    started_here = Instance.objects.filter(
-        pk=instance.pk, task_state=TaskState.SPAWNING, attempt=attempt, resumes=instance.resumes
-    ).update(step_deadline=step_deadline(settings.BERTH_SPAWN_DEADLINE))
-    if not started_here:
-        return Outcome.STOP
+    # The deadline must outlast this run's hard time limit, so the reaper
+    # never resumes a spawn still running. Set when the step was entered, it
+    # does unless the message waited: then it counts again from here,
+    # conditional on the resumes seen (if the reaper resumed this step in
+    # the meantime, the run it enqueued spawns and this one stops).
+    if instance.step_deadline - started < timedelta(seconds=spawn_time_limit() + 1):
+        started_here = Instance.objects.filter(
+            pk=instance.pk, task_state=TaskState.SPAWNING, attempt=attempt, resumes=instance.resumes
+        ).update(step_deadline=step_deadline(TaskState.SPAWNING))
+        if not started_here:
+            return Outcome.STOP
     request = _spawn_request(instance, nics)
-    host_id, host_failures = instance.host_id, instance.host.failed_builds
+    host_failures = instance.host.failed_builds
     driver = DRIVERS[instance.host.virt_driver]
     try:
         driver_data, error = driver.spawn(request), None
     except DriverError as failure:
         driver_data, error = "", str(failure)
     with transaction.atomic():
+        if error is None:
+            return _spawned(instance, attempt, request, driver_data, started, host_failures)
         # The host is in the request already; only a failure reads it again.
         instance = _lock(instance_id, attempt, TaskState.SPAWNING)
         if instance is None:  # deleted while spawning: the delete cleans up
             return Outcome.STOP
         event = StepRun(instance, TaskState.SPAWNING, started)
-        if error is not None:
-            reason = f"spawn failed on {request.host}: {error}"
-            return _retry_or_fail(instance, TaskState.SPAWNING, reason, event)
-        # A success clears the host's failures; read with the instance, so
-        # only a host that has some pays the UPDATE.
-        if host_failures:
-            scheduler.clear_failures(host_id=host_id, before=started)
-        net_services.ports_set_status(
-            port_ids=[vif.port_id for vif in request.vifs], status=PortStatus.ACTIVE
-        )
-        instance.set_active(driver_data)
-        _finish(event, "Success", host=request.host)
-        _move(instance, None)
-        return Outcome.NEXT
+        reason = f"spawn failed on {request.host}: {error}"
+        return _retry_or_fail(instance, TaskState.SPAWNING, reason, event)
+
+
+def _spawned(instance, attempt, request, driver_data, started, host_failures) -> Outcome:
+    """Record a spawn that succeeded: ACTIVE, in one conditional UPDATE of
+    the instance as read before the driver ran (the pipeline's fields
+    only), if it is still in this step for this attempt; a delete that came
+    meanwhile wins and cleans up. The UPDATE locks the row first, as a
+    delete does, so the ports' row locks follow in the same order."""
+    instance.set_active(driver_data)
+    instance.updated_at = timezone.now()
+    current = Instance.objects.filter(
+        pk=instance.pk, status=InstanceStatus.BUILD, task_state=TaskState.SPAWNING, attempt=attempt
+    )
+    columns = (Instance._meta.get_field(name).attname for name in PIPELINE_FIELDS)
+    if not current.update(**{column: getattr(instance, column) for column in columns}):
+        return Outcome.STOP
+    # A success clears the host's failures; read with the instance, so
+    # only a host that has some pays the UPDATE.
+    if host_failures:
+        scheduler.clear_failures(host_id=instance.host_id, before=started)
+    net_services.ports_set_status(
+        port_ids=[vif.port_id for vif in request.vifs], status=PortStatus.ACTIVE
+    )
+    _finish(StepRun(instance, TaskState.SPAWNING, started), "Success", host=request.host)
+    return Outcome.NEXT
 
 
 def delete(instance_id) -> None:
@@ -592,7 +623,7 @@ def resume_step(instance: Instance) -> str | None:
         _fail(instance, step, f"step {step} did not finish after {instance.resumes} resumes")
         return None
     instance.resumes += 1
-    instance.step_deadline = step_deadline()
+    instance.step_deadline = step_deadline(instance.task_state)
     instance.save(update_fields=["resumes", "step_deadline", "updated_at"])
     return instance.task_state
 
@@ -615,7 +646,7 @@ PIPELINE = (
     ),
     Step(TaskState.SCHEDULING, schedule, CONDUCTOR, "compute_schedule_instance", "schedule"),
     Step(TaskState.BINDING, bind_ports, CONDUCTOR, "compute_bind_ports", "bind ports"),
-    Step(TaskState.SPAWNING, spawn, HOST, "compute_spawn", "spawn"),
+    Step(TaskState.SPAWNING, spawn, HOST, "compute_spawn", "spawn", "BERTH_SPAWN_DEADLINE"),
 )
 # Not a build's step, but logged, failed and resumed as one; it runs in a
 # task of its own (compute.tasks.delete_instance).
@@ -628,8 +659,10 @@ CONDUCTED = {step for step in PIPELINE if step.hop == CONDUCTOR}
 def conduct(instance_id) -> None:
     """Run the build's conductor steps from wherever it is, each in its own
     transaction, until it is handed to its host (or failed, or found done by
-    another run). A reschedule after a failed bind loops here with the next
-    attempt."""
+    another run). Where it is is read, not taken from the message: a
+    message redelivered after its worker died carries the state it was sent
+    in, and the build may be further on. A reschedule after a failed bind
+    loops here with the next attempt."""
     found = (
         Instance.objects.filter(pk=instance_id, status=InstanceStatus.BUILD)
         .values_list("task_state", "attempt")

@@ -216,7 +216,7 @@ def server_create(
             metadata=metadata or {},
             reservation_id=reservation_id,
             task_state=first,
-            step_deadline=pipeline.step_deadline(),
+            step_deadline=pipeline.step_deadline(first),
         )
         InstanceNic.objects.bulk_create(
             InstanceNic(
@@ -244,7 +244,7 @@ def server_delete(*, context: RequestContext, instance: Instance) -> None:
     if instance.task_state != TaskState.DELETING:
         pipeline.action_start(instance, "delete", context.user_id)
         instance.task_state = TaskState.DELETING
-        instance.step_deadline = pipeline.step_deadline()
+        instance.step_deadline = pipeline.step_deadline(TaskState.DELETING)
         instance.save(update_fields=["current_action", "task_state", "step_deadline", "updated_at"])
     tasks.start_delete(instance)
 
@@ -257,7 +257,8 @@ def server_retry(*, instance: Instance) -> Instance:
         raise Conflict(
             f"Instance {instance.pk} is {instance.status}; only ERROR builds are retried."
         )
-    instance.retry(pipeline.first_step(), pipeline.step_deadline())
+    first = pipeline.first_step()
+    instance.retry(first, pipeline.step_deadline(first))
     instance.save()
     tasks.send_step(instance)
     return instance

@@ -73,8 +73,8 @@ def conduct(instance_id: str) -> None:
 @shared_task(
     name="compute.spawn",
     base=BuildTask,
-    soft_time_limit=settings.BERTH_SPAWN_DEADLINE - 6,
-    time_limit=settings.BERTH_SPAWN_DEADLINE - 5,
+    soft_time_limit=pipeline.spawn_time_limit() - 1,
+    time_limit=pipeline.spawn_time_limit(),
     **TRANSIENT,
 )
 def spawn(instance_id: str, attempt: int) -> None:

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Value
@@ -123,9 +124,11 @@ def host_view(*, host: str) -> HostView | None:
     )
 
 
-def network_subnets(*, network_id) -> list[Subnet]:
-    """Oldest first (the model's order): every port create and bind reads them."""
-    return list(Subnet.objects.filter(network_id=network_id))
+def network_subnets(*, network_id, with_segments: bool = False) -> list[Subnet]:
+    """Oldest first (the model's order), with their segments if asked: every
+    port create and bind reads them."""
+    subnets = Subnet.objects.filter(network_id=network_id)
+    return list(subnets.select_related("segment") if with_segments else subnets)
 
 
 def network_segments(*, network_id) -> list[Segment]:
@@ -228,31 +231,63 @@ class NetworkReach:
     segment_of_physnet: dict
 
 
+class SegmentRow(NamedTuple):
+    id: object
+    network_id: object
+    network_type: str
+    physical_network: str
+
+
 def network_reaches(*, wanted: list[tuple]) -> list[NetworkReach]:
     """For each (network id, segment ids or None): where a port can still
     get an address. On a routed network that is the segments with a subnet
     that has a free IP, or the segments given (a port's fixed IPs pin it to
     the segments it already holds addresses on); on a plain network every
     segment, unless its subnets are all exhausted. Two queries for all of
-    them, whatever the number of hosts: the scheduler asks this for every
-    build."""
+    them, whatever the number of hosts (one where every network is routed):
+    the scheduler asks this for every build."""
     network_ids = list(dict.fromkeys(network_id for network_id, _ in wanted))
     if not network_ids:
         return []
-    # Rows, not model instances: the columns below are all it reads.
-    segments: dict = {network_id: [] for network_id in network_ids}
-    for segment in Segment.objects.filter(network_id__in=network_ids).values_list(
-        "id", "network_id", "network_type", "physical_network", named=True
-    ):
-        segments[segment.network_id].append(segment)
+    # Rows, not model instances: the columns below are all it reads. The
+    # subnets come with their segments: on a routed network only segments
+    # with subnets can give an address, so those are all there is to know;
+    # a plain network's segments (its subnets have none) are read after.
     subnets: dict = {network_id: [] for network_id in network_ids}
     with_usage = (
         Subnet.objects.filter(network_id__in=network_ids)
         .annotate(used_ips=Count("allocations"))
-        .values_list("network_id", "segment_id", "allocation_pools", "used_ips", named=True)
+        .values_list(
+            "network_id",
+            "segment_id",
+            "allocation_pools",
+            "used_ips",
+            "segment__network_type",
+            "segment__physical_network",
+            named=True,
+        )
+        .order_by("segment__created_at", "segment_id")
     )
+    found: dict = {network_id: {} for network_id in network_ids}  # segments, by id
     for subnet in with_usage:
         subnets[subnet.network_id].append(subnet)
+        if subnet.segment_id:
+            found[subnet.network_id].setdefault(
+                subnet.segment_id,
+                SegmentRow(
+                    subnet.segment_id,
+                    subnet.network_id,
+                    subnet.segment__network_type,
+                    subnet.segment__physical_network,
+                ),
+            )
+    segments = {network_id: list(rows.values()) for network_id, rows in found.items()}
+    plain = [n for n in network_ids if not segments[n]]
+    if plain:
+        for segment in Segment.objects.filter(network_id__in=plain).values_list(
+            "id", "network_id", "network_type", "physical_network", named=True
+        ):
+            segments[segment.network_id].append(segment)
     reaches = []
     for network_id, segment_ids in wanted:
         free = [

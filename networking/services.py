@@ -14,7 +14,7 @@ from datetime import datetime
 import netaddr
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.db.models.deletion import ProtectedError
 from django.utils import timezone
 
@@ -535,18 +535,10 @@ def _mac_taken(network_id, mac: str) -> bool:
     return Port.objects.filter(network_id=network_id, mac_address=mac).exists()
 
 
-def _free_mac(network: Network) -> str:
-    for _ in range(16):
-        mac = ipam.random_mac(settings.BERTH_MAC_BASE, _rng)
-        if not _mac_taken(network.pk, mac):
-            return mac
-    raise Conflict(
-        f"Unable to generate a unique MAC address on network {network.pk}.",
-        type="MacAddressGenerationFailure",
-    )
+# Random MACs tried before giving up (Neutron's mac_generation_retries).
+MAC_TRIES = 16
 
 
-@transaction.atomic
 def port_create(
     *,
     project: Project,
@@ -558,12 +550,43 @@ def port_create(
 ) -> Port:
     """A port on the network. Without fixed_ips it gets one address per IP
     version at once, or none until it is bound if the network is routed
-    (the address must come from the segment of the host it lands on)."""
+    (the address must come from the segment of the host it lands on).
+
+    The MAC is the user's or a random one; the unique constraint on
+    (network, MAC) says whether it is free, so a port costs no lookup of
+    its MAC: only a refused one is looked up, to tell a taken MAC from
+    another integrity error, and a random one is then drawn again."""
     _check_fixed_ips_count(fixed_ips)
+    given = ipam.parse_mac(mac_address) if mac_address else None
+    for _ in range(1 if given else MAC_TRIES):
+        mac = given or ipam.random_mac(settings.BERTH_MAC_BASE, _rng)
+        try:
+            return _port_create(
+                project=project,
+                network=network,
+                mac=mac,
+                fixed_ips=fixed_ips,
+                binding_host=binding_host,
+                **fields,
+            )
+        except IntegrityError:
+            if not _mac_taken(network.pk, mac):
+                raise
+            if given:
+                raise _mac_in_use(network, mac) from None
+    raise Conflict(
+        f"Unable to generate a unique MAC address on network {network.pk}.",
+        type="MacAddressGenerationFailure",
+    )
+
+
+@transaction.atomic
+def _port_create(
+    *, project: Project, network: Network, mac: str, fixed_ips, binding_host: str, **fields
+) -> Port:
+    """port_create with its MAC, all or nothing (a savepoint inside the
+    caller's transaction, which a refused MAC rolls back to)."""
     quota_enforce(project=project, requested={"port": 1})
-    mac = ipam.parse_mac(mac_address) if mac_address else _free_mac(network)
-    if mac_address and _mac_taken(network.pk, mac):
-        raise _mac_in_use(network, mac)
     subnets = selectors.network_subnets(network_id=network.pk)
     routed = any(s.segment_id for s in subnets)
     if fixed_ips == []:
@@ -572,14 +595,9 @@ def port_create(
         mode = IpAllocationMode.DEFERRED
     else:
         mode = IpAllocationMode.IMMEDIATE
-    try:
-        # No savepoint of its own: on a MAC taken meanwhile nothing more runs
-        # here, and this function's atomic block undoes the port.
-        port = Port.objects.create(
-            project=project, network=network, mac_address=mac, ip_allocation=mode, **fields
-        )
-    except IntegrityError:
-        raise _mac_in_use(network, mac) from None
+    port = Port.objects.create(
+        project=project, network=network, mac_address=mac, ip_allocation=mode, **fields
+    )
     if fixed_ips:
         _assign_fixed_ips(port=port, requests=fixed_ips)
     elif mode == IpAllocationMode.IMMEDIATE:
@@ -674,17 +692,20 @@ def _addresses_on(port: Port, segment: Segment, subnets: list[Subnet], current: 
 def _segments_for(
     port: Port, host: binding.HostView | None, subnets: list[Subnet], current: list
 ) -> list[Segment]:
-    segments = selectors.network_segments(network_id=port.network_id)
+    """The network's segments the host reaches, in order. On a routed
+    network only segments with subnets can give the port an address: those
+    come with the subnets (read with their segments), the port's current
+    one first (no needless re-addressing)."""
+    with_subnets = {s.segment_id: s.segment for s in subnets if s.segment_id}
+    if with_subnets:
+        segments = sorted(with_subnets.values(), key=lambda s: (s.created_at, s.pk))
+    else:
+        segments = selectors.network_segments(network_id=port.network_id)
     if host is None:
         return segments
     reachable = [s for s in segments if host.reaches(s.network_type, s.physical_network)]
-    if any(s.segment_id for s in subnets):
-        # Only segments with subnets can give the port an address.
-        with_subnets = {s.segment_id for s in subnets}
-        reachable = [s for s in reachable if s.pk in with_subnets]
-        # Keep the port's current segment first: no needless re-addressing.
-        here = {a.subnet.segment_id for a in current}
-        reachable.sort(key=lambda s: s.pk not in here)
+    here = {a.subnet.segment_id for a in current}
+    reachable.sort(key=lambda s: s.pk not in here)
     return reachable
 
 
@@ -702,8 +723,15 @@ BINDING_FIELDS = [
 
 
 def _locked_port(port_id) -> Port:
-    """The port with its network, the port's row alone locked."""
-    return Port.objects.select_related("network").select_for_update(of=("self",)).get(pk=port_id)
+    """The port with its network, the port's row alone locked, and whether
+    it holds any address (most ports being bound hold none yet)."""
+    holds = Exists(IPAllocation.objects.filter(port=OuterRef("pk")))
+    return (
+        Port.objects.select_related("network")
+        .annotate(holds_addresses=holds)
+        .select_for_update(of=("self",))
+        .get(pk=port_id)
+    )
 
 
 def port_bind(*, port: Port, host: str) -> Port:
@@ -721,9 +749,9 @@ def port_bind(*, port: Port, host: str) -> Port:
     (two round trips on every build)."""
     port = _locked_port(port.pk)
     view = selectors.host_view(host=host)
-    subnets = selectors.network_subnets(network_id=port.network_id)
+    subnets = selectors.network_subnets(network_id=port.network_id, with_segments=True)
     routed = any(s.segment_id for s in subnets)
-    current = selectors.port_addresses(port_id=port.pk)
+    current = selectors.port_addresses(port_id=port.pk) if port.holds_addresses else []
     segments = _segments_for(port, view, subnets, current)
     if routed and (view is None or not segments):
         raise Conflict(

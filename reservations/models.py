@@ -103,6 +103,12 @@ class ReservationStatus(models.TextChoices):
     ERROR = "error"
 
 
+# The id (and name) of a reservation's flavor: this prefix, then the
+# reservation's id. The scheduler reads it to skip the lookup of a
+# reservation for the instances of every other flavor.
+RESERVATION_FLAVOR = "reservation:"
+
+
 class Reservation(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     lease = models.ForeignKey(Lease, on_delete=models.CASCADE, related_name="reservations")

@@ -14,6 +14,7 @@ from compute.scheduler import Constraints, alive_since
 from config.errors import Conflict
 from reservations import allocation, properties
 from reservations.models import (
+    RESERVATION_FLAVOR,
     HostAllocation,
     Lease,
     LeaseStatus,
@@ -30,7 +31,7 @@ def reservation_of(instance: Instance) -> Reservation | None | str:
     reservation's flavor); the hint as given if it names none."""
     hint = instance.reservation_id
     matches = []
-    if instance.flavor_id:
+    if instance.flavor_id and instance.flavor_id.startswith(RESERVATION_FLAVOR):
         matches.append(Q(flavor_id=instance.flavor_id))
     if hint:
         try:

@@ -23,6 +23,7 @@ from config.models import Project
 from config.quotas import quota_enforce, quota_limits
 from reservations import allocation, events, properties, selectors
 from reservations.models import (
+    RESERVATION_FLAVOR,
     HostAllocation,
     HostProperty,
     Lease,
@@ -224,8 +225,8 @@ def _reserve(lease: Lease, request, context: RequestContext) -> Reservation:
         )
         # Instances of the reservation boot with its own private flavor.
         reservation.flavor = compute.flavor_create(
-            id=f"reservation:{reservation.pk}",
-            name=f"reservation:{reservation.pk}",
+            id=f"{RESERVATION_FLAVOR}{reservation.pk}",
+            name=f"{RESERVATION_FLAVOR}{reservation.pk}",
             vcpus=request.vcpus,
             ram=request.memory_mb,
             disk=request.disk_gb,
