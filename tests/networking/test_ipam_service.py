@@ -73,3 +73,31 @@ def test_a_bind_that_fails_writes_nothing_so_the_caller_can_go_on():
     # The transaction goes on, and the port is as it was: no address, unbound.
     port.refresh_from_db()
     assert (port.binding_host, port.fixed_ips.count()) == ("", 0)
+
+
+@pytest.mark.django_db
+def test_a_generated_mac_already_taken_is_drawn_again(monkeypatch):
+    """A random MAC goes straight to the INSERT: when the network has it
+    already, the unique constraint refuses it, the port's savepoint undoes
+    the attempt (quota and addresses included) and another MAC is drawn;
+    when every draw is taken, Neutron's MacAddressGenerationFailure."""
+    project = ProjectFactory()
+    context = RequestContext(user_id="u", project=project, role="admin")
+    network = services.network_create(context=context, project=project)
+    services.subnet_create(project=project, network=network, cidr="10.42.0.0/29")
+    taken = services.port_create(project=project, network=network, mac_address="fa:16:3e:00:00:01")
+    draws = iter(["fa:16:3e:00:00:01", "fa:16:3e:00:00:01", "fa:16:3e:00:00:02"])
+    monkeypatch.setattr(services.ipam, "random_mac", lambda base, rng: next(draws))
+    port = services.port_create(project=project, network=network)
+    assert port.mac_address == "fa:16:3e:00:00:02"
+    assert next(draws, None) is None
+    # The refused attempts left no port and no address behind.
+    assert network.ports.count() == 2
+    assert sorted(a.port_id for a in services.IPAllocation.objects.all()) == sorted(
+        [taken.pk, port.pk]
+    )
+    monkeypatch.setattr(services.ipam, "random_mac", lambda base, rng: "fa:16:3e:00:00:02")
+    with pytest.raises(Conflict) as raised:
+        services.port_create(project=project, network=network)
+    assert raised.value.type == "MacAddressGenerationFailure"
+    assert network.ports.count() == 2
