@@ -534,7 +534,6 @@ def spawn(instance_id, attempt: int) -> Outcome:
         if not started_here:
             return Outcome.STOP
     request = _spawn_request(instance, nics)
-    host_failures = instance.host.failed_builds
     driver = DRIVERS[instance.host.virt_driver]
     try:
         driver_data, error = driver.spawn(request), None
@@ -542,7 +541,7 @@ def spawn(instance_id, attempt: int) -> Outcome:
         driver_data, error = "", str(failure)
     with transaction.atomic():
         if error is None:
-            return _spawned(instance, attempt, request, driver_data, started, host_failures)
+            return _spawned(instance, request, driver_data, started)
         # The host is in the request already; only a failure reads it again.
         instance = _lock(instance_id, attempt, TaskState.SPAWNING)
         if instance is None:  # deleted while spawning: the delete cleans up
@@ -552,23 +551,27 @@ def spawn(instance_id, attempt: int) -> Outcome:
         return _retry_or_fail(instance, TaskState.SPAWNING, reason, event)
 
 
-def _spawned(instance, attempt, request, driver_data, started, host_failures) -> Outcome:
-    """Record a spawn that succeeded: ACTIVE, in one conditional UPDATE of
-    the instance as read before the driver ran (the pipeline's fields
-    only), if it is still in this step for this attempt; a delete that came
-    meanwhile wins and cleans up. The UPDATE locks the row first, as a
-    delete does, so the ports' row locks follow in the same order."""
+def _spawned(instance: Instance, request: SpawnRequest, driver_data: str, started) -> Outcome:
+    """Record a spawn that succeeded: ACTIVE, in one conditional update of
+    the instance as read (with its host) before the driver ran, the
+    pipeline's fields only, if it is still in this step for the attempt it
+    was read in; a delete that came meanwhile wins and cleans up. The update
+    locks the instance's row first, as a delete does, so the ports' row
+    locks follow in the same order."""
+    current = Instance.objects.filter(
+        pk=instance.pk,
+        status=InstanceStatus.BUILD,
+        task_state=TaskState.SPAWNING,
+        attempt=instance.attempt,
+    )
     instance.set_active(driver_data)
     instance.updated_at = timezone.now()
-    current = Instance.objects.filter(
-        pk=instance.pk, status=InstanceStatus.BUILD, task_state=TaskState.SPAWNING, attempt=attempt
-    )
     columns = (Instance._meta.get_field(name).attname for name in PIPELINE_FIELDS)
     if not current.update(**{column: getattr(instance, column) for column in columns}):
         return Outcome.STOP
     # A success clears the host's failures; read with the instance, so
-    # only a host that has some pays the UPDATE.
-    if host_failures:
+    # only a host that has some pays the update.
+    if instance.host.failed_builds:
         scheduler.clear_failures(host_id=instance.host_id, before=started)
     net_services.ports_set_status(
         port_ids=[vif.port_id for vif in request.vifs], status=PortStatus.ACTIVE

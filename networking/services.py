@@ -697,7 +697,7 @@ def _segments_for(
     come with the subnets (read with their segments), the port's current
     one first (no needless re-addressing)."""
     with_subnets = {s.segment_id: s.segment for s in subnets if s.segment_id}
-    if with_subnets:
+    if with_subnets:  # in the segments' own order (their model's)
         segments = sorted(with_subnets.values(), key=lambda s: (s.created_at, s.pk))
     else:
         segments = selectors.network_segments(network_id=port.network_id)

@@ -77,7 +77,7 @@ def test_a_bind_that_fails_writes_nothing_so_the_caller_can_go_on():
 
 @pytest.mark.django_db
 def test_a_generated_mac_already_taken_is_drawn_again(monkeypatch):
-    """A random MAC goes straight to the INSERT: when the network has it
+    """A random MAC goes straight to the port's insert: when the network has it
     already, the unique constraint refuses it, the port's savepoint undoes
     the attempt (quota and addresses included) and another MAC is drawn;
     when every draw is taken, Neutron's MacAddressGenerationFailure."""
