@@ -57,6 +57,18 @@ class Host(models.Model):
     enabled = models.BooleanField(default=True)
     disabled_reason = models.CharField(max_length=255, blank=True)
     last_heartbeat = models.DateTimeField(db_index=True)
+    # Set by the liveness sweep when the heartbeats stopped, cleared when
+    # they come back: the edge that fails builds over and notifies, once.
+    down_since = models.DateTimeField(null=True, blank=True, editable=False)
+    # An agent on the host serves its queue and reports it (compute.agent);
+    # the central workers then leave that queue alone, even while the host
+    # is down, so a dead agent's builds fail over instead of running here.
+    has_agent = models.BooleanField(default=False, editable=False)
+    # The domains the agent last said its hypervisor runs (instance uuid ->
+    # power state), and when it said so: a report older than this one is
+    # not applied over it.
+    domains = models.JSONField(default=dict, blank=True, editable=False)
+    domains_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Free-form traits used by reservation filters, e.g. {"node_type": "gpu"}.
     capabilities = models.JSONField(default=dict, blank=True)
     # Fake driver knobs: {"spawn_delay": 0.5, "spawn_error": "disk full"}.
@@ -136,6 +148,7 @@ class Flavor(models.Model):
 class InstanceStatus(models.TextChoices):
     BUILD = "BUILD"
     ACTIVE = "ACTIVE"
+    SHUTOFF = "SHUTOFF"
     ERROR = "ERROR"
     DELETED = "DELETED"
 
@@ -148,6 +161,11 @@ class TaskState(models.TextChoices):
     BINDING = "binding"
     SPAWNING = "spawning"
     DELETING = "deleting"
+    # The power actions, run by the instance's host (Nova's names).
+    POWERING_OFF = "powering-off"
+    POWERING_ON = "powering-on"
+    REBOOTING = "rebooting"
+    REBOOTING_HARD = "rebooting_hard"
 
 
 class Instance(models.Model):
@@ -170,11 +188,14 @@ class Instance(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     # The workflow state (Nova's vm_state), changed only by the transitions
     # below; which pipeline step runs is task_state, and whether the guest
-    # runs will be a power state of its own.
+    # runs is power_state.
     status = FSMField(
         max_length=16, choices=InstanceStatus.choices, default=InstanceStatus.BUILD, db_index=True
     )
     task_state = models.CharField(max_length=32, choices=TaskState.choices, null=True, blank=True)
+    # What the hypervisor last said of the guest (Nova's power_state codes,
+    # compute.virt.PowerState), reported by the host.
+    power_state = models.PositiveSmallIntegerField(default=0)
     # Where the instance runs or is being built; also the host whose
     # capacity it holds (claimed_host) until released.
     host = models.ForeignKey(
@@ -241,8 +262,9 @@ class Instance(models.Model):
         self.host = None
 
     @transition(field=status, source=InstanceStatus.BUILD, target=InstanceStatus.ACTIVE)
-    def set_active(self, driver_data: str) -> None:
+    def set_active(self, driver_data: str, power_state: int) -> None:
         self.driver_data = driver_data
+        self.power_state = power_state
         self.launched_at = timezone.now()
         self.last_failure = ""
         self.enter(None, None)

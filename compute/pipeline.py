@@ -20,6 +20,7 @@ on the same ports.
 """
 
 import enum
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,7 +39,7 @@ from compute.models import (
     InstanceStatus,
     TaskState,
 )
-from compute.virt import DRIVERS, DriverError, SpawnRequest, Vif
+from compute.virt import PowerState, SpawnRequest, Vif
 from config.errors import BerthError
 from config.request_id import current_request_id
 from networking import selectors as net_selectors
@@ -67,7 +68,8 @@ class Step:
     """One entry of the pipeline's table."""
 
     state: str  # the instance's task_state while the step is due or runs
-    # (instance id, attempt) -> outcome; None for a step run by its own task
+    # (instance id, attempt) -> outcome, for a conductor's step; None for
+    # one run by a task of its own
     run: Callable[[object, int], Outcome] | None
     hop: str  # CONDUCTOR or HOST
     event: str  # its name in the action log (Nova's)
@@ -88,12 +90,6 @@ def first_step() -> str:
 def step_deadline(state: str) -> datetime:
     """When the step ``state`` entered now is overdue."""
     return timezone.now() + timedelta(seconds=getattr(settings, STEPS[state].deadline))
-
-
-def spawn_time_limit() -> int:
-    """Spawn's hard time limit (its task is killed then), 5 s before its
-    deadline: the reaper never resumes a spawn while it runs."""
-    return settings.BERTH_SPAWN_DEADLINE - 5
 
 
 def _load(instance_id, *related: str, lock: bool = False) -> Instance | None:
@@ -161,6 +157,7 @@ PIPELINE_FIELDS = [
     "last_failure",
     "fault",
     "driver_data",
+    "power_state",
     "launched_at",
     "deleted_at",
     "updated_at",
@@ -492,99 +489,107 @@ def bind_ports(instance_id, attempt: int) -> Outcome:
         return Outcome.NEXT
 
 
-def _spawn_request(instance: Instance, nics: list[InstanceNic]) -> SpawnRequest:
-    vifs = [
-        Vif(
-            port_id=str(port.pk),
-            mac_address=port.mac_address,
-            vif_type=port.binding_vif_type,
-            vif_details=port.binding_vif_details,
-            network_id=str(port.network_id),
-            mtu=port.network.mtu,
-        )
-        for port in (nic.port for nic in nics)
-    ]
+def spawn_request(instance: Instance) -> SpawnRequest:
+    """What the host needs to start the instance (read with its host): the
+    message carries it whole, as the host reads no database."""
+    ports = [nic.port for nic in _nics(instance, "port__network")]
     return SpawnRequest(
         instance_id=str(instance.pk),
         instance_name=instance.name,
         host=instance.host.name,
-        vifs=vifs,
+        vcpus=instance.vcpus,
+        memory_mb=instance.memory_mb,
+        disk_gb=instance.disk_gb,
+        vifs=[
+            Vif(
+                port_id=str(port.pk),
+                mac_address=port.mac_address,
+                vif_type=port.binding_vif_type,
+                vif_details=port.binding_vif_details,
+                network_id=str(port.network_id),
+                mtu=port.network.mtu,
+            )
+            for port in ports
+        ],
         driver_options=instance.host.driver_options,
     )
 
 
-def spawn(instance_id, attempt: int) -> Outcome:
-    started = timezone.now()
-    # Read without a lock: the driver may take its time, and the locked
-    # re-check below decides whether what it did still counts.
-    instance, nics = _with_nics(
-        instance_id, attempt, TaskState.SPAWNING, "host", nic_rows=("port__network",), lock=False
-    )
-    if instance is None:
+def spawn_done(instance_id, attempt: int, host: str, result: dict) -> Outcome:
+    """Record what ``host`` did with the spawn of ``attempt``: ACTIVE, or the
+    next attempt elsewhere on the same ports. A result that no longer counts
+    (the build was deleted, failed over or is already recorded) changes
+    nothing; a domain the host made for it anyway is destroyed, unless the
+    instance lives there."""
+    started = datetime.fromisoformat(result["started"])
+    if "error" not in result:
+        instance = _load(instance_id, "host")
+        if _in_step(instance, attempt, TaskState.SPAWNING) and instance.host.name == host:
+            if _spawned(instance, result, started):
+                return Outcome.NEXT
+            instance = _load(instance_id, "host")
+        _destroy_stray(instance, host, instance_id=str(instance_id))
         return Outcome.STOP
-    # The deadline must outlast this run's hard time limit, so the reaper
-    # never resumes a spawn still running. Set when the step was entered, it
-    # does unless the message waited: then it counts again from here,
-    # conditional on the resumes seen (if the reaper resumed this step in
-    # the meantime, the run it enqueued spawns and this one stops).
-    if instance.step_deadline - started < timedelta(seconds=spawn_time_limit() + 1):
-        started_here = Instance.objects.filter(
-            pk=instance.pk, task_state=TaskState.SPAWNING, attempt=attempt, resumes=instance.resumes
-        ).update(step_deadline=step_deadline(TaskState.SPAWNING))
-        if not started_here:
-            return Outcome.STOP
-    request = _spawn_request(instance, nics)
-    driver = DRIVERS[instance.host.virt_driver]
-    try:
-        driver_data, error = driver.spawn(request), None
-    except DriverError as failure:
-        driver_data, error = "", str(failure)
     with transaction.atomic():
-        if error is None:
-            return _spawned(instance, request, driver_data, started)
-        # The host is in the request already; only a failure reads it again.
-        instance = _lock(instance_id, attempt, TaskState.SPAWNING)
-        if instance is None:  # deleted while spawning: the delete cleans up
+        instance = _lock(instance_id, attempt, TaskState.SPAWNING, "host")
+        if instance is None or instance.host.name != host:
             return Outcome.STOP
         event = StepRun(instance, TaskState.SPAWNING, started)
-        reason = f"spawn failed on {request.host}: {error}"
+        reason = f"spawn failed on {host}: {result['error']}"
         return _retry_or_fail(instance, TaskState.SPAWNING, reason, event)
 
 
-def _spawned(instance: Instance, request: SpawnRequest, driver_data: str, started) -> Outcome:
+def _destroy_stray(instance: Instance | None, host: str, instance_id: str = "") -> None:
+    """Have ``host`` remove the domain of an instance (or of ``instance_id``,
+    which berth does not know) that does not live there: deleted, failed,
+    or moved on to another host."""
+    lives_there = (
+        instance is not None
+        and instance.status != InstanceStatus.DELETED
+        and instance.host_id is not None
+        and instance.host.name == host
+    )
+    if not lives_there:
+        from compute import tasks  # the Celery side, which imports this module
+
+        tasks.send_destroy(instance_id=instance_id or str(instance.pk), host=host)
+
+
+def _spawned(instance: Instance, result: dict, started: datetime) -> bool:
     """Record a spawn that succeeded: ACTIVE, in one conditional update of
-    the instance as read (with its host) before the driver ran, the
-    pipeline's fields only, if it is still in this step for the attempt it
-    was read in; a delete that came meanwhile wins and cleans up. The update
-    locks the instance's row first, as a delete does, so the ports' row
-    locks follow in the same order."""
+    the instance as read (with its host), the pipeline's fields only, if it
+    is still in this step for the attempt it was read in; False if not (a
+    delete that came meanwhile wins and cleans up). The update locks the
+    instance's row first, as a delete does, so the ports' row locks follow
+    in the same order."""
     current = Instance.objects.filter(
         pk=instance.pk,
         status=InstanceStatus.BUILD,
         task_state=TaskState.SPAWNING,
         attempt=instance.attempt,
     )
-    instance.set_active(driver_data)
+    instance.set_active(result["driver_data"], result["power_state"])
     instance.updated_at = timezone.now()
     columns = (Instance._meta.get_field(name).attname for name in PIPELINE_FIELDS)
     if not current.update(**{column: getattr(instance, column) for column in columns}):
-        return Outcome.STOP
+        return False
     # A success clears the host's failures; read with the instance, so
     # only a host that has some pays the update.
     if instance.host.failed_builds:
         scheduler.clear_failures(host_id=instance.host_id, before=started)
-    net_services.ports_set_status(
-        port_ids=[vif.port_id for vif in request.vifs], status=PortStatus.ACTIVE
+    net_services.device_ports_set_status(
+        device_id=str(instance.pk), host=instance.host.name, status=PortStatus.ACTIVE
     )
-    _finish(StepRun(instance, TaskState.SPAWNING, started), "Success", host=request.host)
-    return Outcome.NEXT
+    _finish(StepRun(instance, TaskState.SPAWNING, started), "Success")
+    return True
 
 
 def delete(instance_id) -> None:
-    """Unbind the user's ports, delete compute's, release IPs and capacity.
-    Idempotent: a deleted instance is left as it is."""
+    """Unbind the user's ports, delete compute's, release IPs and capacity,
+    and have the host remove the domain. Idempotent: a deleted instance is
+    left as it is."""
     with transaction.atomic():
-        instance = _load(instance_id, lock=True)
+        instance = _load(instance_id, "host", lock=True)
         if instance is None or instance.status == InstanceStatus.DELETED:
             return
         event = _event(instance, TaskState.DELETING, action="delete")
@@ -593,6 +598,53 @@ def delete(instance_id) -> None:
         instance.set_deleted()
         _finish(event, "Success")
         _move(instance, None)
+        if instance.host_id is not None:
+            _destroy_stray(instance, instance.host.name)
+
+
+def fail_over(*, host_id, reason: str) -> list[str]:
+    """Send the builds waiting for the host's spawn to other hosts, on the
+    same ports, as a failed spawn does (the host went down). Returns their
+    ids."""
+    waiting = Instance.objects.filter(
+        host_id=host_id, status=InstanceStatus.BUILD, task_state=TaskState.SPAWNING
+    ).values_list("pk", "attempt")
+    moved = []
+    for instance_id, attempt in waiting:
+        instance = _lock(instance_id, attempt, TaskState.SPAWNING, "host")
+        if instance is not None and instance.host_id == host_id:
+            _retry_or_fail(
+                instance, TaskState.SPAWNING, reason, _event(instance, TaskState.SPAWNING)
+            )
+            moved.append(str(instance_id))
+    return moved
+
+
+def power_states_record(*, host: Host, power_states: dict[str, int]) -> None:
+    """What ``host`` says of every domain it runs: instance uuid -> power
+    state. An instance living there that it does not name has none; a
+    domain of an instance that does not live there (deleted, or built
+    elsewhere after the host was given up) is destroyed."""
+    reported = {}
+    for key, state in power_states.items():
+        try:
+            reported[uuid.UUID(key)] = state
+        except ValueError:
+            continue  # not berth's: an operator's own domain
+    living = dict(
+        Instance.objects.filter(host=host)
+        .exclude(status=InstanceStatus.DELETED)
+        .values_list("pk", "power_state")
+    )
+    for instance_id in reported.keys() - living.keys():
+        _destroy_stray(None, host.name, instance_id=str(instance_id))
+    by_state: dict[int, list] = {}
+    for instance_id, known in living.items():
+        state = reported.get(instance_id, PowerState.NOSTATE)
+        if state != known:
+            by_state.setdefault(state, []).append(instance_id)
+    for state, ids in by_state.items():
+        Instance.objects.filter(pk__in=ids).update(power_state=state, updated_at=timezone.now())
 
 
 def fail_unexpected(instance_id, error: Exception) -> None:
@@ -604,7 +656,7 @@ def fail_unexpected(instance_id, error: Exception) -> None:
         if instance is None or instance.status != InstanceStatus.BUILD:
             return
         step = STEPS.get(instance.task_state)
-        if step is None or step.run is None:
+        if step not in PIPELINE:
             return
         _fail(
             instance,
@@ -616,9 +668,15 @@ def fail_unexpected(instance_id, error: Exception) -> None:
 
 
 def resume_step(instance: Instance) -> str | None:
-    """The reaper's decision for a build whose step overran its deadline:
-    the step to run again (all steps are idempotent), or None after it
-    failed the build because it was resumed too often."""
+    """The reaper's decision for a build whose step overran its deadline
+    (read with its host): the step to run again (all steps are idempotent),
+    or None after it failed the build over from a host that is down, or
+    failed it because it was resumed too often."""
+    step = STEPS[instance.task_state]
+    if step.hop == HOST and instance.host.last_heartbeat < scheduler.alive_since():
+        reason = f"host {instance.host.name} is down"
+        _retry_or_fail(instance, step.state, reason, _event(instance, step.state))
+        return None
     if instance.resumes >= settings.BERTH_REAPER_MAX_RESUMES:
         step = instance.task_state
         if step == TaskState.DELETING:
@@ -649,7 +707,8 @@ PIPELINE = (
     ),
     Step(TaskState.SCHEDULING, schedule, CONDUCTOR, "compute_schedule_instance", "schedule"),
     Step(TaskState.BINDING, bind_ports, CONDUCTOR, "compute_bind_ports", "bind ports"),
-    Step(TaskState.SPAWNING, spawn, HOST, "compute_spawn", "spawn", "BERTH_SPAWN_DEADLINE"),
+    # Run by the host (compute.agent.spawn), recorded by spawn_done.
+    Step(TaskState.SPAWNING, None, HOST, "compute_spawn", "spawn", "BERTH_SPAWN_DEADLINE"),
 )
 # Not a build's step, but logged, failed and resumed as one; it runs in a
 # task of its own (compute.tasks.delete_instance).

@@ -3,14 +3,15 @@
 The build pipeline's steps live in compute.pipeline; this module holds what
 the API and the admin call directly."""
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.db.models.deletion import ProtectedError
 from django.utils import timezone
 
-from compute import pipeline, tasks
+from compute import pipeline, signals, tasks
 from compute.models import (
     Flavor,
     Host,
@@ -44,6 +45,19 @@ class HostReport:
     capabilities: dict = field(default_factory=dict)
     driver_options: dict = field(default_factory=dict)
     network: HostNetworkReport | None = None
+
+    def to_message(self) -> dict:
+        """As an agent sends it through the broker (JSON)."""
+        return asdict(self)
+
+    @classmethod
+    def from_message(cls, message: dict) -> "HostReport":
+        """What an agent sent; Invalid if it is not a report."""
+        try:
+            network = message.get("network")
+            return cls(**{**message, "network": network and HostNetworkReport(**network)})
+        except (TypeError, AttributeError) as error:
+            raise Invalid(f"Malformed host report: {error}.") from None
 
 
 def _check_report(report: HostReport) -> None:
@@ -106,6 +120,72 @@ def host_report(*, report: HostReport, now: datetime | None = None) -> Host:
     network = replace(report.network or HostNetworkReport(host=report.name), host=report.name)
     host_agent_report(report=network, now=now)
     return host
+
+
+def agent_report(*, report: HostReport, power_states: dict[str, int], sent_at: datetime) -> Host:
+    """An agent's report of its host, sent when it starts and whenever the
+    report changes: the host as ``host_report`` stores it, served by the
+    agent from now on, with the power state of every domain it runs."""
+    with transaction.atomic():
+        host = host_report(report=report)
+        Host.objects.filter(pk=host.pk, has_agent=False).update(has_agent=True)
+        _domains_record(host=host.name, power_states=power_states, sent_at=sent_at)
+    return host
+
+
+def host_heartbeat(*, host: str, power_states: dict[str, int] | None, sent_at: datetime) -> None:
+    """An agent's heartbeat, with the power state of every domain it runs
+    when one changed since its last. A heartbeat from a host berth does not
+    know (deleted while its agent ran) is dropped: the agent's report at
+    its next start makes it again."""
+    with transaction.atomic():
+        Host.objects.filter(name=host).update(last_heartbeat=timezone.now())
+        if power_states is not None:
+            _domains_record(host=host, power_states=power_states, sent_at=sent_at)
+
+
+def _domains_record(*, host: str, power_states: dict[str, int], sent_at: datetime) -> None:
+    """The host's domains as its agent saw them at ``sent_at``, unless a
+    later report was applied already (two workers may take a host's
+    reports out of order)."""
+    newer = Q(domains_at__isnull=True) | Q(domains_at__lt=sent_at)
+    if Host.objects.filter(newer, name=host).update(domains=power_states, domains_at=sent_at):
+        found = Host.objects.only("pk", "name").get(name=host)
+        pipeline.power_states_record(host=found, power_states=power_states)
+
+
+def hosts_check(*, now: datetime | None = None) -> list[tuple[str, bool]]:
+    """The liveness sweep: a host whose heartbeats stopped for
+    BERTH_HOST_DOWN_AFTER seconds goes down (its waiting builds fail over to
+    other hosts on the same ports, its queue is emptied, and the world is
+    told); one whose heartbeats came back is up again. Each edge is taken
+    once, by a conditional update, whoever else sweeps. Returns the hosts
+    that changed and whether each is up now."""
+    from compute.scheduler import alive_since
+
+    now, since = now or timezone.now(), alive_since()
+    changed = []
+    for pk, name in Host.objects.filter(down_since=None, last_heartbeat__lt=since).values_list(
+        "pk", "name"
+    ):
+        with transaction.atomic():
+            if not Host.objects.filter(pk=pk, down_since=None, last_heartbeat__lt=since).update(
+                down_since=now
+            ):
+                continue
+            failed_over = pipeline.fail_over(host_id=pk, reason=f"host {name} is down")
+            signals.host_liveness.send(sender=Host, host=name, up=False, failed_over=failed_over)
+            transaction.on_commit(lambda name=name: tasks.purge_host_queue(name), robust=True)
+        changed.append((name, False))
+    for pk, name in Host.objects.filter(
+        down_since__isnull=False, last_heartbeat__gte=since
+    ).values_list("pk", "name"):
+        with transaction.atomic():
+            back = Host.objects.filter(pk=pk, down_since__isnull=False, last_heartbeat__gte=since)
+            if back.update(down_since=None):
+                signals.host_liveness.send(sender=Host, host=name, up=True, failed_over=[])
+                changed.append((name, True))
+    return changed
 
 
 @transaction.atomic

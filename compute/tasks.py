@@ -1,23 +1,26 @@
-"""Celery adapters for the build pipeline: load by id, call the pipeline.
+"""Celery adapters for the control plane: load by id, call a service.
 
 A build is two hops (compute.pipeline.PIPELINE says which step runs where):
-``conduct`` runs the database-only steps on the build queue, then ``spawn``
-runs on the queue of the host the build landed on, ``host.<name>``. Until a
-host runs an agent of its own, the central worker serves every host's queue
+``conduct`` runs the database-only steps on the build queue, then the host
+the build landed on spawns it (compute.agent.spawn, on its queue
+``host.<name>``) and sends the result back to ``spawn_done``. A host runs
+an agent of its own, or a central worker serves its queue
 (compute.worker). A message is sent only where the hop changes: after bind
 (to the host), and after a failed spawn (back to the conductor, for the
-next attempt).
+next attempt). The agents' reports and heartbeats arrive on the ``agents``
+queue.
 """
 
 import logging
+from datetime import datetime
 
 from celery import Task, current_app, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 
-from compute import pipeline
-from compute.models import Instance, TaskState
+from compute import agent, pipeline, services
+from compute.models import Host, Instance, TaskState
 from config.celery import enqueue_after_commit
 
 # Lost database connections are worth a retry; domain failures are not
@@ -54,13 +57,26 @@ class BuildTask(Task):
 
 def send_step(instance: Instance) -> None:
     """Send, once the current transaction commits, the task that runs the
-    instance's step: the conductor, or spawn on its host's queue."""
+    instance's step: the conductor, or its host's part on the host's queue
+    (read now, inside the transaction)."""
     instance_id, attempt = str(instance.pk), instance.attempt
     if pipeline.STEPS[instance.task_state].hop == pipeline.HOST:
-        queue = host_queue(instance.host.name)
-        enqueue_after_commit(lambda: spawn.apply_async((instance_id, attempt), queue=queue))
+        request = pipeline.spawn_request(instance).to_message()
+        queue, driver = host_queue(instance.host.name), instance.host.virt_driver
+        enqueue_after_commit(
+            lambda: agent.spawn.apply_async((request, attempt, driver), queue=queue)
+        )
     else:
         enqueue_after_commit(lambda: conduct.delay(instance_id))
+
+
+def send_destroy(*, instance_id: str, host: str) -> None:
+    """Have ``host`` remove the instance's domain, once this commits."""
+    found = Host.objects.filter(name=host).values_list("virt_driver", "driver_options").first()
+    if found is None or instance_id is None:
+        return
+    args = (instance_id, *found)
+    enqueue_after_commit(lambda: agent.destroy.apply_async(args, queue=host_queue(host)))
 
 
 @shared_task(name="compute.conduct", base=BuildTask, **TRANSIENT)
@@ -68,17 +84,30 @@ def conduct(instance_id: str) -> None:
     pipeline.conduct(instance_id)
 
 
-# Stopped (SoftTimeLimitExceeded), else killed, 5 s before its deadline,
-# so the reaper never resumes a spawn while it runs.
-@shared_task(
-    name="compute.spawn",
-    base=BuildTask,
-    soft_time_limit=pipeline.spawn_time_limit() - 1,
-    time_limit=pipeline.spawn_time_limit(),
-    **TRANSIENT,
-)
-def spawn(instance_id: str, attempt: int) -> None:
-    pipeline.spawn(instance_id, attempt)
+@shared_task(name="compute.spawn_done", base=BuildTask, **TRANSIENT)
+def spawn_done(instance_id: str, attempt: int, host: str, result: dict) -> None:
+    pipeline.spawn_done(instance_id, attempt, host, result)
+
+
+@shared_task(name="compute.agent_report", **TRANSIENT)
+def agent_report(report: dict, power_states: dict, sent_at: str) -> None:
+    services.agent_report(
+        report=services.HostReport.from_message(report),
+        power_states=power_states,
+        sent_at=datetime.fromisoformat(sent_at),
+    )
+
+
+@shared_task(name="compute.heartbeat", **TRANSIENT)
+def heartbeat(host: str, power_states: dict | None, sent_at: str) -> None:
+    services.host_heartbeat(
+        host=host, power_states=power_states, sent_at=datetime.fromisoformat(sent_at)
+    )
+
+
+@shared_task(name="compute.check_hosts", **TRANSIENT)
+def check_hosts() -> int:
+    return len(services.hosts_check())
 
 
 @shared_task(name="compute.delete_instance", **TRANSIENT)
@@ -96,6 +125,15 @@ def queue_of(instance: Instance) -> str:
     if pipeline.STEPS[instance.task_state].hop == pipeline.HOST:
         return host_queue(instance.host.name)
     return BUILD_QUEUE
+
+
+def purge_host_queue(host: str) -> int:
+    """Drop what waits for a host that went down: its builds fail over, and
+    what it would find on its return is stale (it reports its domains then,
+    and those that do not live there are destroyed)."""
+    with current_app.connection_for_write() as connection:
+        declared = current_app.amqp.queues[host_queue(host)](connection.default_channel)
+        return declared.purge() or 0
 
 
 def backlog(queue: str) -> int:

@@ -5,9 +5,12 @@ A driver gets each VIF's vif_type and vif_details and must not guess (seed
 build on another host.
 """
 
+import enum
+import threading
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 
 class DriverError(Exception):
@@ -24,13 +27,44 @@ class Vif:
     mtu: int = 1500
 
 
+class PowerState(enum.IntEnum):
+    NOSTATE = 0
+    RUNNING = 1
+    PAUSED = 3
+    SHUTDOWN = 4
+    CRASHED = 6
+    SUSPENDED = 7
+
+
+class PowerAction(enum.StrEnum):
+    START = "start"
+    STOP = "stop"
+    REBOOT = "reboot"
+    REBOOT_HARD = "reboot_hard"
+
+
 @dataclass(frozen=True)
 class SpawnRequest:
     instance_id: str
     instance_name: str
     host: str
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
     vifs: list[Vif]
     driver_options: dict
+
+    def to_message(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_message(cls, message: dict) -> "SpawnRequest":
+        return cls(**{**message, "vifs": [Vif(**vif) for vif in message["vifs"]]})
+
+
+class Spawned(NamedTuple):
+    driver_data: str
+    power_state: int
 
 
 def _tap_name(port_id: str) -> str:
@@ -44,7 +78,27 @@ class FakeDriver:
 
     PLUGGABLE = {"ovs", "vhostuser", "hw_veb", "macvtap", "other"}
 
-    def spawn(self, request: SpawnRequest) -> str:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.domains: dict[str, int] = {}
+
+    def power_states(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.domains)
+
+    def destroy(self, instance_id: str) -> None:
+        with self.lock:
+            self.domains.pop(instance_id, None)
+
+    def power(self, instance_id: str, action: PowerAction) -> int:
+        with self.lock:
+            if instance_id not in self.domains:
+                raise DriverError(f"no domain for instance {instance_id}")
+            state = PowerState.SHUTDOWN if action == PowerAction.STOP else PowerState.RUNNING
+            self.domains[instance_id] = state
+            return state
+
+    def spawn(self, request: SpawnRequest) -> Spawned:
         for vif in request.vifs:
             if vif.vif_type not in self.PLUGGABLE:
                 raise DriverError(f"fake driver cannot plug vif_type {vif.vif_type!r}")
@@ -54,7 +108,10 @@ class FakeDriver:
         error = request.driver_options.get("spawn_error")
         if error:
             raise DriverError(str(error))
-        return "\n".join(f"{vif.port_id} {vif.vif_type} {vif.mac_address}" for vif in request.vifs)
+        with self.lock:
+            self.domains[request.instance_id] = PowerState.RUNNING
+        data = "\n".join(f"{vif.port_id} {vif.vif_type} {vif.mac_address}" for vif in request.vifs)
+        return Spawned(data, PowerState.RUNNING)
 
 
 class LibvirtDriver:
@@ -62,9 +119,10 @@ class LibvirtDriver:
     vif_details. berth keeps the rendered domain interfaces on the instance
     (visible to admins); it does not talk to a libvirt daemon."""
 
-    def spawn(self, request: SpawnRequest) -> str:
-        return "\n".join(
-            ET.tostring(self.interface(vif), encoding="unicode") for vif in request.vifs
+    def spawn(self, request: SpawnRequest) -> Spawned:
+        return Spawned(
+            "\n".join(ET.tostring(self.interface(vif), encoding="unicode") for vif in request.vifs),
+            PowerState.RUNNING,
         )
 
     def interface(self, vif: Vif) -> ET.Element:
@@ -122,3 +180,8 @@ class LibvirtDriver:
 
 
 DRIVERS = {"fake": FakeDriver(), "libvirt": LibvirtDriver()}
+DRIVER_NAMES = tuple(DRIVERS)
+
+
+def driver_for(virt_driver: str, driver_options: dict):
+    return DRIVERS[virt_driver]

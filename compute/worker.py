@@ -1,12 +1,15 @@
-"""The worker side of the spawn hop: consuming the host queues.
+"""The central side of the host hop: serving the queues of hosts that run
+no agent.
 
-Spawn is sent to the queue of the host a build landed on, ``host.<name>``,
-so that an agent on that host can take it. Until hosts run agents, a
-worker started with ``--host-queues`` serves every host's queue: it
-consumes the queue of each host in the database when it starts, and of
-each host reported later within BERTH_HOST_QUEUE_SYNC seconds. The list
-is read by the worker itself, so no message has to reach every worker
-when a host appears, and a worker started later finds them all.
+A host's work (spawn, power actions, destroy: compute.agent) is sent to its
+queue, ``host.<name>``, which the agent on that host consumes. For hosts
+without an agent (reported with ``manage.py host_report``), a worker
+started with ``--host-queues`` runs the same tasks: it consumes the queue
+of each such host in the database when it starts, and of each one reported
+later within BERTH_HOST_QUEUE_SYNC seconds, and lets go of a host's queue
+once an agent reports that host. The list is read by the worker itself, so
+no message has to reach every worker when a host appears, and a worker
+started later finds them all.
 """
 
 import logging
@@ -22,7 +25,7 @@ OPTION = click.Option(
     ["--host-queues"],
     is_flag=True,
     default=False,
-    help="Also serve the queue of every host (host.<name>): spawns, until hosts run agents.",
+    help="Also serve the queue (host.<name>) of every host that runs no agent.",
 )
 
 
@@ -55,9 +58,13 @@ class HostQueues(bootsteps.StartStopStep):
             # This process waits on the broker between syncs, long enough
             # for the database to drop an idle connection.
             connection.close_if_unusable_or_obsolete()
-            wanted = {host_queue(name) for name in Host.objects.values_list("name", flat=True)}
+            agentless = Host.objects.filter(has_agent=False).values_list("name", flat=True)
+            wanted = {host_queue(name) for name in agentless}
         except DatabaseError:
             logger.warning("host queues not synced: the database is unreachable", exc_info=True)
             return
-        for queue in sorted(wanted - {q.name for q in consumer.task_consumer.queues}):
+        served = {q.name for q in consumer.task_consumer.queues if q.name.startswith("host.")}
+        for queue in sorted(wanted - served):
             consumer.add_task_queue(queue)
+        for queue in sorted(served - wanted):
+            consumer.cancel_task_queue(queue)

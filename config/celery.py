@@ -18,11 +18,14 @@ app.autodiscover_tasks()
 
 
 def _serve_host_queues() -> None:
-    # `celery -A config worker --host-queues` (compute.worker says why).
+    # `celery -A config worker --host-queues` (compute.worker says why), and
+    # the agent's reports when `manage.py agent` runs the worker.
+    from compute.agent import Agent
     from compute.worker import OPTION, HostQueues
 
     app.user_options["worker"].add(OPTION)
     app.steps["consumer"].add(HostQueues)
+    app.steps["consumer"].add(Agent)
 
 
 _serve_host_queues()
@@ -40,6 +43,10 @@ app.conf["CELERY_DB_REUSE_MAX"] = settings.BERTH_CELERY_DB_REUSE_MAX
 PERIODIC_TASKS = {
     "berth: purge expired tokens": {"task": "identity.purge_expired_tokens", "every": 3600},
     "berth: reap stuck builds": {"task": "compute.reap_stuck_builds", "every": 10},
+    "berth: check host heartbeats": {
+        "task": "compute.check_hosts",
+        "every": settings.BERTH_HEARTBEAT_INTERVAL,
+    },
     "berth: fire due lease events": {"task": "reservations.events.sweep", "every": 1},
     "berth: heal leases": {"task": "reservations.heal", "every": 60},
     "berth: resend lost webhook deliveries": {
@@ -68,7 +75,7 @@ app.conf.beat_schedule = {
 # deliveries have a pool of their own, so a slow receiver never holds a
 # build or a lease event back; threads, as they wait on the network.
 WORKER_POOLS = {
-    "worker": ["-Q", "default,build,events", "--host-queues", "-c", "2"],
+    "worker": ["-Q", "default,build,events,agents", "--host-queues", "-c", "2"],
     "notify worker": ["-Q", "notify", "-P", "threads", "-c", "8"],
 }
 

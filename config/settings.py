@@ -109,6 +109,12 @@ else:
             server_side_binding=True, prepare_threshold=prepare_threshold
         )
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
+# A host's agent (manage.py agent) holds no database credentials: it talks
+# to the control plane through the broker alone, and any query it made by
+# mistake fails loudly here instead of opening a local SQLite file.
+BERTH_ROLE = env.str("BERTH_ROLE", default="control")
+if BERTH_ROLE == "agent":
+    DATABASES = {"default": {"ENGINE": "django.db.backends.dummy"}}
 
 # Signs admin sessions, CSRF tokens and password resets. The embedded
 # default (SQLite) is a laptop's and may use a key everyone knows; with a
@@ -116,7 +122,7 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # forge an admin session, so it refuses to start without one of its own.
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
-    if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+    if DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1] not in ("sqlite3", "dummy"):
         raise ImproperlyConfigured(
             "SECRET_KEY is not set, and DATABASE_URL names a database server "
             f"({DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}): berth would sign "
@@ -155,6 +161,9 @@ BERTH_RESERVATION_PREFIX = env.str("BERTH_RESERVATION_PREFIX", default="reservat
 # is what keystoneauth's `none` plugin needs (it sends `notused`).
 BERTH_AUTH_MODE = env.str("BERTH_AUTH_MODE", default="token")
 BERTH_DEMO_PROJECT = env.str("BERTH_DEMO_PROJECT", default="demo")
+# The project whose notifications tell the operator about the cloud itself
+# (a host down or back up); subscribe to them there (Keystone's "admin").
+BERTH_OPERATOR_PROJECT = env.str("BERTH_OPERATOR_PROJECT", default="admin")
 
 # Default per-project limits; -1 means unlimited. Overridden per project in
 # the admin (Quota rows).
@@ -182,9 +191,15 @@ BERTH_VNI_RANGE = env.str("BERTH_VNI_RANGE", default="1000:1999999")
 # Addresses one port may hold (Neutron's max_fixed_ips_per_port): with the
 # port quota it bounds how many addresses a project can take.
 BERTH_MAX_FIXED_IPS_PER_PORT = env.int("BERTH_MAX_FIXED_IPS_PER_PORT", default=5)
-# A host that has not reported for this long is down: not scheduled, its
-# agent shown dead (Neutron's agent_down_time).
-BERTH_HOST_DOWN_AFTER = env.int("BERTH_HOST_DOWN_AFTER", default=75)
+# Seconds between a host agent's heartbeats (Nova's report_interval).
+BERTH_HEARTBEAT_INTERVAL = env.float("BERTH_HEARTBEAT_INTERVAL", default=10.0)
+# A host whose heartbeats stopped for this many intervals is down: not
+# scheduled, its waiting builds failed over, its leases healed, its network
+# agent shown dead (Nova's service_down_time, Neutron's agent_down_time).
+BERTH_HOST_DOWN_AFTER_MISSED = env.int("BERTH_HOST_DOWN_AFTER_MISSED", default=6)
+BERTH_HOST_DOWN_AFTER = env.float(
+    "BERTH_HOST_DOWN_AFTER", default=BERTH_HEARTBEAT_INTERVAL * BERTH_HOST_DOWN_AFTER_MISSED
+)
 
 # --- compute ----------------------------------------------------------------
 
@@ -196,13 +211,11 @@ BERTH_BUILD_MAX_ATTEMPTS = env.int("BERTH_BUILD_MAX_ATTEMPTS", default=3)
 # transaction under the instance's lock, so a second run waits for the
 # first, then finds nothing left to do.
 BERTH_STEP_DEADLINE = env.int("BERTH_STEP_DEADLINE", default=15)
-# Spawn calls the host's driver outside any transaction, so its deadline
-# counts from when it starts, and its task is killed 5 s before the
-# deadline: the reaper never resumes a spawn that is still running. Raise
-# it for drivers that take longer.
+# Seconds a spawn may take from when bind hands it to its host. Past it the
+# reaper sends it again (a host's spawn is idempotent: it finds the domain
+# it made and reports it), or fails it over if the host is down. Raise it
+# for hypervisors that take longer.
 BERTH_SPAWN_DEADLINE = env.int("BERTH_SPAWN_DEADLINE", default=30)
-if BERTH_SPAWN_DEADLINE <= 6:
-    raise ImproperlyConfigured("BERTH_SPAWN_DEADLINE must be more than 6 seconds.")
 # While messages wait in a step's queue (the build queue, or its host's) the
 # step may be overdue only because it waits behind them: the reaper then
 # resumes it only once it is overdue by this many seconds more.
@@ -349,10 +362,16 @@ CELERY_TASK_TIME_LIMIT = env.int("BERTH_TASK_TIME_LIMIT", default=300)
 # Spawns go to their host's queue, host.<name>, named when sent
 # (compute.tasks), served by workers started with --host-queues.
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_QUEUES = [Queue(name) for name in ("default", "build", "events", "notify")]
+CELERY_TASK_QUEUES = [
+    Queue(name) for name in ("default", "build", "events", "notify", "agents")
+]
 CELERY_TASK_ROUTES = {
-    # The reaper must not wait behind the builds it looks after.
+    # The reaper and the liveness sweep must not wait behind the builds
+    # they look after, nor heartbeats behind either.
     "compute.reap_stuck_builds": {"queue": "default"},
+    "compute.check_hosts": {"queue": "default"},
+    "compute.agent_report": {"queue": "agents"},
+    "compute.heartbeat": {"queue": "agents"},
     "compute.*": {"queue": "build"},
     "reservations.events.*": {"queue": "events"},
     "reservations.notifications.*": {"queue": "notify"},

@@ -949,6 +949,10 @@ def port_attach(*, port: Port, device_id: str, device_owner: str) -> Port:
     return port
 
 
-def ports_set_status(*, port_ids: list, status: str) -> None:
+def device_ports_set_status(*, device_id: str, host: str, status: str) -> None:
+    """The status of the ports of a device bound on ``host`` (a server's,
+    once its host plugged them)."""
     # One UPDATE: atomic on its own, no savepoint needed.
-    Port.objects.filter(pk__in=port_ids).update(status=status, updated_at=timezone.now())
+    Port.objects.filter(device_id=device_id, binding_host=host).update(
+        status=status, updated_at=timezone.now()
+    )

@@ -8,11 +8,11 @@ class ReservationsConfig(AppConfig):
     def ready(self):
         from django.conf import settings
 
-        from compute import scheduler
+        from compute import scheduler, signals
         from config.quotas import register_usage
         from reservations.models import Lease, LeaseStatus, Subscription
         from reservations.notifications import allowed_destination
-        from reservations.placement import lease_constraints
+        from reservations.placement import host_liveness_changed, lease_constraints
 
         # A malformed allow-list entry stops every process at start rather
         # than answering 500 to the first subscription that meets it.
@@ -20,6 +20,7 @@ class ReservationsConfig(AppConfig):
             allowed_destination(entry)
 
         scheduler.constraint_providers.append(lease_constraints)
+        signals.host_liveness.connect(host_liveness_changed, dispatch_uid="reservations")
         register_usage(
             "leases",
             lambda project: (

@@ -5,13 +5,16 @@ registered with compute.scheduler at start-up."""
 import uuid
 from datetime import datetime
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from compute.models import Host, Instance, InstanceStatus
 from compute.scheduler import Constraints, alive_since
+from config.celery import enqueue_after_commit
 from config.errors import Conflict
+from config.services import project_get_or_create
 from reservations import allocation, properties
 from reservations.models import (
     RESERVATION_FLAVOR,
@@ -96,6 +99,20 @@ def lease_constraints(instance: Instance) -> Constraints:
     return Constraints(
         only_hosts=hosts, reason=f"no host of reservation {reservation.pk} can take the instance"
     )
+
+
+def host_liveness_changed(*, host: str, up: bool, failed_over: list[str], **signal) -> None:
+    """compute.signals.host_liveness: tell the operator's project,
+    and heal the leases that hold a host that went down now rather than at
+    the next periodic heal."""
+    operator = project_get_or_create(name=settings.BERTH_OPERATOR_PROJECT)
+    if up:
+        notify(project=operator, event_type="host.up", host=host)
+        return
+    notify(project=operator, event_type="host.down", host=host, builds_failed_over=failed_over)
+    from reservations.tasks import heal as heal_task  # the Celery side imports this module
+
+    enqueue_after_commit(heal_task.delay)
 
 
 def heal(*, now: datetime | None = None) -> int:

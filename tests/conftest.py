@@ -161,6 +161,30 @@ def worker_start(
     return proc
 
 
+def agent_start(log: Path, name: str, *options: str, env: dict | None = None) -> subprocess.Popen:
+    """`manage.py agent NAME OPTIONS...` as an operator runs it on a host,
+    ready (its report sent), logging to ``log``. Its database URL names a
+    closed port: an agent that touched a database would fail."""
+    env = process_env(DATABASE_URL="postgres://nobody@127.0.0.1:9/none", **(env or {}))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "agent", name, *options, "--loglevel", "info"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 60
+    while b" ready." not in log.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"agent {name} did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    proc.log = log
+    return proc
+
+
 def worker_stop(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM)
     try:

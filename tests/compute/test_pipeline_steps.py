@@ -10,7 +10,7 @@ from config.quotas import quota_set
 from networking import selectors as net_selectors
 from networking import services as net_services
 from networking.models import Port
-from tests.compute.conftest import run_pipeline, sriov_on_h1_only
+from tests.compute.conftest import host_spawn, run_pipeline, sriov_on_h1_only
 from tests.factories import HostFactory
 
 
@@ -200,8 +200,12 @@ def test_steps_are_idempotent_and_ignore_stale_attempts(cloud):
     assert sum(h.running_instances for h in Host.objects.all()) == 1
     assert pipeline.bind_ports(instance.pk, 2) is pipeline.Outcome.STOP  # stale attempt
     assert pipeline.bind_ports(instance.pk, 1) is pipeline.Outcome.NEXT
-    assert pipeline.spawn(instance.pk, 1) is pipeline.Outcome.NEXT
-    assert pipeline.spawn(instance.pk, 1) is pipeline.Outcome.STOP
+    assert host_spawn(instance) is pipeline.Outcome.NEXT
+    # The host's result delivered twice: recorded once.
+    instance.refresh_from_db()
+    result = {"driver_data": "", "power_state": 1, "started": instance.launched_at.isoformat()}
+    assert pipeline.spawn_done(instance.pk, 1, instance.host.name, result) is pipeline.Outcome.STOP
+    assert instance.actions.get().events.filter(event="compute_spawn").count() == 1
 
 
 def test_legacy_fleet_creates_ports_at_bind_time(cloud):

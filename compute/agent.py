@@ -1,0 +1,153 @@
+"""The host side of berth: the work a host does, and the agent that does it.
+
+One agent runs on each host (``manage.py agent``), as nova-compute does: a
+Celery worker that consumes only its host's queue, ``host.<name>``, drives
+the hypervisor through the host's virt driver, and reports the host by
+itself: its capabilities when it starts and whenever they change, a
+heartbeat every BERTH_HEARTBEAT_INTERVAL seconds, and its domains' power
+states as they change. It talks to the control plane only through the
+broker (docs/architecture.md says why): every message it takes carries what
+the work needs, and every result goes back as a message to a control-plane
+task. It needs no database credentials and opens no database connection.
+
+A host without an agent (reported by ``manage.py host_report``) has its
+queue served by a central worker started with ``--host-queues``
+(compute.worker), which runs the same tasks.
+"""
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+
+from celery import bootsteps, current_app, shared_task
+from django.conf import settings
+from django.utils import timezone
+
+from compute.virt import DriverError, PowerAction, SpawnRequest, driver_for
+
+logger = logging.getLogger(__name__)
+
+# Where the host's results and reports go: the control plane's queues.
+RESULTS_QUEUE = "build"
+REPORTS_QUEUE = "agents"
+
+# One piece of work per instance at a time on this host: a spawn resumed by
+# the reaper while the first run is still under way waits for it, then
+# finds the domain and reports it instead of defining a second one.
+_instance_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+
+
+def _send(task: str, *args) -> None:
+    queue = REPORTS_QUEUE if task in ("compute.agent_report", "compute.heartbeat") else None
+    current_app.send_task(task, args, queue=queue or RESULTS_QUEUE)
+
+
+def _now() -> str:
+    return timezone.now().isoformat()
+
+
+def spawn_result(request: dict, virt_driver: str) -> dict:
+    """Start the domain ``request`` (a SpawnRequest message) describes; what
+    compute.spawn_done records: the domain's data and power state, or the
+    driver's error, and when it ran. Safe to run twice: the driver finds a
+    domain it already made."""
+    spawn_request = SpawnRequest.from_message(request)
+    started = _now()
+    with _instance_locks[spawn_request.instance_id]:
+        try:
+            spawned = driver_for(virt_driver, spawn_request.driver_options).spawn(spawn_request)
+            result = {"driver_data": spawned.driver_data, "power_state": spawned.power_state}
+        except DriverError as error:
+            result = {"error": str(error)}
+    return result | {"started": started, "finished": _now()}
+
+
+@shared_task(name="compute.spawn")
+def spawn(request: dict, attempt: int, virt_driver: str) -> None:
+    result = spawn_result(request, virt_driver)
+    _send("compute.spawn_done", request["instance_id"], attempt, request["host"], result)
+
+
+@shared_task(name="compute.power")
+def power(instance_id: str, action: str, virt_driver: str, driver_options: dict) -> None:
+    """Start, stop or reboot the instance's domain; report to compute.power_done."""
+    started = _now()
+    with _instance_locks[instance_id]:
+        try:
+            state = driver_for(virt_driver, driver_options).power(instance_id, PowerAction(action))
+            result = {"power_state": state}
+        except DriverError as error:
+            result = {"error": str(error)}
+    _send("compute.power_done", instance_id, action, result | {"started": started})
+
+
+@shared_task(name="compute.destroy")
+def destroy(instance_id: str, virt_driver: str, driver_options: dict) -> None:
+    """Remove the instance's domain and disk, if there are any."""
+    with _instance_locks[instance_id]:
+        driver_for(virt_driver, driver_options).destroy(instance_id)
+
+
+# --- the agent's own reports ----------------------------------------------------
+
+
+class Reporter:
+    """What the agent tells the control plane about its host, and when: the
+    whole report (compute.services.HostReport as a message) when it starts
+    and whenever it changes, else a heartbeat; either carries the power
+    state of every domain the host runs whenever one changed. ``load``
+    gives the report; it is asked again at every beat, so an edit of the
+    agent's report file reaches the control plane within one interval."""
+
+    def __init__(self, load: Callable[[], dict]):
+        self.load = load
+        self.report = load()
+        self.sent_report: dict | None = None
+        self.sent_states: dict[str, int] | None = None
+
+    @property
+    def host(self) -> str:
+        return self.report["name"]
+
+    def beat(self) -> None:
+        try:
+            self.report = self.load()
+            driver = driver_for(self.report["virt_driver"], self.report["driver_options"])
+            states = driver.power_states()
+        except (OSError, ValueError, DriverError):
+            # A broken report file or hypervisor connection: log it and keep
+            # the heartbeat going, so a typo does not fail the host over.
+            logger.exception("agent %s: cannot read its report or its domains", self.host)
+            states = self.sent_states
+        changed = states if states != self.sent_states else None
+        if self.report != self.sent_report:
+            _send("compute.agent_report", self.report, states or {}, _now())
+            self.sent_report = self.report
+        else:
+            _send("compute.heartbeat", self.host, changed, _now())
+        self.sent_states = states
+
+
+class Agent(bootsteps.StartStopStep):
+    """A consumer step of the agent's worker: report now, then every
+    heartbeat interval, on the worker's own timer (no thread of its own)."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent, berth_agent: Reporter | None = None, **kwargs):
+        self.reporter = berth_agent
+        self.enabled = berth_agent is not None
+        self.timer = None
+        super().__init__(parent, **kwargs)
+
+    def start(self, consumer):
+        self.reporter.beat()
+        self.timer = consumer.timer.call_repeatedly(
+            settings.BERTH_HEARTBEAT_INTERVAL, self.reporter.beat, priority=10
+        )
+
+    def stop(self, consumer):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
