@@ -11,8 +11,11 @@ from django.utils.text import Truncator
 from compute import selectors, services
 from compute.models import Flavor, Host, Instance, InstanceAction, InstanceActionEvent, InstanceNic
 from compute.selectors import host_is_up
+from compute.virt import PowerAction
 from config.admin import ReadOnlyInline, ServiceAdmin, bad_news_flag, with_seconds
+from config.auth import user_context
 from config.errors import BerthError
+from config.models import Role
 
 
 @admin.action(description="Disable the selected hosts (no new builds)", permissions=["change"])
@@ -40,6 +43,7 @@ class HostAdmin(ServiceAdmin):
     list_display = [
         "name",
         "up",
+        "has_agent",
         "enabled",
         "vcpu_usage",
         "ram_usage",
@@ -48,7 +52,14 @@ class HostAdmin(ServiceAdmin):
         "service_version",
         "heartbeat",
     ]
-    list_filter = ["enabled", "baremetal", "hypervisor_type", "virt_driver", "service_version"]
+    list_filter = [
+        "enabled",
+        "has_agent",
+        "baremetal",
+        "hypervisor_type",
+        "virt_driver",
+        "service_version",
+    ]
     search_fields = ["name"]
     actions = [disable_hosts, enable_hosts]
     change_fields = ("enabled", "disabled_reason")
@@ -155,6 +166,36 @@ def retry_builds(modeladmin, request, queryset):
         modeladmin.message_user(request, f"{retried} build(s) started again.", messages.SUCCESS)
 
 
+def _power_action(action: PowerAction, description: str, done: str):
+    """An admin action that runs ``action`` on each selected server, through
+    the service the API calls (os-stop, os-start, reboot)."""
+
+    @admin.action(description=description, permissions=["change"])
+    def run(modeladmin, request, queryset):
+        accepted = 0
+        for instance in queryset.select_related("project"):
+            context = user_context(user=request.user, project=instance.project, role=Role.ADMIN)
+            try:
+                services.server_power(context=context, instance=instance, action=action)
+            except BerthError as error:
+                modeladmin.message_user(request, error.message, messages.WARNING)
+                continue
+            modeladmin.log_change(request, instance, f"{done}.")
+            accepted += 1
+        if accepted:
+            modeladmin.message_user(request, f"{accepted} server(s): {done}.", messages.SUCCESS)
+
+    run.__name__ = f"power_{action.value}"
+    return run
+
+
+stop_servers = _power_action(PowerAction.STOP, "Stop the selected servers", "stop requested")
+start_servers = _power_action(PowerAction.START, "Start the selected servers", "start requested")
+reboot_servers = _power_action(
+    PowerAction.REBOOT_HARD, "Reboot the selected servers (hard)", "hard reboot requested"
+)
+
+
 @admin.register(Instance)
 class InstanceAdmin(ServiceAdmin):
     """Servers are made, changed and deleted through the compute API (their
@@ -164,11 +205,20 @@ class InstanceAdmin(ServiceAdmin):
     # Few and narrow columns: the list must fit a 1280 px screen beside the
     # admin's navigation (an id column, a step column and a long fault
     # pushed it past 1400 px); the id is searched, the rest is a click away.
-    list_display = ["name", "project", "state", "host", "fault_message", "created", "history_link"]
-    list_filter = ["status", "task_state", "baremetal", "host"]
+    list_display = [
+        "name",
+        "project",
+        "state",
+        "power",
+        "host",
+        "fault_message",
+        "created",
+        "history_link",
+    ]
+    list_filter = ["status", "task_state", "power_state", "baremetal", "host"]
     list_select_related = ["project", "host"]
     search_fields = ["name", "id", "host__name", "reservation_id"]
-    actions = [retry_builds]
+    actions = [retry_builds, stop_servers, start_servers, reboot_servers]
     inlines = [NicInline, ActionInline]
     created = with_seconds("created_at", "created")
 
@@ -180,6 +230,10 @@ class InstanceAdmin(ServiceAdmin):
         if instance.attempt > 1:
             text += f" (attempt {instance.attempt})"
         return text
+
+    @admin.display(description="power", ordering="power_state")
+    def power(self, instance):
+        return selectors.power_state_name(instance.power_state)
 
     @admin.display(description="fault")
     def fault_message(self, instance):

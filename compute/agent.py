@@ -69,17 +69,23 @@ def spawn(request: dict, attempt: int, virt_driver: str) -> None:
     _send("compute.spawn_done", request["instance_id"], attempt, request["host"], result)
 
 
-@shared_task(name="compute.power")
-def power(instance_id: str, action: str, virt_driver: str, driver_options: dict) -> None:
-    """Start, stop or reboot the instance's domain; report to compute.power_done."""
+def power_result(instance_id: str, action: str, virt_driver: str, driver_options: dict) -> dict:
+    """Start, stop or reboot the instance's domain; what compute.power_done
+    records: the power state after, or the driver's error, and when it ran."""
     started = _now()
     with _instance_locks[instance_id]:
         try:
-            state = driver_for(virt_driver, driver_options).power(instance_id, PowerAction(action))
-            result = {"power_state": state}
+            driver = driver_for(virt_driver, driver_options)
+            result = {"power_state": driver.power(instance_id, PowerAction(action))}
         except DriverError as error:
             result = {"error": str(error)}
-    _send("compute.power_done", instance_id, action, result | {"started": started})
+    return result | {"started": started}
+
+
+@shared_task(name="compute.power")
+def power(instance_id: str, action: str, virt_driver: str, driver_options: dict) -> None:
+    result = power_result(instance_id, action, virt_driver, driver_options)
+    _send("compute.power_done", instance_id, action, result)
 
 
 @shared_task(name="compute.destroy")

@@ -274,6 +274,22 @@ class Instance(models.Model):
         self.fault = fault
         self.enter(None, None)
 
+    @transition(
+        field=status,
+        source=[InstanceStatus.ACTIVE, InstanceStatus.ERROR],
+        target=InstanceStatus.SHUTOFF,
+    )
+    def powered_off(self, power_state: int) -> None:
+        self.power_state = power_state
+
+    @transition(
+        field=status,
+        source=[InstanceStatus.ACTIVE, InstanceStatus.SHUTOFF, InstanceStatus.ERROR],
+        target=InstanceStatus.ACTIVE,
+    )
+    def powered_on(self, power_state: int) -> None:
+        self.power_state = power_state
+
     @transition(field=status, source="*", target=InstanceStatus.DELETED)
     def set_deleted(self) -> None:
         self.deleted_at = timezone.now()

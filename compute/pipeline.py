@@ -39,7 +39,7 @@ from compute.models import (
     InstanceStatus,
     TaskState,
 )
-from compute.virt import PowerState, SpawnRequest, Vif
+from compute.virt import PowerAction, PowerState, SpawnRequest, Vif
 from config.errors import BerthError
 from config.request_id import current_request_id
 from networking import selectors as net_selectors
@@ -77,6 +77,8 @@ class Step:
     # The setting that gives its seconds from entry to overdue (the reaper
     # resumes it then).
     deadline: str = "BERTH_STEP_DEADLINE"
+    # For a power action: what the host does (compute.virt.PowerAction).
+    power: str = ""
 
 
 def fleet_is_legacy() -> bool:
@@ -603,21 +605,30 @@ def delete(instance_id) -> None:
 
 
 def fail_over(*, host_id, reason: str) -> list[str]:
-    """Send the builds waiting for the host's spawn to other hosts, on the
-    same ports, as a failed spawn does (the host went down). Returns their
-    ids."""
+    """The host went down: send the builds waiting for its spawn to other
+    hosts, on the same ports, as a failed spawn does, and fail the power
+    actions waiting for it. Returns the ids of the builds sent elsewhere."""
     waiting = Instance.objects.filter(
-        host_id=host_id, status=InstanceStatus.BUILD, task_state=TaskState.SPAWNING
-    ).values_list("pk", "attempt")
+        host_id=host_id, task_state__in=[s.state for s in STEPS.values() if s.hop == HOST]
+    ).values_list("pk", flat=True)
     moved = []
-    for instance_id, attempt in waiting:
-        instance = _lock(instance_id, attempt, TaskState.SPAWNING, "host")
-        if instance is not None and instance.host_id == host_id:
-            _retry_or_fail(
-                instance, TaskState.SPAWNING, reason, _event(instance, TaskState.SPAWNING)
-            )
-            moved.append(str(instance_id))
+    for instance_id in waiting:
+        instance = _load(instance_id, "host", lock=True)
+        step = STEPS.get(instance.task_state)
+        if instance.host_id == host_id and step is not None and step.hop == HOST:
+            _host_lost(instance, step, reason)
+            moved += [str(instance_id)] if step in PIPELINE else []
     return moved
+
+
+def _host_lost(instance: Instance, step: Step, reason: str) -> None:
+    """The host of the instance's ``step`` is gone: a build goes on
+    elsewhere with the same ports; a power action fails."""
+    run = _event(instance, step.state, step.label if step.power else "create")
+    if step.power:
+        _power_failed(instance, run, reason)
+    else:
+        _retry_or_fail(instance, step.state, reason, run)
 
 
 def power_states_record(*, host: Host, power_states: dict[str, int]) -> None:
@@ -647,6 +658,38 @@ def power_states_record(*, host: Host, power_states: dict[str, int]) -> None:
         Instance.objects.filter(pk__in=ids).update(power_state=state, updated_at=timezone.now())
 
 
+def power_done(instance_id, action: str, result: dict) -> None:
+    """Record what the host did with a power action: the new status and
+    power state, or the failure (in the action log and on the instance; the
+    instance keeps its status). A result for an action no longer running
+    (a duplicate, or a delete came meanwhile) changes nothing."""
+    with transaction.atomic():
+        instance = _load(instance_id, "host", lock=True)
+        step = STEPS.get(instance.task_state) if instance is not None else None
+        if step is None or step.power != action:
+            return
+        run = StepRun(instance, step.state, datetime.fromisoformat(result["started"]), step.label)
+        if "error" in result:
+            _power_failed(
+                instance, run, f"{step.label} failed on {instance.host.name}: {result['error']}"
+            )
+            return
+        if action == PowerAction.STOP:
+            instance.powered_off(result["power_state"])
+        else:
+            instance.powered_on(result["power_state"])
+        _finish(run, "Success")
+        _move(instance, None)
+
+
+def _power_failed(instance: Instance, run: StepRun, reason: str) -> None:
+    """A power action that failed: said in the action log and on the
+    instance; no step runs any more."""
+    _finish(run, "Error", reason)
+    instance.last_failure = reason
+    _move(instance, None)
+
+
 def fail_unexpected(instance_id, error: Exception) -> None:
     """A step raised what no step expects: fail the build now, naming the
     step it was in (the reaper would only find it at the step's deadline).
@@ -674,14 +717,16 @@ def resume_step(instance: Instance) -> str | None:
     failed it because it was resumed too often."""
     step = STEPS[instance.task_state]
     if step.hop == HOST and instance.host.last_heartbeat < scheduler.alive_since():
-        reason = f"host {instance.host.name} is down"
-        _retry_or_fail(instance, step.state, reason, _event(instance, step.state))
+        _host_lost(instance, step, f"host {instance.host.name} is down")
         return None
     if instance.resumes >= settings.BERTH_REAPER_MAX_RESUMES:
-        step = instance.task_state
-        if step == TaskState.DELETING:
-            return step
-        _fail(instance, step, f"step {step} did not finish after {instance.resumes} resumes")
+        if step is DELETE:
+            return step.state
+        reason = f"step {step.state} did not finish after {instance.resumes} resumes"
+        if step.power:
+            _power_failed(instance, _event(instance, step.state, step.label), reason)
+        else:
+            _fail(instance, step.state, reason)
         return None
     instance.resumes += 1
     instance.step_deadline = step_deadline(instance.task_state)
@@ -713,7 +758,23 @@ PIPELINE = (
 # Not a build's step, but logged, failed and resumed as one; it runs in a
 # task of its own (compute.tasks.delete_instance).
 DELETE = Step(TaskState.DELETING, None, CONDUCTOR, "compute_terminate_instance", "delete")
-STEPS = {step.state: step for step in (*PIPELINE, DELETE)}
+# The power actions of a built instance (Nova's os-stop, os-start, reboot):
+# each one step, run by the instance's host (compute.agent.power), recorded
+# by power_done; the label is the action's name in the action log.
+POWER = (
+    Step(TaskState.POWERING_OFF, None, HOST, "compute_stop_instance", "stop", power="stop"),
+    Step(TaskState.POWERING_ON, None, HOST, "compute_start_instance", "start", power="start"),
+    Step(TaskState.REBOOTING, None, HOST, "compute_reboot_instance", "reboot", power="reboot"),
+    Step(
+        TaskState.REBOOTING_HARD,
+        None,
+        HOST,
+        "compute_reboot_instance",
+        "reboot",
+        power="reboot_hard",
+    ),
+)
+STEPS = {step.state: step for step in (*PIPELINE, DELETE, *POWER)}
 NEXT = {step.state: later for step, later in zip(PIPELINE, PIPELINE[1:], strict=False)}
 CONDUCTED = {step for step in PIPELINE if step.hop == CONDUCTOR}
 

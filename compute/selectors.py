@@ -16,6 +16,7 @@ from compute.models import (
 )
 from compute.scheduler import alive_since
 from compute.services import NicRequest
+from compute.virt import PowerState
 from config.auth import RequestContext
 from config.errors import Invalid
 from networking import selectors as net_selectors
@@ -87,6 +88,14 @@ def _visible(queryset: QuerySet, pk):
 
 def host_list() -> QuerySet[Host]:
     return Host.objects.all()
+
+
+def power_state_name(code: int) -> str:
+    """Nova's name of a power state code ("running", "shutdown", ...)."""
+    try:
+        return PowerState(code).name.lower()
+    except ValueError:
+        return "nostate"
 
 
 def host_is_up(host: Host) -> bool:

@@ -20,6 +20,7 @@ from compute.models import (
     InstanceStatus,
     TaskState,
 )
+from compute.virt import PowerAction
 from config.auth import RequestContext
 from config.errors import Conflict, Invalid, NotFound, in_use_by
 from config.quotas import quota_fit
@@ -327,6 +328,52 @@ def server_delete(*, context: RequestContext, instance: Instance) -> None:
         instance.step_deadline = pipeline.step_deadline(TaskState.DELETING)
         instance.save(update_fields=["current_action", "task_state", "step_deadline", "updated_at"])
     tasks.start_delete(instance)
+
+
+# Nova's vm_state of each status, as its errors name it.
+VM_STATES = {
+    InstanceStatus.BUILD: "building",
+    InstanceStatus.ACTIVE: "active",
+    InstanceStatus.SHUTOFF: "stopped",
+    InstanceStatus.ERROR: "error",
+    InstanceStatus.DELETED: "deleted",
+}
+# A power action: (the step it runs, its name in Nova's errors, the statuses
+# it starts from). A hard reboot also revives an ERROR instance that ran.
+POWER_ACTIONS = {
+    PowerAction.STOP: (TaskState.POWERING_OFF, "stop", {"ACTIVE", "ERROR"}),
+    PowerAction.START: (TaskState.POWERING_ON, "start", {"SHUTOFF"}),
+    PowerAction.REBOOT: (TaskState.REBOOTING, "reboot", {"ACTIVE"}),
+    PowerAction.REBOOT_HARD: (TaskState.REBOOTING_HARD, "reboot", {"ACTIVE", "SHUTOFF", "ERROR"}),
+}
+
+
+@transaction.atomic
+def server_power(*, context: RequestContext, instance: Instance, action: PowerAction) -> Instance:
+    """Accept a power action (os-stop, os-start, reboot); the instance's host
+    runs it. Conflict, in Nova's words, while another task runs or from a
+    status the action does not start from; the instance must have run on a
+    host."""
+    state, name, sources = POWER_ACTIONS[action]
+    locked = Instance.objects.select_for_update(of=("self",)).select_related("host")
+    instance = locked.get(pk=instance.pk)
+    if instance.status == InstanceStatus.DELETED:
+        raise NotFound(f"Instance {instance.pk} could not be found.")
+    if instance.task_state is not None:
+        raise Conflict(
+            f"Cannot '{name}' instance {instance.pk} while it is in task_state "
+            f"{instance.task_state}"
+        )
+    if instance.status not in sources or instance.launched_at is None:
+        raise Conflict(
+            f"Cannot '{name}' instance {instance.pk} while it is in vm_state "
+            f"{VM_STATES[instance.status]}"
+        )
+    pipeline.action_start(instance, name, context.user_id)
+    instance.enter(state, pipeline.step_deadline(state))
+    instance.save(update_fields=["current_action", "task_state", "step_deadline", "updated_at"])
+    tasks.send_step(instance)
+    return instance
 
 
 @transaction.atomic

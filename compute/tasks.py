@@ -60,14 +60,19 @@ def send_step(instance: Instance) -> None:
     instance's step: the conductor, or its host's part on the host's queue
     (read now, inside the transaction)."""
     instance_id, attempt = str(instance.pk), instance.attempt
-    if pipeline.STEPS[instance.task_state].hop == pipeline.HOST:
+    step = pipeline.STEPS[instance.task_state]
+    if step.hop == pipeline.CONDUCTOR:
+        enqueue_after_commit(lambda: conduct.delay(instance_id))
+        return
+    queue, driver = host_queue(instance.host.name), instance.host.virt_driver
+    if step.power:
+        args = (instance_id, step.power, driver, instance.host.driver_options)
+        enqueue_after_commit(lambda: agent.power.apply_async(args, queue=queue))
+    else:
         request = pipeline.spawn_request(instance).to_message()
-        queue, driver = host_queue(instance.host.name), instance.host.virt_driver
         enqueue_after_commit(
             lambda: agent.spawn.apply_async((request, attempt, driver), queue=queue)
         )
-    else:
-        enqueue_after_commit(lambda: conduct.delay(instance_id))
 
 
 def send_destroy(*, instance_id: str, host: str) -> None:
@@ -87,6 +92,11 @@ def conduct(instance_id: str) -> None:
 @shared_task(name="compute.spawn_done", base=BuildTask, **TRANSIENT)
 def spawn_done(instance_id: str, attempt: int, host: str, result: dict) -> None:
     pipeline.spawn_done(instance_id, attempt, host, result)
+
+
+@shared_task(name="compute.power_done", **TRANSIENT)
+def power_done(instance_id: str, action: str, result: dict) -> None:
+    pipeline.power_done(instance_id, action, result)
 
 
 @shared_task(name="compute.agent_report", **TRANSIENT)

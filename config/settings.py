@@ -292,6 +292,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["config.auth.ProjectRolePermission"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "config.negotiation.OpenStackContentNegotiation",
     "DEFAULT_PAGINATION_CLASS": None,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
@@ -362,9 +363,7 @@ CELERY_TASK_TIME_LIMIT = env.int("BERTH_TASK_TIME_LIMIT", default=300)
 # Spawns go to their host's queue, host.<name>, named when sent
 # (compute.tasks), served by workers started with --host-queues.
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_QUEUES = [
-    Queue(name) for name in ("default", "build", "events", "notify", "agents")
-]
+CELERY_TASK_QUEUES = [Queue(name) for name in ("default", "build", "events", "notify", "agents")]
 CELERY_TASK_ROUTES = {
     # The reaper and the liveness sweep must not wait behind the builds
     # they look after, nor heartbeats behind either.

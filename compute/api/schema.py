@@ -6,6 +6,7 @@ from rest_framework import serializers as f
 
 from compute.api import serializers as s
 from compute.models import InstanceStatus, TaskState
+from compute.virt import PowerState
 from config.schema import (
     InlineChoiceField,
     Link,
@@ -77,7 +78,8 @@ Server = shape(
     {
         "id": f.UUIDField(),
         "name": text(),
-        "status": InlineChoiceField(InstanceStatus.choices),
+        # While a reboot runs: REBOOT or HARD_REBOOT.
+        "status": InlineChoiceField([*InstanceStatus.values, "REBOOT", "HARD_REBOOT"]),
         "tenant_id": hex_id(),
         "user_id": text(),
         "metadata": f.DictField(child=text()),
@@ -112,7 +114,7 @@ Server = shape(
         "security_groups": SecurityGroupName(many=True),
         "OS-EXT-STS:task_state": InlineChoiceField(TaskState.choices, allow_null=True),
         "OS-EXT-STS:vm_state": f.CharField(),
-        "OS-EXT-STS:power_state": f.IntegerField(),
+        "OS-EXT-STS:power_state": InlineChoiceField([state.value for state in PowerState]),
         "os-extended-volumes:volumes_attached": f.ListField(child=mapping()),
         # Only while status is ERROR.
         "fault": Fault(required=False),
@@ -120,6 +122,49 @@ Server = shape(
         "OS-EXT-SRV-ATTR:host": nullable_text(required=False),
         "OS-EXT-SRV-ATTR:hypervisor_hostname": nullable_text(required=False),
         "OS-EXT-SRV-ATTR:instance_name": f.CharField(required=False),
+    },
+)
+# POST /servers/{id}/action: exactly one of these keys.
+SERVER_ACTION = {
+    "type": "object",
+    "oneOf": [
+        {"required": ["os-stop"], "properties": {"os-stop": {"type": "object", "nullable": True}}},
+        {
+            "required": ["os-start"],
+            "properties": {"os-start": {"type": "object", "nullable": True}},
+        },
+        {
+            "required": ["reboot"],
+            "properties": {
+                "reboot": {
+                    "type": "object",
+                    "properties": {"type": {"type": "string", "enum": ["SOFT", "HARD"]}},
+                    "required": ["type"],
+                }
+            },
+        },
+    ],
+    "minProperties": 1,
+    "maxProperties": 1,
+}
+Diagnostics = shape(
+    "ServerDiagnostics",
+    {
+        "state": f.CharField(),
+        "driver": nullable_text(),
+        "hypervisor": nullable_text(),
+        "hypervisor_os": nullable_text(),
+        "uptime": f.IntegerField(allow_null=True),
+        "config_drive": f.BooleanField(),
+        "num_cpus": f.IntegerField(),
+        "num_nics": f.IntegerField(),
+        "num_disks": f.IntegerField(),
+        "memory_details": mapping(),
+        "cpu_details": f.ListField(child=mapping()),
+        "nic_details": f.ListField(child=mapping()),
+        "disk_details": f.ListField(child=mapping()),
+        # The virt driver's domain (libvirt: its XML).
+        "berth:domain": text(),
     },
 )
 ServerBrief = shape("ServerBrief", {"id": f.UUIDField(), "name": text(), "links": links()})
@@ -309,6 +354,8 @@ server_schema = extend_schema_view(
         responses={202: envelope("ServerCreatedEnvelope", "server", ServerCreated)},
     ),
     destroy=extend_schema(responses={204: None}),
+    server_action=extend_schema(request={"application/json": SERVER_ACTION}, responses={202: None}),
+    diagnostics=extend_schema(responses=Diagnostics),
     interfaces=extend_schema(
         responses=collection(
             "InterfaceAttachmentList", "interfaceAttachments", Interface, paged=False

@@ -7,9 +7,11 @@ from django.conf import settings
 from rest_framework import serializers
 
 from compute import selectors
-from compute.models import Flavor, Host, Instance, InstanceStatus
+from compute.models import Flavor, Host, Instance, InstanceStatus, TaskState
+from compute.services import VM_STATES
+from compute.virt import PowerAction
 from config.api import MAX_DB_INT
-from config.errors import WireChoiceField
+from config.errors import Invalid, WireChoiceField
 from config.schema import typed
 
 # Allocation ratios multiply capacity; past this the products stop being
@@ -18,12 +20,52 @@ MAX_RATIO = 10_000.0
 
 NOVA_TIME = "%Y-%m-%dT%H:%M:%SZ"
 
-VM_STATES = {
-    InstanceStatus.BUILD: "building",
-    InstanceStatus.ACTIVE: "active",
-    InstanceStatus.ERROR: "error",
-    InstanceStatus.DELETED: "deleted",
-}
+# The status Nova shows while a reboot runs, whatever the instance's own.
+REBOOT_STATUS = {TaskState.REBOOTING: "REBOOT", TaskState.REBOOTING_HARD: "HARD_REBOOT"}
+
+
+def power_action(body) -> PowerAction:
+    """The power action a POST /servers/{id}/action body asks for, or
+    Invalid as Nova answers it."""
+    if not isinstance(body, dict) or len(body) != 1:
+        raise Invalid("Action body must be a JSON object with exactly one action.")
+    ((name, argument),) = body.items()
+    if name == "os-stop":
+        return PowerAction.STOP
+    if name == "os-start":
+        return PowerAction.START
+    if name != "reboot":
+        raise Invalid(f"There is no such action: {name}")
+    kind = argument.get("type") if isinstance(argument, dict) else None
+    if not isinstance(kind, str) or kind.upper() not in ("SOFT", "HARD"):
+        raise Invalid(
+            "Invalid input for field/attribute type. Value: "
+            f"{kind}. 'type' must be one of 'SOFT', 'HARD'"
+        )
+    return PowerAction.REBOOT_HARD if kind.upper() == "HARD" else PowerAction.REBOOT
+
+
+def diagnostics(instance: Instance) -> dict:
+    """Nova's standard diagnostics (microversion 2.48) from what berth
+    knows, and the virt driver's domain (libvirt: its XML)."""
+    nics = [nic.port for nic in instance.nics.select_related("port") if nic.port is not None]
+    host = instance.host
+    return {
+        "state": selectors.power_state_name(instance.power_state),
+        "driver": host.virt_driver if host else None,
+        "hypervisor": host.hypervisor_type.lower() if host else None,
+        "hypervisor_os": None,
+        "uptime": None,
+        "config_drive": False,
+        "num_cpus": instance.vcpus,
+        "num_nics": len(nics),
+        "num_disks": 1,
+        "memory_details": {"maximum": instance.memory_mb, "used": None},
+        "cpu_details": [],
+        "nic_details": [{"mac_address": port.mac_address} for port in nics],
+        "disk_details": [],
+        "berth:domain": instance.driver_data,
+    }
 
 
 def _time(value) -> str | None:
@@ -104,7 +146,7 @@ class ServerSerializer(serializers.Serializer):
         data = {
             "id": str(instance.id),
             "name": instance.name,
-            "status": instance.status,
+            "status": REBOOT_STATUS.get(instance.task_state, instance.status),
             "tenant_id": instance.project_id.hex,
             "user_id": instance.user_id,
             "metadata": instance.metadata,
@@ -132,7 +174,7 @@ class ServerSerializer(serializers.Serializer):
             "security_groups": [{"name": "default"}],
             "OS-EXT-STS:task_state": instance.task_state,
             "OS-EXT-STS:vm_state": VM_STATES[instance.status],
-            "OS-EXT-STS:power_state": 1 if instance.status == InstanceStatus.ACTIVE else 0,
+            "OS-EXT-STS:power_state": instance.power_state,
             "os-extended-volumes:volumes_attached": [],
         }
         if instance.status == InstanceStatus.ERROR and instance.fault:

@@ -136,6 +136,7 @@ class ServerViewSet(NovaViewSet):
     collection = "servers"
     serializer_class = s.ServerSerializer
     filterset_class = ServerFilter
+    admin_actions = ("diagnostics",)
 
     queryset = Instance.objects.none()
 
@@ -193,6 +194,21 @@ class ServerViewSet(NovaViewSet):
     def destroy(self, request, pk=None):
         services.server_delete(context=self.context, instance=self.get_owned_object())
         return Response(status=204)
+
+    @action(detail=True, methods=["post"], url_path="action")
+    def server_action(self, request, pk=None):
+        """Nova's server actions that berth runs: os-stop, os-start, reboot
+        (SOFT or HARD); accepted with 202, run by the server's host."""
+        power = s.power_action(request.data)
+        services.server_power(context=self.context, instance=self.get_owned_object(), action=power)
+        return Response(status=202)
+
+    @action(detail=True, url_path="diagnostics")
+    def diagnostics(self, request, pk=None):
+        """Nova's server diagnostics (admin only): what the host runs, with
+        the domain the virt driver made (libvirt: its XML)."""
+        instance = self.get_object()
+        return Response(s.diagnostics(instance))
 
     @action(detail=True, url_path="os-interface")
     def interfaces(self, request, pk=None):

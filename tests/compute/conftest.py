@@ -76,6 +76,18 @@ def host_spawn(instance: Instance) -> pipeline.Outcome:
     return pipeline.spawn_done(instance.pk, instance.attempt, instance.host.name, result)
 
 
+def host_power(instance: Instance) -> Instance:
+    """The host's part of the instance's power action, in this process, and
+    its result recorded."""
+    instance = Instance.objects.select_related("host").get(pk=instance.pk)
+    action = pipeline.STEPS[instance.task_state].power
+    host = instance.host
+    result = agent.power_result(str(instance.pk), action, host.virt_driver, host.driver_options)
+    pipeline.power_done(instance.pk, action, result)
+    instance.refresh_from_db()
+    return instance
+
+
 def run_pipeline(instance: Instance) -> Instance:
     """The build's tasks, in this process: each step the table names for the
     instance's state, until none is due. For tests that check the steps,

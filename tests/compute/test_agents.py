@@ -19,6 +19,7 @@ from config.models import Project
 from reservations.models import Notification
 from tests.conftest import agent_start, worker_stop
 from tests.factories import ContextFactory, FlavorFactory, NetworkFactory
+from tests.networking.test_clients import OpenStackCLI, token
 
 pytestmark = pytest.mark.worker
 
@@ -86,9 +87,7 @@ def test_an_agent_reports_its_host_and_heartbeats(world, agents):
     host = wait_for(lambda: Host.objects.filter(name="ag-solo").first(), what="the report")
     assert (host.vcpus, host.memory_mb, host.has_agent) == (8, 4096, True)
     first = host.last_heartbeat
-    wait_for(
-        lambda: Host.objects.get(name="ag-solo").last_heartbeat > first, what="a heartbeat"
-    )
+    wait_for(lambda: Host.objects.get(name="ag-solo").last_heartbeat > first, what="a heartbeat")
 
 
 def test_a_build_is_spawned_by_the_agent_of_its_host_only(world, agents):
@@ -124,8 +123,10 @@ def test_a_dead_agents_host_goes_down_and_its_build_fails_over(world, agents, se
     )
     ports = set(instance.nics.values_list("port_id", flat=True))
     wait_for(
-        lambda: Host.objects.get(name="ag-doomed").last_heartbeat
-        < timezone.now() - timedelta(seconds=2),
+        lambda: (
+            Host.objects.get(name="ag-doomed").last_heartbeat
+            < timezone.now() - timedelta(seconds=2)
+        ),
         what="the heartbeats to stop",
     )
     assert ("ag-doomed", False) in services.hosts_check()
@@ -142,8 +143,10 @@ def test_a_dead_agents_host_goes_down_and_its_build_fails_over(world, agents, se
     # Back again: up, and the spawn it was sent before it died never runs.
     agents("ag-doomed", "--physnet", "physnet1", "--ram", "65536")
     wait_for(
-        lambda: Host.objects.get(name="ag-doomed").last_heartbeat
-        > timezone.now() - timedelta(seconds=1),
+        lambda: (
+            Host.objects.get(name="ag-doomed").last_heartbeat
+            > timezone.now() - timedelta(seconds=1)
+        ),
         what="the heartbeats back",
     )
     assert services.hosts_check() == [("ag-doomed", True)]
@@ -151,3 +154,33 @@ def test_a_dead_agents_host_goes_down_and_its_build_fails_over(world, agents, se
     time.sleep(1)
     assert domains_of("ag-doomed") == {}
     assert str(instance.pk) in domains_of("ag-spare")
+
+
+def test_openstack_cli_stops_starts_and_reboots_through_the_agent(
+    world, agents, live_server, tmp_path
+):
+    agents("ag-power", "--physnet", "physnet1")
+    wait_for(lambda: Host.objects.filter(name="ag-power", has_agent=True).exists(), what="report")
+    instance = boot(world, name="pw")
+    instance = wait_for(lambda: settled(instance), what="the build")
+    assert instance.status == "ACTIVE"
+    cli = OpenStackCLI(live_server.url, token("admin", "acme"), tmp_path)
+
+    def power_is(status: str, state: PowerState):
+        instance.refresh_from_db()
+        reported = domains_of("ag-power").get(str(instance.pk))
+        return instance.task_state is None and (instance.status, reported) == (status, state)
+
+    assert cli("server", "stop", str(instance.pk)) is None
+    wait_for(lambda: power_is("SHUTOFF", PowerState.SHUTDOWN), what="stopped")
+    assert "Cannot 'stop' instance" in cli.fails("server", "stop", str(instance.pk))
+    assert cli("server", "start", str(instance.pk)) is None
+    wait_for(lambda: power_is("ACTIVE", PowerState.RUNNING), what="started")
+    assert cli("server", "reboot", "--hard", str(instance.pk)) is None
+    wait_for(lambda: power_is("ACTIVE", PowerState.RUNNING), what="rebooted")
+    assert list(instance.actions.values_list("action", flat=True).order_by("start_time")) == [
+        "create",
+        "stop",
+        "start",
+        "reboot",
+    ]
