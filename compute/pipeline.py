@@ -38,7 +38,7 @@ from compute.models import (
     InstanceStatus,
     TaskState,
 )
-from compute.virt import DRIVERS, DriverError, SpawnRequest, Vif
+from compute.virt import DriverError, SpawnRequest, Vif, driver_for
 from config.errors import BerthError
 from config.request_id import current_request_id
 from networking import selectors as net_selectors
@@ -508,6 +508,9 @@ def _spawn_request(instance: Instance, nics: list[InstanceNic]) -> SpawnRequest:
         instance_id=str(instance.pk),
         instance_name=instance.name,
         host=instance.host.name,
+        vcpus=instance.vcpus,
+        memory_mb=instance.memory_mb,
+        disk_gb=instance.disk_gb,
         vifs=vifs,
         driver_options=instance.host.driver_options,
     )
@@ -534,9 +537,9 @@ def spawn(instance_id, attempt: int) -> Outcome:
         if not started_here:
             return Outcome.STOP
     request = _spawn_request(instance, nics)
-    driver = DRIVERS[instance.host.virt_driver]
+    driver = driver_for(instance.host.virt_driver, instance.host.driver_options)
     try:
-        driver_data, error = driver.spawn(request), None
+        driver_data, error = driver.spawn(request).driver_data, None
     except DriverError as failure:
         driver_data, error = "", str(failure)
     with transaction.atomic():
