@@ -19,7 +19,7 @@ class Host(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=255, unique=True)
     hypervisor_type = models.CharField(max_length=32, default="QEMU")
-    # Which virt driver plugs this host's VIFs (compute.virt.DRIVERS).
+    # Which virt driver runs this host's instances (compute.virt.DRIVER_NAMES).
     virt_driver = models.CharField(max_length=32, default="fake")
     # A baremetal node: one instance takes it whole.
     baremetal = models.BooleanField(default=False)
@@ -218,7 +218,7 @@ class Instance(models.Model):
     resumes = models.PositiveIntegerField(default=0)
     # A lease's reservation this instance belongs to (scheduler hint).
     reservation_id = models.CharField(max_length=64, blank=True, db_index=True)
-    # The virt driver's rendering of the VIFs (libvirt XML), for admins.
+    # What the virt driver made (libvirt: the domain's XML), for admins.
     driver_data = models.TextField(blank=True)
     # The request (create, delete) whose steps are running or ran last.
     current_action = models.ForeignKey(

@@ -62,7 +62,7 @@ class HostReport:
 
 
 def _check_report(report: HostReport) -> None:
-    from compute.virt import DRIVERS
+    from compute.virt import DRIVER_NAMES
 
     if not report.name or len(report.name) > 255:
         raise Invalid("A host report needs a name of at most 255 characters.")
@@ -72,10 +72,10 @@ def _check_report(report: HostReport) -> None:
     for attr in ("cpu_allocation_ratio", "ram_allocation_ratio", "disk_allocation_ratio"):
         if getattr(report, attr) <= 0:
             raise Invalid(f"Invalid host report for {report.name}: {attr} must be above 0.")
-    if report.virt_driver not in DRIVERS:
+    if report.virt_driver not in DRIVER_NAMES:
         raise Invalid(
             f"Invalid host report for {report.name}: unknown virt driver {report.virt_driver!r} "
-            f"(known: {', '.join(DRIVERS)})."
+            f"(known: {', '.join(DRIVER_NAMES)})."
         )
 
 

@@ -223,6 +223,14 @@ BERTH_STEP_BACKLOG_GRACE = env.int("BERTH_STEP_BACKLOG_GRACE", default=600)
 # How often a worker serving the host queues (compute.worker) looks for
 # hosts reported since: a build for a new host waits at most this long.
 BERTH_HOST_QUEUE_SYNC = env.float("BERTH_HOST_QUEUE_SYNC", default=5.0)
+# The libvirt daemon a libvirt host's driver talks to, unless the host's
+# driver_options name one (libvirt_uri): the host's own system instance.
+BERTH_LIBVIRT_URI = env.str("BERTH_LIBVIRT_URI", default="qemu:///system")
+# The storage pool instance disks are made in, unless the host's driver_options
+# name one (libvirt_pool): a packaged libvirt's pool is called "default".
+BERTH_LIBVIRT_POOL = env.str("BERTH_LIBVIRT_POOL", default="default")
+# Seconds a guest has to shut down when stopped before it is powered off.
+BERTH_LIBVIRT_SHUTDOWN_TIMEOUT = env.int("BERTH_LIBVIRT_SHUTDOWN_TIMEOUT", default=60)
 # Times the reaper resumes one build's steps before failing it.
 BERTH_REAPER_MAX_RESUMES = env.int("BERTH_REAPER_MAX_RESUMES", default=3)
 # Alternate hosts kept per build (Nova's max_attempts - 1 by default).

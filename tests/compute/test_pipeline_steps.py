@@ -1,11 +1,15 @@
 """The pipeline's steps, driven in-process: placement, binding, retries on
 the same ports, faults that name the step and the resource."""
 
+import xml.etree.ElementTree as ET
+
 import netaddr
+import pytest
 
 from compute import pipeline, services
 from compute.models import Host, InstanceActionEvent
 from compute.services import NicRequest
+from compute.virt import driver_for
 from config.quotas import quota_set
 from networking import selectors as net_selectors
 from networking import services as net_services
@@ -261,15 +265,22 @@ def test_baremetal_flavor_takes_a_whole_node_and_its_nic_mac(cloud):
     assert second.fault["message"] == "no baremetal host is free"
 
 
-def test_libvirt_driver_renders_the_interfaces(cloud):
-    HostFactory(name="h1", physnets=["physnet1"], virt_driver="libvirt")
+@pytest.mark.libvirt
+def test_libvirt_driver_defines_the_domain_with_its_interfaces(cloud):
+    # libvirt's test driver: a real connection without a hypervisor.
+    options = {"libvirt_uri": "test:///default", "libvirt_pool": "default-pool"}
+    HostFactory(name="h1", physnets=["physnet1"], virt_driver="libvirt", driver_options=options)
     for name in ("h2", "h3"):
         services.host_set_enabled(host=Host.objects.get(name=name), enabled=False)
     instance = run_pipeline(boot(cloud)[0])
+    driver_for("libvirt", options).destroy(str(instance.pk))
     assert instance.status == "ACTIVE" and instance.host.name == "h1"
     port = instance.nics.get().port
-    assert f'<mac address="{port.mac_address}" />' in instance.driver_data
-    assert '<virtualport type="openvswitch"><parameters interfaceid="' in instance.driver_data
+    domain = ET.fromstring(instance.driver_data)
+    assert domain.findtext("uuid") == str(instance.pk)
+    (interface,) = domain.findall("devices/interface")
+    assert interface.find("mac").get("address") == port.mac_address
+    assert interface.find("virtualport/parameters").get("interfaceid") == str(port.pk)
 
 
 def test_reaper_resumes_a_stuck_step_then_gives_up(cloud, settings):
