@@ -55,7 +55,7 @@ def rounds_run(rounds: int, deadline: float) -> list:
     from compute.models import Flavor, Instance, InstanceStatus
     from config import demo
 
-    network = demo.network_ensure()
+    network = demo.cloud_ensure()
     context = demo.demo_context()
     flavor = Flavor.objects.get(pk="m1.small")
     ids = []

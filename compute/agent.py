@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from celery import bootsteps, current_app, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.utils import timezone
 
@@ -47,6 +48,23 @@ def _now() -> str:
     return timezone.now().isoformat()
 
 
+def _outcome(work: Callable[[], dict]) -> dict:
+    """What ``work`` returned, or its failure as the control plane records
+    it: the driver's error; or an error no driver expects (a bug, a
+    malformed host option), said as such, which fails a build at once
+    instead of at its deadline. A spawn stopped at its time limit is left
+    to the reaper, which sends it again."""
+    try:
+        return work()
+    except DriverError as error:
+        return {"error": str(error)}
+    except SoftTimeLimitExceeded:
+        raise
+    except Exception as error:  # reported, or the control plane would wait for it
+        logger.exception("unexpected error in the host's work")
+        return {"error": f"unexpected {type(error).__name__}: {error}", "unexpected": True}
+
+
 def spawn_result(request: dict, virt_driver: str) -> dict:
     """Start the domain ``request`` (a SpawnRequest message) describes; what
     compute.spawn_done records: the domain's data and power state, or the
@@ -54,16 +72,23 @@ def spawn_result(request: dict, virt_driver: str) -> dict:
     domain it already made."""
     spawn_request = SpawnRequest.from_message(request)
     started = _now()
+
+    def work() -> dict:
+        spawned = driver_for(virt_driver, spawn_request.driver_options).spawn(spawn_request)
+        return {"driver_data": spawned.driver_data, "power_state": spawned.power_state}
+
     with _instance_locks[spawn_request.instance_id]:
-        try:
-            spawned = driver_for(virt_driver, spawn_request.driver_options).spawn(spawn_request)
-            result = {"driver_data": spawned.driver_data, "power_state": spawned.power_state}
-        except DriverError as error:
-            result = {"error": str(error)}
+        result = _outcome(work)
     return result | {"started": started, "finished": _now()}
 
 
-@shared_task(name="compute.spawn")
+# A hung hypervisor call is stopped before the reaper sends the spawn
+# again (in a prefork worker; a thread pool, as the agent's, cannot stop one).
+@shared_task(
+    name="compute.spawn",
+    soft_time_limit=settings.BERTH_SPAWN_DEADLINE - 1,
+    time_limit=settings.BERTH_SPAWN_DEADLINE,
+)
 def spawn(request: dict, attempt: int, virt_driver: str) -> None:
     result = spawn_result(request, virt_driver)
     _send("compute.spawn_done", request["instance_id"], attempt, request["host"], result)
@@ -73,12 +98,13 @@ def power_result(instance_id: str, action: str, virt_driver: str, driver_options
     """Start, stop or reboot the instance's domain; what compute.power_done
     records: the power state after, or the driver's error, and when it ran."""
     started = _now()
+
+    def work() -> dict:
+        driver = driver_for(virt_driver, driver_options)
+        return {"power_state": driver.power(instance_id, PowerAction(action))}
+
     with _instance_locks[instance_id]:
-        try:
-            driver = driver_for(virt_driver, driver_options)
-            result = {"power_state": driver.power(instance_id, PowerAction(action))}
-        except DriverError as error:
-            result = {"error": str(error)}
+        result = _outcome(work)
     return result | {"started": started}
 
 

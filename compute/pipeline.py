@@ -537,6 +537,9 @@ def spawn_done(instance_id, attempt: int, host: str, result: dict) -> Outcome:
         if instance is None or instance.host.name != host:
             return Outcome.STOP
         event = StepRun(instance, TaskState.SPAWNING, started)
+        if result.get("unexpected"):
+            message = "spawn failed: unexpected error"
+            return _fail(instance, TaskState.SPAWNING, message, event, found=result["error"])
         reason = f"spawn failed on {host}: {result['error']}"
         return _retry_or_fail(instance, TaskState.SPAWNING, reason, event)
 

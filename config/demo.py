@@ -2,11 +2,14 @@
 servers built through the real pipeline. Every function is safe to run
 again on the same database (the README's demo command may be re-run)."""
 
+import importlib.util
 import io
+import json
 import textwrap
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -17,15 +20,15 @@ from rich.table import Table
 from rich.text import Text
 
 from compute import services as compute
+from compute.management.commands.host_report import host_report_from, report_options
 from compute.models import Flavor, Host, Instance, InstanceStatus
-from compute.selectors import host_is_up
+from compute.selectors import host_is_up, power_state_name
 from config.auth import DEMO_USER, RequestContext, user_context
 from config.models import Role
 from config.services import membership_ensure, project_get_or_create
 from networking import selectors
 from networking import services as networking
 from networking.models import Network, Port
-from networking.services import HostNetworkReport
 from reservations import services as reservations
 from reservations.models import Lease, LeaseStatus, ReservableHost
 from reservations.selectors import current_allocations
@@ -42,64 +45,69 @@ DEMO_SEGMENTS = {
         "10.2.0.0/24",
     ),
 }
-_OVS = {"bridge": "br-ex"}
-DEMO_HOSTS = [
-    compute.HostReport(
-        name="compute-1",
-        vcpus=16,
-        memory_mb=32768,
-        disk_gb=500,
-        network=HostNetworkReport(host="compute-1", physnets={"physnet1": _OVS}),
-    ),
-    compute.HostReport(
-        name="compute-2",
-        vcpus=16,
-        memory_mb=32768,
-        disk_gb=500,
-        network=HostNetworkReport(host="compute-2", physnets={"physnet1": _OVS}),
-    ),
+# Each host as its agent describes it: host_report's options, which
+# `manage.py agent --report-file` reads (one JSON object per host).
+DEMO_HOSTS = {
+    "compute-1": {"vcpus": 16, "ram": 32768, "disk": 500, "physnet": ["physnet1"]},
+    "compute-2": {"vcpus": 16, "ram": 32768, "disk": 500, "physnet": ["physnet1"]},
     # The roomiest host, so the scheduler tries it first; its (fake)
     # hypervisor fails every spawn, and the build moves on with its ports.
-    compute.HostReport(
-        name="compute-3",
-        vcpus=32,
-        memory_mb=131072,
-        disk_gb=500,
-        driver_options={"spawn_error": "simulated hypervisor fault"},
-        network=HostNetworkReport(host="compute-3", physnets={"physnet2": _OVS}),
-    ),
+    "compute-3": {
+        "vcpus": 32,
+        "ram": 131072,
+        "disk": 500,
+        "physnet": ["physnet2"],
+        "driver_options": {"spawn_error": "simulated hypervisor fault"},
+    },
     # OVS-DPDK: ports on this host are plugged as vhost-user sockets.
-    compute.HostReport(
-        name="compute-4",
-        vcpus=16,
-        memory_mb=65536,
-        disk_gb=500,
-        network=HostNetworkReport(
-            host="compute-4",
-            physnets={"physnet2": _OVS},
-            datapath_type="netdev",
-            interface_types=["dpdkvhostuser", "dpdkvhostuserclient"],
-        ),
-    ),
-]
-# Reservable: it takes only instances of a lease that holds it.
-DEMO_RESERVABLE = compute.HostReport(
-    name="compute-5",
-    vcpus=32,
-    memory_mb=65536,
-    disk_gb=1000,
-    capabilities={"node_type": "gpu"},
-    network=HostNetworkReport(host="compute-5", physnets={"physnet1": _OVS}),
-)
+    "compute-4": {
+        "vcpus": 16,
+        "ram": 65536,
+        "disk": 500,
+        "physnet": ["physnet2"],
+        "datapath": "netdev",
+        "interface_type": ["dpdkvhostuser", "dpdkvhostuserclient"],
+    },
+    # Reservable: it takes only instances of a lease that holds it.
+    "compute-5": {
+        "vcpus": 32,
+        "ram": 65536,
+        "disk": 1000,
+        "capabilities": {"node_type": "gpu"},
+        "physnet": ["physnet1"],
+    },
+}
+DEMO_RESERVABLE = "compute-5"
+# The host whose agent the demo stops: the roomiest that spawns, so the
+# build sent right after goes there and fails over.
+DEMO_FAILOVER_HOST = "compute-4"
+# Every host but compute-3 runs its servers as domains of libvirt's test
+# driver (a real libvirt connection, in the agent's process, with no
+# hypervisor) where libvirt-python is installed; else on the fake driver.
+LIBVIRT_OPTIONS = {
+    "virt_driver": "libvirt",
+    "driver_options": {"libvirt_uri": "test:///default", "libvirt_pool": "default-pool"},
+}
+
+
+def libvirt_available() -> bool:
+    return importlib.util.find_spec("libvirt") is not None
+
+
+def host_options(name: str) -> dict:
+    """The agent's report of host ``name``, as host_report's options."""
+    options = {"name": name, **DEMO_HOSTS[name]}
+    if "driver_options" not in options and libvirt_available():
+        options |= LIBVIRT_OPTIONS
+    return options
+
+
 DEMO_LEASE = "demo-lease"
 DEMO_FLAVORS = [
     {"id": "m1.small", "name": "m1.small", "vcpus": 1, "ram": 2048, "disk": 20},
     {"id": "m1.large", "name": "m1.large", "vcpus": 4, "ram": 8192, "disk": 80},
 ]
 DEMO_SERVERS = ["web-1", "web-2", "db-1"]
-# How often network_ensure calls its ``tick``: the network, then each host
-# (DEMO_HOSTS and DEMO_RESERVABLE).
-SETUP_STEPS = 1 + len(DEMO_HOSTS) + 1
 
 
 def _nothing(*_) -> None:
@@ -115,17 +123,25 @@ def demo_context() -> RequestContext:
     return user_context(user=membership.user, project=membership.project, role=Role.ADMIN)
 
 
-def hosts_report(*, tick: Callable[[], object] = _nothing) -> None:
-    """Report (or heartbeat) the demo's hosts, as their agents would."""
-    for report in [*DEMO_HOSTS, DEMO_RESERVABLE]:
-        compute.host_report(report=report)
-        tick()
+def hosts_report() -> None:
+    """Report the demo's hosts in this process, as their agents would
+    (for tests and benchmarks that run no agent)."""
+    for name in DEMO_HOSTS:
+        compute.host_report(report=host_report_from(report_options(host_options(name))))
+
+
+def agent_report_files(folder: Path) -> dict[str, Path]:
+    """One report file per demo host, for `manage.py agent --report-file`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {name: folder / f"{name}.json" for name in DEMO_HOSTS}
+    for name, path in files.items():
+        path.write_text(json.dumps(host_options(name)) + "\n", encoding="utf-8")
+    return files
 
 
 @transaction.atomic
-def network_ensure(*, tick: Callable[[], object] = _nothing) -> Network:
-    """The routed network, its segments and subnets, and the hosts; ``tick``
-    is called after each of them (SETUP_STEPS in all), for a progress bar."""
+def network_ensure() -> Network:
+    """The routed network, its segments and subnets, and the flavors."""
     context = demo_context()
     project = context.project
     network = Network.objects.filter(project=project, name=DEMO_NETWORK).first()
@@ -145,17 +161,39 @@ def network_ensure(*, tick: Callable[[], object] = _nothing) -> Network:
             networking.subnet_create(
                 project=project, network=network, segment=segments[name], cidr=cidr, name=name
             )
-    if not ReservableHost.objects.filter(host__name=DEMO_RESERVABLE.name).exists():
-        compute.host_report(report=DEMO_RESERVABLE)
-        reservations.reservable_host_create(
-            name=DEMO_RESERVABLE.name, capabilities=DEMO_RESERVABLE.capabilities
-        )
     for flavor in DEMO_FLAVORS:
         if not Flavor.objects.filter(pk=flavor["id"]).exists():
             compute.flavor_create(**flavor)
-    tick()
-    hosts_report(tick=tick)
     return network
+
+
+def reservable_ensure() -> None:
+    """The gpu host in the reservable pool, once its agent reported it."""
+    if not ReservableHost.objects.filter(host__name=DEMO_RESERVABLE).exists():
+        reservations.reservable_host_create(
+            name=DEMO_RESERVABLE, capabilities=DEMO_HOSTS[DEMO_RESERVABLE]["capabilities"]
+        )
+
+
+def cloud_ensure() -> Network:
+    """The whole demo cloud in this process, hosts reported as their agents
+    would: for tests and benchmarks that run no agent."""
+    network = network_ensure()
+    hosts_report()
+    reservable_ensure()
+    return network
+
+
+def hosts_wait(timeout: float = 60, *, tick: Callable[[int], object] = _nothing) -> None:
+    """Until every demo host's agent has reported it; ``tick`` gets how many
+    have, at every poll."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reported = Host.objects.filter(name__in=DEMO_HOSTS, has_agent=True).count()
+        tick(reported)
+        if reported == len(DEMO_HOSTS):
+            return
+        time.sleep(0.3)
 
 
 def servers_boot(network: Network) -> list[Instance]:
@@ -194,6 +232,49 @@ def servers_wait(
         if not building:
             return
         time.sleep(0.3)
+
+
+def failover_boot(network: Network) -> list[Instance]:
+    """failover-1, sent (by the scheduler's weights) to DEMO_FAILOVER_HOST,
+    whose agent the demo has just stopped: the host still looks alive for a
+    few heartbeats, so the build waits in its queue until the host is
+    declared down and the build fails over. A run that finds it ACTIVE
+    boots nothing."""
+    context = demo_context()
+    live = Instance.objects.filter(project=context.project, name="failover-1")
+    if live.filter(status=InstanceStatus.ACTIVE).exists():
+        return []
+    return compute.server_create(
+        context=context,
+        name="failover-1",
+        flavor=Flavor.objects.get(pk="m1.small"),
+        nics=[compute.NicRequest(network=network)],
+    )
+
+
+def failover_story(instances: list[Instance], stopped: str) -> str:
+    """What happened to failover-1, in a sentence."""
+    if not instances:
+        return "failover-1 already runs (an earlier run of the demo built it)."
+    instance = Instance.objects.select_related("host").get(pk=instances[0].pk)
+    where = instance.host.name if instance.host else "no host"
+    if stopped in instance.excluded_hosts:
+        return (
+            f"failover-1 was sent to {stopped}, which went down; it was rebuilt on {where} "
+            f"with the same port ({instance.status}, attempt {instance.attempt})."
+        )
+    return f"failover-1 went to {where} ({instance.status}): the scheduler passed over {stopped}."
+
+
+def host_up_wait(name: str, timeout: float = 30) -> bool:
+    """Until the host's heartbeats are back and the sweep took it up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        host = Host.objects.get(name=name)
+        if host.down_since is None and host_is_up(host):
+            return True
+        time.sleep(0.3)
+    return False
 
 
 def lease_ensure(*, starts_in: int = 20, heads_up: int = 10) -> Lease:
@@ -289,7 +370,16 @@ def hosts_table(network: Network) -> Table:
     segments = list(network.segments.all())
     agents = {agent.host: agent for agent in selectors.agent_list()}
     table = _table(
-        "hosts", "host", "state", "datapath", "physnets", "reaches", "free vCPUs", "free RAM MiB"
+        "hosts",
+        "host",
+        "state",
+        "driver",
+        "datapath",
+        "physnets",
+        "reaches",
+        "free vCPUs",
+        "free RAM MiB",
+        "domains",
     )
     for host in Host.objects.order_by("name"):
         agent = agents.get(host.name)
@@ -302,11 +392,14 @@ def hosts_table(network: Network) -> Table:
         table.add_row(
             host.name,
             state,
+            host.virt_driver + (" (agent)" if host.has_agent else ""),
             agent.datapath_type if agent else "-",
             ", ".join(physnets) or "-",
             ", ".join(reached) or "-",
             f"{host.free_vcpus:g}",
             f"{host.free_ram:g}",
+            # What the agent's hypervisor runs, as the agent reports it.
+            str(len(host.domains)) if host.has_agent else "-",
         )
     return table
 
@@ -381,6 +474,7 @@ def servers_table() -> Table:
         "servers",
         "server",
         "status",
+        "power",
         "host",
         "IPs",
         "vif_type",
@@ -394,6 +488,7 @@ def servers_table() -> Table:
         table.add_row(
             server.name,
             _status(server.status),
+            power_state_name(server.power_state),
             server.host.name if server.host else "-",
             ", ".join(a.address for p in ports for a in p.fixed_ips.all()) or "-",
             ", ".join(p.binding_vif_type for p in ports) or "-",

@@ -48,9 +48,9 @@ def test_server_events_and_delete_work_the_rest_needs_keystone(cli):
     assert shown["action"] == "create"
     assert cli("server", "delete", "s1") is None
     # Accepted and recorded; whether a worker has finished it yet does not
-    # matter to the client.
+    # matter to the client (once it has, the server is gone from the API:
+    # microversion 2.1 lists no deleted server's events).
     assert list(server.actions.values_list("action", flat=True)) == ["create", "delete"]
-    assert {e["Action"] for e in cli(*command("server event list s1"))} == {"create", "delete"}
 
     for failing in ("server list", "server show s1", "flavor create --ram 1 spare"):
         assert DISCOVERY_FAILURE in cli.fails(*failing.split())

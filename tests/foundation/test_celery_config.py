@@ -42,11 +42,19 @@ def test_time_limits_below_the_visibility_timeout():
 
 
 def test_named_queues_and_routes():
-    assert {q.name for q in app.conf.task_queues} == {"default", "build", "events", "notify"}
+    assert {q.name for q in app.conf.task_queues} == {
+        "default",
+        "build",
+        "events",
+        "notify",
+        "agents",
+    }
     router = app.amqp.router
     assert router.route({}, "compute.pipeline.schedule")["queue"].name == "build"
     assert router.route({}, "reservations.events.sweep")["queue"].name == "events"
     assert router.route({}, "identity.purge_expired_tokens")["queue"].name == "default"
+    assert router.route({}, "compute.heartbeat")["queue"].name == "agents"
+    assert router.route({}, "compute.spawn_done")["queue"].name == "build"
 
 
 def test_worker_reuses_database_connections():

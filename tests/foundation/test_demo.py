@@ -97,4 +97,24 @@ def test_demo_checks_beat_and_times_each_server(demo):
     _, _, output = demo
     assert "periodic: berth: fire due lease events: ok" in output
     timed = re.findall(r"^\s*(\S+)\s+ACTIVE\s.*\s\d+\.\d s$", output, re.MULTILINE)
-    assert sorted(timed) == sorted([*demo_module.DEMO_SERVERS, "leased-1"])
+    assert sorted(timed) == sorted([*demo_module.DEMO_SERVERS, "leased-1", "failover-1"])
+
+
+def test_demo_runs_an_agent_per_host_and_fails_a_build_over(demo):
+    """Each host is served by its own agent process (libvirt's test driver
+    where libvirt-python is installed); the demo stops one agent, and the
+    build sent to its host is rebuilt elsewhere on the same port."""
+    _, _, output = demo
+    driver = "libvirt" if demo_module.libvirt_available() else "fake"
+    for name in demo_module.DEMO_HOSTS:
+        expected = "fake" if name == "compute-3" else driver
+        assert re.search(rf"^\s*{name}\s+up\s+{expected} \(agent\)", output, re.MULTILINE)
+    story = re.search(
+        r"failover-1 was sent to compute-4, which went down; it was rebuilt on "
+        r"(compute-\d) with the same port \(ACTIVE, attempt 2\)",
+        output,
+    )
+    assert story and story.group(1) != "compute-4"
+    assert re.search(
+        rf"^\s*failover-1\s+ACTIVE\s+running\s+{story.group(1)}\s", output, re.MULTILINE
+    )

@@ -308,7 +308,7 @@ def test_reaper_leaves_a_running_spawn_alone(transactional_db, cloud, env, worke
 
 def test_a_hung_spawn_is_killed_at_its_limit_then_resumed(transactional_db, cloud, env, workers):
     """A driver that never returns is stopped at the spawn task's time limit
-    (6 s before its 12 s deadline), then the reaper resumes the step; one
+    (1 s before its 12 s deadline), then the reaper resumes the step; one
     run spawns."""
     Host.objects.update(driver_options={"spawn_delay": 600})
     boot(env, 1, "hung")

@@ -46,7 +46,7 @@ def demo_project(settings):
 def test_the_demo_and_its_printed_token_write_the_same_user_id(pool, demo_project):
     """The demo's own lease and one made with the token it prints (for its
     user) name the same user."""
-    network = demo.network_ensure()
+    network = demo.cloud_ensure()
     demo_lease = demo.lease_ensure(starts_in=3600)
     (booted, *_) = demo.servers_boot(network)
     caller = Caller("demo-identity", "admin", username=DEMO_USER)

@@ -1,27 +1,28 @@
 """Run berth's agent for one host, on that host (compute.agent says what it
 does). It needs CELERY_BROKER_URL and no database."""
 
+import json
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError
 
 from compute.agent import Reporter
-from compute.management.commands.host_report import host_report_from, line_argv, report_arguments
+from compute.management.commands.host_report import (
+    host_report_from,
+    report_arguments,
+    report_options,
+)
 from compute.tasks import host_queue
 from config.celery import app
 
 
 def report_from_file(path: Path) -> dict:
     """The host report in ``path``: one JSON object whose keys are
-    host_report's options, as a line of ``host_report --from-file``."""
-    parser = CommandParser(prog=str(path), called_from_command_line=False, allow_abbrev=False)
-    report_arguments(parser)
-    line = path.read_text(encoding="utf-8").strip()
-    try:
-        return host_report_from(vars(parser.parse_args(line_argv(line)))).to_message()
-    except CommandError as error:
-        raise ValueError(str(error)) from None
+    host_report's options, as a line of ``host_report --from-file``;
+    ValueError if malformed."""
+    options = report_options(json.loads(path.read_text(encoding="utf-8")))
+    return host_report_from(options).to_message()
 
 
 class Command(BaseCommand):
@@ -40,9 +41,10 @@ class Command(BaseCommand):
             "--concurrency", type=int, default=4, help="spawns and actions run at once (threads)"
         )
         parser.add_argument("--loglevel", default="info")
+        parser.add_argument("--quiet", action="store_true", help="no start-up banner")
         report_arguments(parser)
 
-    def handle(self, *args, report_file, concurrency, loglevel, **o):
+    def handle(self, *args, report_file, concurrency, loglevel, quiet, **o):
         if settings.BERTH_ROLE != "agent":
             raise CommandError("run the agent as `manage.py agent` (BERTH_ROLE=agent)")
         if report_file is not None:
@@ -73,6 +75,7 @@ class Command(BaseCommand):
             pool_cls="threads",
             concurrency=concurrency,
             loglevel=loglevel,
+            quiet=quiet,
             without_mingle=True,
             without_gossip=True,
             berth_agent=reporter,

@@ -67,13 +67,15 @@ def report_arguments(parser) -> None:
     parser.add_argument("--driver-options", default="{}", help="JSON object")
 
 
-def line_argv(line: str) -> list[str]:
-    """A JSON line as the command line it stands for: the keys are the
-    options' names (virt_driver or virt-driver), a list repeats its option,
-    true sets a flag, an object is given as JSON."""
-    fields = json.loads(line)
+def report_options(fields: dict) -> dict:
+    """The options of one report given as a dict (a line of --from-file, an
+    agent's report file): the keys are the options' names (virt_driver or
+    virt-driver), a list repeats its option, true sets a flag, an object is
+    given as JSON. Parsed, checked and defaulted as the command line is;
+    ValueError (CommandError is one) if malformed."""
     if not isinstance(fields, dict):
         raise ValueError("expected a JSON object")
+    fields = dict(fields)
     # The name first, where argparse's errors name the options after it.
     argv = [str(fields.pop("name", ""))]
     for key, value in fields.items():
@@ -84,7 +86,9 @@ def line_argv(line: str) -> list[str]:
             elif item not in (False, None):
                 text = json.dumps(item) if isinstance(item, dict) else str(item)
                 argv += [option, text]
-    return argv
+    parser = CommandParser(prog="host report", called_from_command_line=False, allow_abbrev=False)
+    report_arguments(parser)
+    return vars(parser.parse_args(argv))
 
 
 def host_report_from(o: dict) -> HostReport:
@@ -168,14 +172,12 @@ class Command(BaseCommand):
                 lines = [(n, line) for n, line in enumerate(file, 1) if line.strip()]
         except OSError as error:
             raise CommandError(f"cannot read {path}: {error.strerror}") from None
-        parser = CommandParser(prog=path, called_from_command_line=False, allow_abbrev=False)
-        report_arguments(parser)
         reported, errors = [], []
         with progress_bar(self.stderr) as bar:
             task = bar.add_task(f"reporting hosts from {path}", total=len(lines))
             for number, line in lines:
                 try:
-                    reported.append(self.report(vars(parser.parse_args(line_argv(line)))))
+                    reported.append(self.report(report_options(json.loads(line))))
                 except (CommandError, ValueError) as error:
                     errors.append(f"{path}:{number}: {error}")
                 bar.advance(task)

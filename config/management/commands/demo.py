@@ -7,6 +7,7 @@ production.
 """
 
 import json
+import os
 import secrets
 import shutil
 import signal
@@ -29,9 +30,11 @@ from config.management.commands._progress import progress_bar
 from config.services import membership_ensure, token_create
 
 ROOT = Path(settings.BASE_DIR)
-# Well inside BERTH_HOST_DOWN_AFTER, so the demo hosts never look dead.
-HEARTBEAT_EVERY = 20
 LEASE_STARTS_IN = 20
+# Agents beat every 2 s and a host is down after 3 missed beats, so the
+# demo shows a host going down (and a build failing over) within seconds.
+HEARTBEAT_INTERVAL = 2
+DOWN_AFTER_MISSED = 3
 
 
 class Command(BaseCommand):
@@ -47,11 +50,10 @@ class Command(BaseCommand):
         _, token = token_create(
             project_name=settings.BERTH_DEMO_PROJECT, username=DEMO_USER, role="admin"
         )
-        self.step(f"making the demo cloud: network {demo.DEMO_NETWORK}, hosts, flavors")
-        with progress_bar(self.stderr) as bar:
-            task = bar.add_task("network and hosts", total=demo.SETUP_STEPS)
-            network = demo.network_ensure(tick=lambda: bar.advance(task))
-        self.beat = time.monotonic()
+        self.step(f"making the demo cloud: network {demo.DEMO_NETWORK} on two racks, flavors")
+        network = demo.network_ensure()
+        # This process shows hosts up or down as the children judge them.
+        settings.BERTH_HOST_DOWN_AFTER = HEARTBEAT_INTERVAL * DOWN_AFTER_MISSED
 
         base = f"http://127.0.0.1:{port}"
         # Stop the children on SIGTERM too, not only on Ctrl-C.
@@ -61,6 +63,8 @@ class Command(BaseCommand):
             self.wait_for_api(base, processes)
             self.step("checking a worker round trip")
             call_command("healthcheck", "--timeout", "60", stdout=self.stdout)
+            self.hosts_wait()
+            demo.reservable_ensure()
             self.step("booting servers through the pipeline (compute-3 fails every spawn)")
             self.servers_wait("servers building", demo.servers_boot(network))
             self.step(
@@ -68,11 +72,11 @@ class Command(BaseCommand):
             )
             lease = self.lease_wait_active(demo.lease_ensure(starts_in=LEASE_STARTS_IN))
             self.servers_wait("leased server building", demo.lease_server_boot(lease, network))
+            self.failover(processes, network)
             self.stdout.write("Press Ctrl-C to stop.")
             self.summary(base, token, password, network)
             while all(p.poll() is None for p in processes.values()):
                 time.sleep(1)
-                self.heartbeat()
             dead = [name for name, p in processes.items() if p.poll() is not None]
             raise CommandError(f"{', '.join(dead)} stopped; see the output above")
         except KeyboardInterrupt:
@@ -83,23 +87,44 @@ class Command(BaseCommand):
     def step(self, text: str) -> None:
         self.stdout.write(self.style.MIGRATE_HEADING(f"==> {text}"))
 
-    def heartbeat(self) -> None:
-        """The demo hosts' heartbeat, as their agents would send it. The
-        waits below send it too: booting and the lease's start can take
-        longer than BERTH_HOST_DOWN_AFTER, and then the hosts look dead."""
-        if time.monotonic() - self.beat > HEARTBEAT_EVERY:
-            demo.hosts_report()
-            self.beat = time.monotonic()
+    def hosts_wait(self) -> None:
+        driver = (
+            "their servers are libvirt test-driver domains"
+            if demo.libvirt_available()
+            else "libvirt-python is not installed, so they use the fake driver"
+        )
+        self.step(f"waiting for the hosts' agents to report ({driver})")
+        with progress_bar(self.stderr) as bar:
+            task = bar.add_task("hosts reported", total=len(demo.DEMO_HOSTS))
+            demo.hosts_wait(tick=lambda done: bar.update(task, completed=done))
 
-    def servers_wait(self, description: str, instances: list) -> None:
+    def failover(self, processes, network) -> None:
+        """Stop one host's agent, boot a server that goes there, and show
+        the host go down and the build fail over; then bring the agent
+        back."""
+        name = demo.DEMO_FAILOVER_HOST
+        self.step(f"stopping the agent of {name}, then booting failover-1")
+        agent = processes[f"agent {name}"]
+        agent.kill()
+        agent.wait()
+        instances = demo.failover_boot(network)
+        self.servers_wait("failover-1 building", instances, timeout=60)
+        self.stdout.write(demo.failover_story(instances, name))
+        self.step(f"restarting the agent of {name}")
+        processes[f"agent {name}"] = self.start_agent(name)
+        if demo.host_up_wait(name) and demo.libvirt_available():
+            self.stdout.write(
+                f"{name} is up again. libvirt's test driver keeps its domains in the agent's "
+                "memory, so the agent came back with none: its servers show power state "
+                "nostate (on a real hypervisor they would still run)."
+            )
+
+    def servers_wait(self, description: str, instances: list, timeout: float = 90) -> None:
         with progress_bar(self.stderr) as bar:
             task = bar.add_task(description, total=len(instances))
-
-            def tick(done: int) -> None:
-                bar.update(task, completed=done)
-                self.heartbeat()
-
-            demo.servers_wait(instances, tick=tick)
+            demo.servers_wait(
+                instances, timeout, tick=lambda done: bar.update(task, completed=done)
+            )
 
     def lease_wait_active(self, lease):
         """Until the lease starts; the bar counts the seconds to its start."""
@@ -113,7 +138,6 @@ class Command(BaseCommand):
 
             def tick() -> None:
                 bar.update(task, completed=round(wait - seconds_left()))
-                self.heartbeat()
 
             return demo.lease_wait_active(lease, tick=tick)
 
@@ -127,8 +151,24 @@ class Command(BaseCommand):
         membership_ensure(project_name=settings.BERTH_DEMO_PROJECT, username="admin", role="admin")
         return password
 
+    def environment(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "BERTH_HEARTBEAT_INTERVAL": str(HEARTBEAT_INTERVAL),
+            "BERTH_HOST_DOWN_AFTER_MISSED": str(DOWN_AFTER_MISSED),
+        }
+
+    def start_agent(self, name: str) -> subprocess.Popen:
+        """`manage.py agent` for one demo host, as on that host."""
+        report = self.report_files[name]
+        command = [sys.executable, "manage.py", "agent", "--report-file", str(report)]
+        return subprocess.Popen(
+            [*command, "--loglevel", "warning", "--quiet"], cwd=ROOT, env=self.environment()
+        )
+
     def start_processes(self, port: int) -> dict[str, subprocess.Popen]:
-        self.step("starting API, workers and beat")
+        self.step("starting API, workers, beat and one agent per host")
+        self.report_files = demo.agent_report_files(Path(settings.DATA_DIR) / "agents")
         python = sys.executable
         commands = {
             "api": [python, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
@@ -151,7 +191,13 @@ class Command(BaseCommand):
             },
             "beat": [python, "-m", "celery", "-A", "config", "beat", "-l", "warning"],
         }
-        return {name: subprocess.Popen(cmd, cwd=ROOT) for name, cmd in commands.items()}
+        env = self.environment()
+        processes = {
+            name: subprocess.Popen(cmd, cwd=ROOT, env=env) for name, cmd in commands.items()
+        }
+        for name in demo.DEMO_HOSTS:
+            processes[f"agent {name}"] = self.start_agent(name)
+        return processes
 
     def wait_for_api(self, base: str, processes, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
