@@ -3,9 +3,11 @@ database, real workers, a real broker. Builds are spawned by the agent of
 the host they land on; a host whose agent dies goes down and its waiting
 builds fail over to another host on the same ports."""
 
+import json
 import os
 import signal
 import time
+import xml.etree.ElementTree as ET
 from datetime import timedelta
 
 import pytest
@@ -90,14 +92,34 @@ def test_an_agent_reports_its_host_and_heartbeats(world, agents):
     wait_for(lambda: Host.objects.get(name="ag-solo").last_heartbeat > first, what="a heartbeat")
 
 
-def test_a_build_is_spawned_by_the_agent_of_its_host_only(world, agents):
-    agents("ag-big", "--physnet", "physnet1", "--ram", "65536")
-    agents("ag-small", "--physnet", "physnet1", "--ram", "8192")
+LIBVIRT = [
+    "--virt-driver",
+    "libvirt",
+    "--driver-options",
+    json.dumps({"libvirt_uri": "test:///default", "libvirt_pool": "default-pool"}),
+]
+
+
+@pytest.mark.parametrize("driver", ["fake", pytest.param("libvirt", marks=pytest.mark.libvirt)])
+def test_a_build_is_spawned_by_the_agent_of_its_host_only(world, agents, driver):
+    options = LIBVIRT if driver == "libvirt" else []
+    agents("ag-big", "--physnet", "physnet1", "--ram", "65536", *options)
+    agents("ag-small", "--physnet", "physnet1", "--ram", "8192", *options)
     wait_for(lambda: Host.objects.filter(has_agent=True).count() == 2, what="both reports")
     instance = boot(world)
     instance = wait_for(lambda: settled(instance), what="the build")
     assert (instance.status, instance.host.name) == ("ACTIVE", "ag-big")
     assert instance.power_state == PowerState.RUNNING
+    if driver == "libvirt":
+        # The domain the agent's libvirt connection defined: berth's uuid,
+        # one interface per port, plugged as the binding said (ovs).
+        domain = ET.fromstring(instance.driver_data)
+        assert domain.findtext("uuid") == str(instance.pk)
+        (interface,) = domain.findall("devices/interface")
+        port = instance.nics.get().port
+        assert interface.find("mac").get("address") == port.mac_address
+        assert interface.find("virtualport").get("type") == "openvswitch"
+        assert port.binding_vif_type == "ovs"
     # What each agent's own hypervisor runs, as the agent reports it.
     wait_for(lambda: str(instance.pk) in domains_of("ag-big"), what="the domain's report")
     assert str(instance.pk) not in domains_of("ag-small")
@@ -106,21 +128,30 @@ def test_a_build_is_spawned_by_the_agent_of_its_host_only(world, agents):
     wait_for(lambda: str(instance.pk) not in domains_of("ag-big"), what="the domain removed")
 
 
-def test_a_dead_agents_host_goes_down_and_its_build_fails_over(world, agents, settings):
+@pytest.mark.parametrize("killed", ["before the build", "mid-spawn"])
+def test_a_dead_agents_host_goes_down_and_its_build_fails_over(world, agents, settings, killed):
+    """Killed before the build reaches it (the spawn waits in its queue) or
+    while its hypervisor works on the spawn (SIGKILL): the host goes down,
+    the build is rebuilt on another host with its ports, once."""
     settings.BERTH_HOST_DOWN_AFTER = 2
-    doomed = agents("ag-doomed", "--physnet", "physnet1", "--ram", "65536")
+    slow = ["--driver-options", '{"spawn_delay": 30}'] if killed == "mid-spawn" else []
+    doomed = agents("ag-doomed", "--physnet", "physnet1", "--ram", "65536", *slow)
     agents("ag-spare", "--physnet", "physnet1", "--ram", "8192")
     wait_for(lambda: Host.objects.filter(has_agent=True).count() == 2, what="both reports")
-    os.killpg(doomed.pid, signal.SIGKILL)
-    doomed.wait()
-
+    if killed == "before the build":
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait()
     # The worker's scheduler still sees the roomier host alive: the build
-    # waits in its queue, which no one serves.
+    # goes there.
     instance = boot(world)
     wait_for(
         lambda: Instance.objects.filter(pk=instance.pk, task_state="spawning").exists(),
-        what="the spawn sent to the dead host",
+        what="the spawn sent to the doomed host",
     )
+    if killed == "mid-spawn":
+        wait_for(lambda: b"compute.spawn[" in doomed.log.read_bytes(), what="the spawn taken")
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait()
     ports = set(instance.nics.values_list("port_id", flat=True))
     wait_for(
         lambda: (
@@ -156,10 +187,11 @@ def test_a_dead_agents_host_goes_down_and_its_build_fails_over(world, agents, se
     assert str(instance.pk) in domains_of("ag-spare")
 
 
-def test_openstack_cli_stops_starts_and_reboots_through_the_agent(
+@pytest.mark.libvirt
+def test_openstack_cli_stops_starts_and_reboots_a_libvirt_domain(
     world, agents, live_server, tmp_path
 ):
-    agents("ag-power", "--physnet", "physnet1")
+    agents("ag-power", "--physnet", "physnet1", *LIBVIRT)
     wait_for(lambda: Host.objects.filter(name="ag-power", has_agent=True).exists(), what="report")
     instance = boot(world, name="pw")
     instance = wait_for(lambda: settled(instance), what="the build")
