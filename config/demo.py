@@ -518,7 +518,7 @@ CLI_WORKS = (
     "hypervisor list",
     "compute service list/set",
     "server event list/show",
-    "server delete",
+    "server delete/stop/start/reboot",
     "reservation lease",
     "reservation host",
     "reservation allocation",
