@@ -719,7 +719,7 @@ def resume_step(instance: Instance) -> str | None:
     or None after it failed the build over from a host that is down, or
     failed it because it was resumed too often."""
     step = STEPS[instance.task_state]
-    if step.hop == HOST and instance.host.last_heartbeat < scheduler.alive_since():
+    if step.hop == HOST and not scheduler.is_up(instance.host):
         _host_lost(instance, step, f"host {instance.host.name} is down")
         return None
     if instance.resumes >= settings.BERTH_REAPER_MAX_RESUMES:

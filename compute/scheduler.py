@@ -74,6 +74,19 @@ def constraints_for(instance: Instance) -> Constraints:
 alive_since = net_selectors.agents_alive_since
 
 
+def host_up(prefix: str = "") -> Q:
+    """Hosts that are up: heard from within BERTH_HOST_DOWN_AFTER, and not
+    declared down by the liveness sweep (which clears that once their
+    heartbeats are back), so every process agrees with the sweep's edge.
+    ``prefix`` is the path to the host, e.g. "host__"."""
+    return Q(**{f"{prefix}last_heartbeat__gte": alive_since(), f"{prefix}down_since": None})
+
+
+def is_up(host) -> bool:
+    """host_up for one host read already."""
+    return host.down_since is None and host.last_heartbeat >= alive_since()
+
+
 def reaches_of(needs: list[NicNeed]) -> list:
     reaches = net_selectors.network_reaches(wanted=[(n.network_id, n.segment_ids) for n in needs])
     return list(zip(needs, reaches, strict=True))
@@ -138,7 +151,7 @@ def filters(instance: Instance, reaches: list, constraints: Constraints) -> list
     else:
         kind = Filter("no virtual host is enabled", Q(baremetal=False))
     chain = [
-        Filter("no enabled host is alive", Q(enabled=True, last_heartbeat__gte=alive_since())),
+        Filter("no enabled host is alive", Q(enabled=True) & host_up()),
         kind,
         Filter(
             f"no host has {instance.vcpus} vCPUs, {instance.memory_mb} MB RAM and "

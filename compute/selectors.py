@@ -14,7 +14,7 @@ from compute.models import (
     InstanceActionEvent,
     InstanceStatus,
 )
-from compute.scheduler import alive_since
+from compute.scheduler import is_up
 from compute.services import NicRequest
 from compute.virt import PowerState
 from config.auth import RequestContext
@@ -99,7 +99,7 @@ def power_state_name(code: int) -> str:
 
 
 def host_is_up(host: Host) -> bool:
-    return host.last_heartbeat >= alive_since()
+    return is_up(host)
 
 
 @dataclass(frozen=True)

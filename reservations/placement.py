@@ -11,7 +11,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from compute.models import Host, Instance, InstanceStatus
-from compute.scheduler import Constraints, alive_since
+from compute.scheduler import Constraints, host_up
 from config.celery import enqueue_after_commit
 from config.errors import Conflict
 from config.services import project_get_or_create
@@ -126,7 +126,7 @@ def heal(*, now: datetime | None = None) -> int:
             reservation__status__in=[ReservationStatus.PENDING, ReservationStatus.ACTIVE],
             reservation__resource_type=ResourceType.HOST,
         )
-        .filter(Q(host__enabled=False) | Q(host__last_heartbeat__lt=alive_since()))
+        .filter(Q(host__enabled=False) | ~host_up("host__"))
         .values_list("pk", flat=True)
     )
     handled = 0
@@ -151,7 +151,7 @@ def _replace(lost: HostAllocation, now: datetime) -> None:
     lease = Lease.objects.select_for_update().get(pk=reservation.lease_id)
     start = max(now, lost.start_at)
     where = properties.reservation_filter(reservation)
-    where &= Q(host__last_heartbeat__gte=alive_since()) & ~Q(host=lost.host)
+    where &= host_up("host__") & ~Q(host=lost.host)
     old_host = Host.objects.get(pk=lost.host_id).name
     try:
         with transaction.atomic():

@@ -18,7 +18,8 @@ from compute.models import Host, Instance
 from compute.services import NicRequest
 from compute.virt import PowerState
 from config.models import Project
-from reservations.models import Notification
+from reservations.models import HostAllocation, Notification
+from reservations.services import HostRequest, LeaseRequest, lease_create, reservable_host_create
 from tests.conftest import agent_start, worker_stop
 from tests.factories import ContextFactory, FlavorFactory, NetworkFactory
 from tests.networking.test_clients import OpenStackCLI, token
@@ -216,3 +217,37 @@ def test_openstack_cli_stops_starts_and_reboots_a_libvirt_domain(
         "start",
         "reboot",
     ]
+
+
+def test_a_reserved_host_whose_agent_dies_is_healed_out_of_its_lease(world, agents, settings):
+    settings.BERTH_HOST_DOWN_AFTER = 2
+    procs = {name: agents(name, "--physnet", "physnet1") for name in ("ag-gpu-1", "ag-gpu-2")}
+    wait_for(lambda: Host.objects.filter(has_agent=True).count() == 2, what="both reports")
+    for name in procs:
+        reservable_host_create(name=name, capabilities={"node_type": "gpu"})
+    start = timezone.now() + timedelta(hours=1)
+    lease = lease_create(
+        context=world["context"],
+        request=LeaseRequest(
+            name="gpu",
+            start=start,
+            end=start + timedelta(hours=1),
+            reservations=[
+                HostRequest(min=1, max=1, resource_properties='["==", "$node_type", "gpu"]')
+            ],
+        ),
+    )
+    held = HostAllocation.objects.filter(reservation__lease=lease)
+    (lost,) = held.values_list("host__name", flat=True)
+    os.killpg(procs[lost].pid, signal.SIGKILL)
+    procs[lost].wait()
+    wait_for(
+        lambda: Host.objects.get(name=lost).last_heartbeat < timezone.now() - timedelta(seconds=2),
+        what="the heartbeats to stop",
+    )
+    assert (lost, False) in services.hosts_check()
+    # The heal runs on the worker at once, not at the next periodic heal.
+    (spare,) = set(procs) - {lost}
+    wait_for(lambda: list(held.values_list("host__name", flat=True)) == [spare], what="the heal")
+    replaced = Notification.objects.get(lease=lease, event_type="lease.host_replaced")
+    assert (replaced.payload["lost_host"], replaced.payload["new_host"]) == (lost, spare)
