@@ -111,9 +111,10 @@ def broker_flush() -> None:
     redis.Redis.from_url(broker_url()).flushdb()
 
 
-def setup():
-    """The project (no quota in the way), flavor, routed network and hosts,
-    through the services; returns the request context, flavor and network."""
+def setup(hosts: int = HOSTS):
+    """The project (no quota in the way), flavor, routed network and
+    ``hosts`` hosts, through the services; returns the request context,
+    flavor and network."""
     from compute import services as compute
     from config.auth import RequestContext
     from config.models import Project, Role
@@ -137,7 +138,7 @@ def setup():
     )
     for segment, cidr in zip(network.segments.order_by("segmentation_id"), CIDRS, strict=True):
         networking.subnet_create(project=project, network=network, segment=segment, cidr=cidr)
-    for n in range(HOSTS):
+    for n in range(hosts):
         name = f"{HOST_PREFIX}{n:03d}"
         physnet = PHYSNETS[n % len(PHYSNETS)]
         compute.host_report(

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from compute import services as compute
 from compute.models import Flavor, Host, Instance, InstanceActionEvent, InstanceStatus
+from compute.virt import PowerAction
 from config.auth import RequestContext
 from config.models import HealthProbe, Project, Quota
 from networking.models import HostAgent, IPAllocation, Network, Port, Segment, Subnet
@@ -40,7 +41,7 @@ from reservations.models import (
     Reservation,
     Subscription,
 )
-from tests.compute.conftest import run_pipeline
+from tests.compute.conftest import host_power, run_pipeline
 from tests.factories import ContextFactory, FlavorFactory, HostFactory, NetworkFactory
 
 pytestmark = pytest.mark.django_db
@@ -664,10 +665,36 @@ def test_bulk_delete_is_all_or_nothing(admin_client, world):
 # --- actions: permission, service, log ---------------------------------------------------
 
 
+def _server(world, name: str, *, stopped: bool = False) -> Instance:
+    """Another server of the world, ACTIVE, or SHUTOFF if ``stopped``."""
+    nics = [compute.NicRequest(network=world.network)]
+    [server] = compute.server_create(
+        context=world.context, name=name, flavor=world.flavors["small"], nics=nics
+    )
+    server = run_pipeline(server)
+    if stopped:
+        compute.server_power(context=world.context, instance=server, action=PowerAction.STOP)
+        server = host_power(server)
+    return server
+
+
 def _actions(world):
     """(model, action, object, has it been done?) for every admin action."""
     disabled = compute.host_set_enabled(host=world.hosts["h2"], enabled=False)
     return [
+        (Instance, "power_stop", world.vm, lambda i: i.task_state == "powering-off"),
+        (
+            Instance,
+            "power_start",
+            _server(world, "stopped", stopped=True),
+            lambda i: i.task_state == "powering-on",
+        ),
+        (
+            Instance,
+            "power_reboot_hard",
+            _server(world, "vm2"),
+            lambda i: i.task_state == "rebooting_hard",
+        ),
         (Host, "disable_hosts", world.hosts["h1"], lambda h: not h.enabled),
         (Host, "enable_hosts", disabled, lambda h: h.enabled),
         (Instance, "retry_builds", world.failed, lambda i: i.status == InstanceStatus.BUILD),
@@ -705,6 +732,9 @@ def test_every_action_is_listed():
         "disable_hosts",
         "enable_hosts",
         "retry_builds",
+        "power_stop",
+        "power_start",
+        "power_reboot_hard",
         "end_now",
         "fire_now",
         "redeliver",

@@ -65,6 +65,9 @@ ADMIN_ONLY = {
     "network-ip-availability",
     "os-host",
 }
+# Routes of an owned resource that only admins call (Nova's policy on
+# server diagnostics: admin only, whoever owns the server).
+ADMIN_ONLY_ROUTES = {"GET /compute/v2.1/servers/{pk}/diagnostics"}
 # Readable by every authenticated caller; written by admins only.
 SHARED = {"flavor", "extension"}
 # Provider configuration inside a project's resource: only admins change it.
@@ -391,6 +394,7 @@ class Expect:
 SUCCESS = {"GET": 200, "PUT": 200, "POST": 201, "DELETE": 204}
 OWN_CODES = {
     "POST /compute/v2.1/servers": 202,
+    "POST /compute/v2.1/servers/{pk}/action": 202,
     "POST /compute/v2.1/flavors": 200,
     "DELETE /compute/v2.1/flavors/{pk}": 202,
     "POST /compute/v2.1/flavors/{pk}/os-extra_specs": 200,
@@ -441,7 +445,7 @@ def expect(ep: Endpoint, caller: str) -> Expect:
         # Every project's rows and every endpoint.
         return allowed(ep, "admin")
     reader = caller == "alpha-reader"
-    if ep.resource in ADMIN_ONLY:
+    if ep.resource in ADMIN_ONLY or ep.kind in ADMIN_ONLY_ROUTES:
         return Expect(403, "admin-only endpoint")
     if not safe and ep.resource in ADMIN_WRITES:
         return Expect(403, "admin-only write")
@@ -509,6 +513,7 @@ def bodies(seed: Seed) -> dict:
                 "networks": [{"uuid": ids["network"]}],
             }
         },
+        ("server", "server_action"): {"os-stop": None},
         ("service", "update"): {"status": "disabled", "disabled_reason": "mx"},
         ("service", "disable"): {"host": HOSTS[0], "binary": "nova-compute"},
         ("service", "enable"): {"host": HOSTS[0], "binary": "nova-compute"},
