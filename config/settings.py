@@ -362,9 +362,7 @@ CELERY_TASK_TIME_LIMIT = env.int("BERTH_TASK_TIME_LIMIT", default=300)
 # Spawns go to their host's queue, host.<name>, named when sent
 # (compute.tasks), served by workers started with --host-queues.
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_QUEUES = [
-    Queue(name) for name in ("default", "build", "events", "notify", "agents")
-]
+CELERY_TASK_QUEUES = [Queue(name) for name in ("default", "build", "events", "notify", "agents")]
 CELERY_TASK_ROUTES = {
     # The reaper and the liveness sweep must not wait behind the builds
     # they look after, nor heartbeats behind either.

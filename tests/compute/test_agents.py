@@ -86,9 +86,7 @@ def test_an_agent_reports_its_host_and_heartbeats(world, agents):
     host = wait_for(lambda: Host.objects.filter(name="ag-solo").first(), what="the report")
     assert (host.vcpus, host.memory_mb, host.has_agent) == (8, 4096, True)
     first = host.last_heartbeat
-    wait_for(
-        lambda: Host.objects.get(name="ag-solo").last_heartbeat > first, what="a heartbeat"
-    )
+    wait_for(lambda: Host.objects.get(name="ag-solo").last_heartbeat > first, what="a heartbeat")
 
 
 def test_a_build_is_spawned_by_the_agent_of_its_host_only(world, agents):
@@ -124,8 +122,10 @@ def test_a_dead_agents_host_goes_down_and_its_build_fails_over(world, agents, se
     )
     ports = set(instance.nics.values_list("port_id", flat=True))
     wait_for(
-        lambda: Host.objects.get(name="ag-doomed").last_heartbeat
-        < timezone.now() - timedelta(seconds=2),
+        lambda: (
+            Host.objects.get(name="ag-doomed").last_heartbeat
+            < timezone.now() - timedelta(seconds=2)
+        ),
         what="the heartbeats to stop",
     )
     assert ("ag-doomed", False) in services.hosts_check()
@@ -142,8 +142,10 @@ def test_a_dead_agents_host_goes_down_and_its_build_fails_over(world, agents, se
     # Back again: up, and the spawn it was sent before it died never runs.
     agents("ag-doomed", "--physnet", "physnet1", "--ram", "65536")
     wait_for(
-        lambda: Host.objects.get(name="ag-doomed").last_heartbeat
-        > timezone.now() - timedelta(seconds=1),
+        lambda: (
+            Host.objects.get(name="ag-doomed").last_heartbeat
+            > timezone.now() - timedelta(seconds=1)
+        ),
         what="the heartbeats back",
     )
     assert services.hosts_check() == [("ag-doomed", True)]
