@@ -19,7 +19,8 @@ counted. Goal: 10,000 agents at a 10 s interval use under half a core.
 The Redis server's CPU is printed too, but the server may be shared.
 
 The broker's Redis database is flushed before and after the run: give the
-benchmark one of its own (the default is database 14).
+benchmark one of its own (the default is database 14). On RabbitMQ
+(CELERY_BROKER_URL=amqp://...) the agents' queue is purged instead.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/berth_bench \\
     CELERY_BROKER_URL=redis://127.0.0.1:6379/14 \\
@@ -66,14 +67,45 @@ def cleanup() -> None:
             cursor.execute(statement, {"h": HOST_PREFIX + "%"})
 
 
-def broker():
-    """The broker's Redis database, checked to be one."""
-    import redis
+class Broker:
+    """The broker: a Redis database of the benchmark's own (flushed), or
+    RabbitMQ (the agents' queue purged)."""
 
-    url = os.environ.setdefault("CELERY_BROKER_URL", DEFAULT_BROKER)
-    if not url.startswith("redis://"):
-        sys.exit(f"CELERY_BROKER_URL must name a Redis database, not {url!r}")
-    return redis.Redis.from_url(url)
+    def __init__(self):
+        url = os.environ.setdefault("CELERY_BROKER_URL", DEFAULT_BROKER)
+        self.redis = None
+        if url.startswith("redis://"):
+            import redis
+
+            self.redis = redis.Redis.from_url(url)
+            self.pid = self.redis.info("server")["process_id"]
+        elif url.startswith("amqp://"):
+            self.pid = next((p for p in pids_where(lambda f: f[0] == "(beam.smp")), 0)
+        else:
+            sys.exit(f"CELERY_BROKER_URL must name Redis or RabbitMQ, not {url!r}")
+
+    def flush(self) -> None:
+        # Messages an interrupted run left would be counted as this one's.
+        if self.redis is not None:
+            self.redis.flushdb()
+            return
+        from config.celery import app
+
+        with app.connection_for_write() as connection:
+            queue = app.amqp.queues[QUEUE](connection.default_channel)
+            queue.declare()
+            queue.purge()
+
+    def backlog(self) -> int:
+        """Messages waiting in the queue, and (Redis only) those a worker
+        holds unacknowledged."""
+        from compute.tasks import backlog
+
+        held = self.redis.hlen("unacked") if self.redis is not None else 0
+        return backlog(QUEUE) + held
+
+    def cpu(self) -> float:
+        return cpu_seconds([self.pid]).get(self.pid, 0.0)
 
 
 def hosts_create(count: int) -> list[str]:
@@ -147,19 +179,24 @@ def cpu_seconds(pids) -> dict[int, float]:
     return found
 
 
-def process_group(pgid: int) -> list[int]:
-    """Every process of the group: a worker and its pool children."""
+def pids_where(test) -> list[int]:
+    """The processes whose /proc/<pid>/stat fields (name first) pass ``test``."""
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
+                    name, rest = stat.read().rsplit(")", 1)
             except (FileNotFoundError, ProcessLookupError):
                 continue
-            if int(fields[2]) == pgid:
+            if test([name.split(" ", 1)[1], *rest.split()]):
                 pids.append(int(entry))
     return pids
+
+
+def process_group(pgid: int) -> list[int]:
+    """Every process of the group: a worker and its pool children."""
+    return pids_where(lambda fields: int(fields[3]) == pgid)
 
 
 def database_backends() -> list[int]:
@@ -180,24 +217,23 @@ class Meter:
     workers reconnect every BERTH_CELERY_DB_REUSE_MAX tasks): ``poll``
     often, and each process counts up to its last sample."""
 
-    def __init__(self, workers: list[subprocess.Popen], redis):
-        self.workers, self.redis = workers, redis
+    def __init__(self, workers: list[subprocess.Popen], broker: Broker):
+        self.workers, self.broker = workers, broker
         self.start = self.sample()
         self.last = self.sample()
 
     def sample(self) -> dict:
-        info = self.redis.info("cpu")
         return {
             "workers": cpu_seconds(p for w in self.workers for p in process_group(w.pid)),
             "database": cpu_seconds(database_backends()),
-            "redis": info["used_cpu_user"] + info["used_cpu_sys"],
+            "broker": self.broker.cpu(),
         }
 
     def poll(self) -> None:
         now = self.sample()
         for kind in ("workers", "database"):
             self.last[kind].update(now[kind])
-        self.last["redis"] = now["redis"]
+        self.last["broker"] = now["broker"]
 
     def used(self) -> dict[str, float]:
         self.poll()
@@ -205,12 +241,7 @@ class Meter:
         return {
             kind: sum(cpu - self.start[kind].get(p, 0) for p, cpu in self.last[kind].items())
             for kind in ("workers", "database")
-        } | {"redis": self.last["redis"] - self.start["redis"]}
-
-
-def backlog(redis) -> int:
-    """Messages waiting in the queue or held unacked by a worker."""
-    return redis.llen(QUEUE) + redis.hlen("unacked")
+        } | {"broker": self.last["broker"] - self.start["broker"]}
 
 
 def workers_start(log) -> list[subprocess.Popen]:
@@ -245,8 +276,8 @@ def run(count: int, interval: float, duration: float, senders: int, log) -> dict
     from compute import services
     from compute.models import Host
 
-    redis = broker()
-    redis.flushdb()
+    broker = Broker()
+    broker.flush()
     cleanup()
     names = hosts_create(count)
     benchdb.vacuum_analyze("compute_host")
@@ -255,7 +286,7 @@ def run(count: int, interval: float, duration: float, senders: int, log) -> dict
         for proc in workers:
             benchdb.worker_wait_ready(proc)
         time.sleep(2)  # past the pool children's start
-        idle = Meter(workers, redis)
+        idle = Meter(workers, broker)
         time.sleep(5)
         idle_cores = idle.used()["workers"] / 5
         rounds = max(1, round(duration / interval))
@@ -272,25 +303,26 @@ def run(count: int, interval: float, duration: float, senders: int, log) -> dict
         for job in jobs:
             job.start()
         time.sleep(max(0, start - time.time()))
-        meter, began, since = Meter(workers, redis), time.monotonic(), timezone.now()
+        meter, began, since = Meter(workers, broker), time.monotonic(), timezone.now()
         largest = 0
         while any(job.is_alive() for job in jobs):
-            largest = max(largest, backlog(redis))
+            largest = max(largest, broker.backlog())
             meter.poll()
             time.sleep(0.5)
         window = time.monotonic() - began
         in_window = meter.used()
-        left = backlog(redis)
+        left = broker.backlog()
         sent = sum(results.get() for _ in jobs)
         for job in jobs:
             job.join()
         deadline = time.monotonic() + 300
-        while backlog(redis) and time.monotonic() < deadline:
+        while broker.backlog() and time.monotonic() < deadline:
             meter.poll()
             time.sleep(0.5)
+        time.sleep(2)  # what a worker prefetched, which RabbitMQ does not count
         drained = time.monotonic() - began - window
         total = meter.used()
-        remaining = backlog(redis)
+        remaining = broker.backlog()
         # Every host's heartbeat was written (none was lost on the way).
         unseen = Host.objects.filter(name__startswith=HOST_PREFIX, last_heartbeat__lt=since)
         unseen = unseen.count()
@@ -307,7 +339,7 @@ def run(count: int, interval: float, duration: float, senders: int, log) -> dict
     finally:
         for proc in workers:
             benchdb.worker_stop(proc)
-        redis.flushdb()
+        broker.flush()
         cleanup()
     absorbed = sent - remaining
     return {
@@ -321,7 +353,7 @@ def run(count: int, interval: float, duration: float, senders: int, log) -> dict
         "idle cores": idle_cores,
         "worker cores": in_window["workers"] / window,
         "db cores": in_window["database"] / window,
-        "redis cores": in_window["redis"] / window,
+        "broker cores": in_window["broker"] / window,
         "worker ms/msg": total["workers"] * 1000 / max(absorbed, 1),
         "db ms/msg": total["database"] * 1000 / max(absorbed, 1),
         "sweep ms": min(sweeps),
@@ -341,7 +373,7 @@ def main() -> int:
     parser.add_argument("--senders", type=int, default=2, help="load generator processes")
     args = parser.parse_args()
 
-    broker()
+    Broker()
     benchdb.database_prepare()
     from django.conf import settings
     from django.db import connection
@@ -355,21 +387,22 @@ def main() -> int:
             figures.append(run(count, interval, args.duration, args.senders, log))
 
     pools = [" ".join(o) for o in WORKER_POOLS.values() if QUEUE in o[o.index("-Q") + 1]]
+    scheme = settings.CELERY_BROKER_URL.split(":")[0]
     print(
         f"Agents' messages every {interval:g} s for {args.duration:g} s through the worker "
-        f"pools consuming {QUEUE!r} ({'; '.join(pools)}); Redis, PostgreSQL "
+        f"pools consuming {QUEUE!r} ({'; '.join(pools)}); {scheme}, PostgreSQL "
         f"{connection.pg_version // 10000}, {os.cpu_count()} CPUs"
     )
     print(
         f"{'hosts':>6} {'sent/s':>7} {'absorbed/s':>10} {'backlog max':>11} {'at end':>6} "
-        f"{'drain s':>7} {'worker cores':>12} {'db cores':>8} {'redis*':>6} "
+        f"{'drain s':>7} {'worker cores':>12} {'db cores':>8} {'broker*':>7} "
         f"{'worker ms/msg':>13} {'db ms/msg':>9} {'idle cores':>10} {'sweep ms':>8}"
     )
     for f in figures:
         print(
             f"{f['hosts']:>6} {f['sent/s']:>7.0f} {f['absorbed/s']:>10.0f} {f['largest']:>11} "
             f"{f['left']:>6} {f['drain s']:>7.1f} {f['worker cores']:>12.2f} "
-            f"{f['db cores']:>8.2f} {f['redis cores']:>6.2f} {f['worker ms/msg']:>13.2f} "
+            f"{f['db cores']:>8.2f} {f['broker cores']:>7.2f} {f['worker ms/msg']:>13.2f} "
             f"{f['db ms/msg']:>9.2f} {f['idle cores']:>10.2f} {f['sweep ms']:>8.1f}"
         )
         if f["remaining"]:
@@ -383,7 +416,7 @@ def main() -> int:
     verdict = "MET" if cores < GOAL_CORES and not missed else "NOT MET"
     print(
         f"workers + database to absorb {last['hosts']} hosts' messages: {cores:.2f} cores "
-        f"(goal < {GOAL_CORES}): {verdict}  (* the Redis server's, which may be shared)"
+        f"(goal < {GOAL_CORES}): {verdict}  (* the broker server's, which may be shared)"
     )
     return 0
 
