@@ -134,15 +134,35 @@ def agent_report(*, report: HostReport, power_states: dict[str, int], sent_at: d
     return host
 
 
-def host_heartbeat(*, host: str, power_states: dict[str, int] | None, sent_at: datetime) -> None:
-    """An agent's heartbeat, with the power state of every domain it runs
-    when one changed since its last. A heartbeat from a host berth does not
-    know (deleted while its agent ran) is dropped: the agent's report at
-    its next start makes it again."""
+@dataclass(frozen=True)
+class Heartbeat:
+    """One agent heartbeat: its host, the power state of every domain the
+    host runs when one changed since its last heartbeat (else None), and
+    when the agent sent it."""
+
+    host: str
+    power_states: dict[str, int] | None
+    sent_at: datetime
+
+
+def hosts_heartbeat(*, beats: list[Heartbeat]) -> int:
+    """Agents' heartbeats, taken many at once (compute.tasks.heartbeat):
+    every host named is alive now, in one update, and the newest power
+    states each host sent are recorded. A heartbeat from a host berth does
+    not know (deleted while its agent ran) is dropped: the agent's report
+    at its next start makes it again. Returns the hosts found."""
+    newest: dict[str, Heartbeat] = {}
+    for beat in beats:
+        if beat.power_states is not None and (
+            beat.host not in newest or beat.sent_at > newest[beat.host].sent_at
+        ):
+            newest[beat.host] = beat
     with transaction.atomic():
-        Host.objects.filter(name=host).update(last_heartbeat=timezone.now())
-        if power_states is not None:
-            _domains_record(host=host, power_states=power_states, sent_at=sent_at)
+        names = {beat.host for beat in beats}
+        found = Host.objects.filter(name__in=names).update(last_heartbeat=timezone.now())
+        for beat in newest.values():
+            _domains_record(host=beat.host, power_states=beat.power_states, sent_at=beat.sent_at)
+    return found
 
 
 def _domains_record(*, host: str, power_states: dict[str, int], sent_at: datetime) -> None:

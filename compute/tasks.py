@@ -12,16 +12,18 @@ queue.
 """
 
 import logging
+import time
 from datetime import datetime
 
 from celery import Task, current_app, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery_batches import Batches
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 
 from compute import agent, pipeline, services
 from compute.models import Host, Instance, TaskState
-from config.celery import enqueue_after_commit
+from config.celery import HEARTBEAT_BATCH, enqueue_after_commit
 
 # Lost database connections are worth a retry; domain failures are not
 # exceptions at all (they are states with a fault).
@@ -31,6 +33,10 @@ TRANSIENT = {
     "max_retries": 5,
 }
 BUILD_QUEUE = "build"
+# A batch of heartbeats is written at least this often (s); with the
+# liveness sweep's minute of grace, a delay of this size costs nothing.
+HEARTBEAT_FLUSH_INTERVAL = 1.0
+HEARTBEAT_ATTEMPTS = 3
 
 logger = logging.getLogger(__name__)
 
@@ -108,11 +114,38 @@ def agent_report(report: dict, power_states: dict, sent_at: str) -> None:
     )
 
 
-@shared_task(name="compute.heartbeat", **TRANSIENT)
-def heartbeat(host: str, power_states: dict | None, sent_at: str) -> None:
-    services.host_heartbeat(
-        host=host, power_states=power_states, sent_at=datetime.fromisoformat(sent_at)
-    )
+@shared_task(
+    name="compute.heartbeat",
+    base=Batches,
+    flush_every=HEARTBEAT_BATCH,
+    flush_interval=HEARTBEAT_FLUSH_INTERVAL,
+)
+def heartbeat(requests: list) -> None:
+    """The agents' heartbeats, in batches: each message is one
+    ``compute.heartbeat(host, power_states, sent_at)`` as compute.agent
+    sends it, and the worker hands over what it holds (up to
+    HEARTBEAT_BATCH messages, or every HEARTBEAT_FLUSH_INTERVAL seconds),
+    so a batch costs one task and a few statements, not each heartbeat.
+    A malformed message is logged and dropped, not the batch with it."""
+    beats = []
+    for request in requests:
+        try:
+            host, power_states, sent_at = request.args
+            beats.append(services.Heartbeat(host, power_states, datetime.fromisoformat(sent_at)))
+        except (TypeError, ValueError):
+            logger.warning("malformed heartbeat dropped: %r", request.args)
+    # The batch's messages are acknowledged whatever the task raises, so a
+    # lost connection is retried here, on a new one; the writes are
+    # idempotent (a power report older than the one recorded is not applied).
+    for attempt in range(HEARTBEAT_ATTEMPTS):
+        try:
+            services.hosts_heartbeat(beats=beats)
+            return
+        except (OperationalError, InterfaceError):
+            if attempt == HEARTBEAT_ATTEMPTS - 1:
+                raise
+            connection.close()
+            time.sleep(2**attempt)
 
 
 @shared_task(name="compute.check_hosts", **TRANSIENT)

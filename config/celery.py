@@ -69,14 +69,31 @@ app.conf.beat_schedule = {
 }
 
 
+# The most heartbeats compute.tasks.heartbeat takes in one batch. The agents'
+# worker holds twice as many messages (its prefetch), so that it takes the
+# next batch in while one is written.
+HEARTBEAT_BATCH = 1000
+
 # The worker pools of a deployment, as `celery -A config worker` options
 # (docs/operations.md); the demo and the tests start these. The first also
 # serves every host's queue (the spawn hop) until hosts run agents. Webhook
 # deliveries have a pool of their own, so a slow receiver never holds a
-# build or a lease event back; threads, as they wait on the network.
+# build or a lease event back; threads, as they wait on the network. The
+# agents' heartbeats and reports have one too: it prefetches thousands of
+# messages to batch the heartbeats, which the other pools must not (one
+# message at a time per process, so a long build holds no short one back),
+# and one process writes them, so two batches never wait on each other's rows.
 WORKER_POOLS = {
-    "worker": ["-Q", "default,build,events,agents", "--host-queues", "-c", "2"],
+    "worker": ["-Q", "default,build,events", "--host-queues", "-c", "2"],
     "notify worker": ["-Q", "notify", "-P", "threads", "-c", "8"],
+    "agents worker": [
+        "-Q",
+        "agents",
+        "-c",
+        "1",
+        "--prefetch-multiplier",
+        str(2 * HEARTBEAT_BATCH),
+    ],
 }
 
 
