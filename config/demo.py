@@ -527,6 +527,36 @@ CLI_WORKS = (
 CLI_NEEDS_KEYSTONE = ("server list/show/create", "flavor create/set/unset")
 
 
+def keystone_environment(*, base: str, username: str, password: str) -> dict[str, str]:
+    """The OS_* settings of a Keystone user: an auth_url, the user and the
+    demo project; every client finds the services in the token's catalog."""
+    return {
+        "OS_AUTH_URL": f"{base}/identity",
+        "OS_IDENTITY_API_VERSION": "3",
+        "OS_USERNAME": username,
+        "OS_PASSWORD": password,
+        "OS_PROJECT_NAME": settings.BERTH_DEMO_PROJECT,
+        "OS_USER_DOMAIN_NAME": "Default",
+        "OS_PROJECT_DOMAIN_NAME": "Default",
+    }
+
+
+def clouds_yaml(environment: dict[str, str], cloud: str = "berth") -> str:
+    """The same as a clouds.yaml entry (openstack --os-cloud berth ...)."""
+    auth = {
+        "auth_url": environment["OS_AUTH_URL"],
+        "username": environment["OS_USERNAME"],
+        "password": environment["OS_PASSWORD"],
+        "project_name": environment["OS_PROJECT_NAME"],
+        "user_domain_name": "Default",
+        "project_domain_name": "Default",
+    }
+    lines = ["clouds:", f"  {cloud}:", "    auth:"]
+    lines += [f"      {key}: {json.dumps(value)}" for key, value in auth.items()]
+    lines += ["    identity_api_version: 3", ""]
+    return "\n".join(lines)
+
+
 def cli_environment(*, base: str, token: str) -> dict[str, str]:
     """The OS_* settings for the openstack CLI and openstacksdk (a bare
     ``openstack.connect()`` reads them too): a static token, no Keystone."""

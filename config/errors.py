@@ -8,6 +8,7 @@ status a caller may use. Views never build error bodies themselves.
 import json
 import logging
 import re
+from http import HTTPStatus
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
@@ -119,6 +120,7 @@ def api_of_path(path: str) -> str | None:
         settings.BERTH_NETWORKING_PREFIX: "networking",
         settings.BERTH_COMPUTE_PREFIX: "compute",
         settings.BERTH_RESERVATION_PREFIX: "reservation",
+        "identity": "identity",
     }.get(first)
 
 
@@ -132,6 +134,9 @@ def error_body(api: str | None, status: int, type_: str, message: str) -> dict:
         return {NOVA_FAULTS.get(status, "computeFault"): {"code": status, "message": message}}
     if api == "reservation":
         return {"error_code": status, "error_message": message, "error_name": status}
+    if api == "identity":
+        # Keystone's title is the status's reason phrase.
+        return {"error": {"code": status, "title": HTTPStatus(status).phrase, "message": message}}
     return {"error": {"code": status, "title": type_, "message": message}}
 
 

@@ -55,6 +55,9 @@ class Token(models.Model):
     membership = models.ForeignKey(Membership, on_delete=models.CASCADE, related_name="tokens")
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # How it was obtained, as Keystone's token body says ("password",
+    # "token"); none for a token made by an operator (create_token).
+    methods = models.JSONField(default=list, blank=True, editable=False)
 
     def __str__(self) -> str:
         return f"{self.prefix}... ({self.membership})"

@@ -9,27 +9,30 @@ from django.db.models import Q
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from config.models import Membership, PeriodicRun
+from config.models import Membership, PeriodicRun, Token
 from config.services import token_digest
 
 
-def membership_for_token(*, raw: str) -> Membership | None:
-    """The membership an unexpired token stands for, if its user is still
-    active. Deleting the project or the membership deletes its tokens (by
-    cascade), so all three revocations hold from the next request, in the
-    one query that already joins the user."""
-    # One filter() call: both conditions must hold for the same token (two
-    # calls would join the tokens twice and let an expired token through
-    # whenever the membership has another, valid one).
+def token_find(*, raw: str) -> Token | None:
+    """The unexpired token ``raw`` is, with its membership's user and
+    project, if its user is still active. Deleting the project or the
+    membership deletes its tokens (by cascade), so all three revocations
+    hold from the next request, in one query."""
     return (
-        Membership.objects.select_related("user", "project")
+        Token.objects.select_related("membership__user", "membership__project")
         .filter(
-            Q(tokens__expires_at__isnull=True) | Q(tokens__expires_at__gt=timezone.now()),
-            tokens__digest=token_digest(raw),
-            user__is_active=True,
+            Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()),
+            digest=token_digest(raw),
+            membership__user__is_active=True,
         )
         .first()
     )
+
+
+def membership_for_token(*, raw: str) -> Membership | None:
+    """The membership an unexpired token stands for (token_find)."""
+    token = token_find(raw=raw)
+    return token.membership if token else None
 
 
 @dataclass(frozen=True)

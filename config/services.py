@@ -3,8 +3,9 @@
 import hashlib
 import secrets
 from collections.abc import Collection
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
@@ -41,6 +42,16 @@ def membership_ensure(*, project_name: str, username: str, role: str) -> Members
     return membership
 
 
+@transaction.atomic
+def user_password_set(*, project_name: str, username: str, role: str, password: str) -> Membership:
+    """The user's role in the project (membership_ensure) and its password,
+    hashed by Django's password hashers."""
+    membership = membership_ensure(project_name=project_name, username=username, role=role)
+    membership.user.set_password(password)
+    membership.user.save(update_fields=["password"])
+    return membership
+
+
 def token_create(
     *, project_name: str, username: str, role: str, expires_at: datetime | None = None
 ) -> tuple[Token, str]:
@@ -53,6 +64,24 @@ def token_create(
             digest=token_digest(raw), prefix=raw[:8], membership=membership, expires_at=expires_at
         )
     return token, raw
+
+
+def token_issue(*, membership: Membership, methods: list[str]) -> tuple[Token, str]:
+    """A token of the identity API for the membership, lasting
+    BERTH_TOKEN_LIFETIME. Returns the row and the raw token, shown once."""
+    raw = secrets.token_urlsafe(32)
+    token = Token.objects.create(
+        digest=token_digest(raw),
+        prefix=raw[:8],
+        membership=membership,
+        methods=methods,
+        expires_at=timezone.now() + timedelta(seconds=settings.BERTH_TOKEN_LIFETIME),
+    )
+    return token, raw
+
+
+def token_revoke(*, token: Token) -> None:
+    Token.objects.filter(pk=token.pk).delete()
 
 
 def token_purge_expired(*, now: datetime | None = None) -> int:

@@ -161,6 +161,11 @@ BERTH_RESERVATION_PREFIX = env.str("BERTH_RESERVATION_PREFIX", default="reservat
 # is what keystoneauth's `none` plugin needs (it sends `notused`).
 BERTH_AUTH_MODE = env.str("BERTH_AUTH_MODE", default="token")
 BERTH_DEMO_PROJECT = env.str("BERTH_DEMO_PROJECT", default="demo")
+# Where clients reach berth, as the identity API's service catalog names it
+# (behind a proxy, the proxy's URL); empty: the URL each request came to.
+BERTH_PUBLIC_URL = env.str("BERTH_PUBLIC_URL", default="").rstrip("/")
+# Seconds a token issued by the identity API lasts (Keystone's default).
+BERTH_TOKEN_LIFETIME = env.int("BERTH_TOKEN_LIFETIME", default=3600)
 # The project whose notifications tell the operator about the cloud itself
 # (a host down or back up); subscribe to them there (Keystone's "admin").
 BERTH_OPERATOR_PROJECT = env.str("BERTH_OPERATOR_PROJECT", default="admin")

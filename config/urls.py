@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from config import discovery
+from config import discovery, keystone
 from config.api import UnknownResourceView
 
 
@@ -37,6 +37,7 @@ urlpatterns = [
         discovery.compute_v21,
         "compute.api.urls",
     ),
+    *api(keystone.IDENTITY_PREFIX, keystone.versions, "v3", keystone.v3, "config.keystone"),
     *api(
         settings.BERTH_RESERVATION_PREFIX,
         discovery.reservation_versions,

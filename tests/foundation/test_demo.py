@@ -1,6 +1,7 @@
 """The README's demo command, on the embedded default (SQLite + filesystem
 broker, nothing installed), with real API, worker and beat processes."""
 
+import json
 import os
 import re
 import signal
@@ -8,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from blazarclient import client as blazar_client
@@ -118,3 +120,25 @@ def test_demo_runs_an_agent_per_host_and_fails_a_build_over(demo):
     assert re.search(
         rf"^\s*failover-1\s+ACTIVE\s+running\s+{story.group(1)}\s", output, re.MULTILINE
     )
+
+
+def test_demo_prints_a_keystone_user_every_client_signs_in_with(demo, tmp_path):
+    """The OS_* lines the demo prints (an auth_url, a user, a password and
+    a project; no endpoint) are all the openstack CLI needs."""
+    _, _, output = demo
+    printed = dict(re.findall(r"^\s*export (OS_\w+)=(\S+)$", output, re.MULTILINE))
+    assert printed["OS_AUTH_URL"].endswith("/identity")
+    keystone = ("AUTH_URL", "USERNAME", "PASSWORD", "PROJECT_NAME", "USER_DOMAIN_NAME")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env.update({f"OS_{key}": printed[f"OS_{key}"] for key in keystone}, HOME=str(tmp_path))
+    env["OS_PROJECT_DOMAIN_NAME"] = printed["OS_PROJECT_DOMAIN_NAME"]
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "openstack"), "server", "list", "-f", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    names = {server["Name"] for server in json.loads(done.stdout)}
+    assert {*demo_module.DEMO_SERVERS, "leased-1", "failover-1"} <= names

@@ -27,7 +27,7 @@ from config import demo
 from config.auth import DEMO_USER
 from config.celery import WORKER_POOLS
 from config.management.commands._progress import progress_bar
-from config.services import membership_ensure, token_create
+from config.services import membership_ensure, token_create, user_password_set
 
 ROOT = Path(settings.BASE_DIR)
 LEASE_STARTS_IN = 20
@@ -47,6 +47,15 @@ class Command(BaseCommand):
         self.step("migrating the database")
         call_command("migrate", interactive=False, verbosity=0)
         password = self.ensure_admin_user()
+        # The demo user signs in as Keystone users do (auth_url, user,
+        # password, project), with a fresh password each run.
+        user_password = secrets.token_urlsafe(12)
+        user_password_set(
+            project_name=settings.BERTH_DEMO_PROJECT,
+            username=DEMO_USER,
+            role="admin",
+            password=user_password,
+        )
         _, token = token_create(
             project_name=settings.BERTH_DEMO_PROJECT, username=DEMO_USER, role="admin"
         )
@@ -74,7 +83,7 @@ class Command(BaseCommand):
             self.servers_wait("leased server building", demo.lease_server_boot(lease, network))
             self.failover(processes, network)
             self.stdout.write("Press Ctrl-C to stop.")
-            self.summary(base, token, password, network)
+            self.summary(base, token, password, user_password, network)
             while all(p.poll() is None for p in processes.values()):
                 time.sleep(1)
             dead = [name for name, p in processes.items() if p.poll() is not None]
@@ -222,7 +231,7 @@ class Command(BaseCommand):
             except subprocess.TimeoutExpired:
                 process.kill()
 
-    def summary(self, base: str, token: str, password: str, network) -> None:
+    def summary(self, base: str, token: str, password: str, user_password: str, network) -> None:
         """Tables of what the demo made, then how to reach it; the token is
         the last line, where scripts (and the tests) read it."""
         color = self.stdout.isatty()
@@ -237,6 +246,9 @@ class Command(BaseCommand):
         self.stdout.write(demo.render(*tables, width=width, color=color))
         auth = settings.BERTH_AUTH_MODE
         clients = demo.cli_environment(base=base, token=token)
+        keystone = demo.keystone_environment(base=base, username=DEMO_USER, password=user_password)
+        clouds = Path(settings.DATA_DIR) / "clouds.yaml"
+        clouds.write_text(demo.clouds_yaml(keystone), encoding="utf-8")
         lines = [
             "",
             "berth is running.",
@@ -245,8 +257,14 @@ class Command(BaseCommand):
             f"  networking       {clients['OS_NETWORK_ENDPOINT_OVERRIDE']}",
             f"  compute          {clients['OS_COMPUTE_ENDPOINT_OVERRIDE']}",
             f"  reservation      {clients['OS_RESERVATION_ENDPOINT_OVERRIDE']}",
+            f"  identity         {keystone['OS_AUTH_URL']}",
             f"  auth mode        {auth}",
             "",
+            "openstack CLI, openstacksdk, Terraform, Ansible: sign in as a Keystone user",
+            f"(every command berth serves works; also cloud 'berth' in {clouds}):",
+            *(f"  export {k}={v}" for k, v in keystone.items()),
+            "",
+            "Or with the static token below, no identity service:",
             *demo.cli_hint(clients),
             "",
             f"token (admin of project {settings.BERTH_DEMO_PROJECT}):",

@@ -1,0 +1,282 @@
+"""The Keystone v3 subset that OpenStack's clients need to find berth from
+an ``auth_url`` alone: version discovery, tokens (password and token
+methods, project scope) with the service catalog, validation and
+revocation, and the caller's projects. A Keystone token is a berth token
+(config.models.Token): hashed at rest, expiring, revocable.
+
+Errors are Keystone's: ``{"error": {"code", "title", "message"}}``
+(config.errors, for paths outside the other APIs).
+"""
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth import authenticate, get_user_model
+from django.http import JsonResponse
+from django.urls import re_path
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config import selectors, services
+from config.auth import Authenticated, user_id_of
+from config.errors import BerthError, Invalid, NotFound
+from config.models import Membership, Project, Role, Token
+
+DEFAULT_DOMAIN = {"id": "default", "name": "Default"}
+IDENTITY_PREFIX = "identity"
+# A role implies the ones below it, as Keystone's default implied roles.
+IMPLIED = {Role.ADMIN: ["admin", "member", "reader"], Role.MEMBER: ["member", "reader"]}
+KEYSTONE_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+UNAUTHORIZED = "The request you have made requires authentication."
+
+
+class Unauthorized(BerthError):
+    status = 401
+    type = "Unauthorized"
+
+
+def _version(request) -> dict:
+    return {
+        "id": "v3.14",
+        "status": "stable",
+        "updated": "2020-04-07T00:00:00Z",
+        "links": [{"rel": "self", "href": request.build_absolute_uri(f"/{IDENTITY_PREFIX}/v3/")}],
+        "media-types": [
+            {"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}
+        ],
+    }
+
+
+def versions(request):
+    """Keystone answers its root with 300 Multiple Choices."""
+    return JsonResponse({"versions": {"values": [_version(request)]}}, status=300)
+
+
+def v3(request):
+    return JsonResponse({"version": _version(request)})
+
+
+def _base_url(request) -> str:
+    return settings.BERTH_PUBLIC_URL or request.build_absolute_uri("/").rstrip("/")
+
+
+def catalog(request) -> list[dict]:
+    """berth's services, each with a public, internal and admin endpoint
+    under BERTH_PUBLIC_URL. Ids are stable: derived from the type."""
+    base = _base_url(request)
+    services_ = [
+        ("identity", "keystone", f"{base}/{IDENTITY_PREFIX}"),
+        ("compute", "nova", f"{base}/{settings.BERTH_COMPUTE_PREFIX}/v2.1"),
+        ("network", "neutron", f"{base}/{settings.BERTH_NETWORKING_PREFIX}"),
+        ("reservation", "blazar", f"{base}/{settings.BERTH_RESERVATION_PREFIX}/v1"),
+    ]
+    return [
+        {
+            "id": uuid.uuid5(uuid.NAMESPACE_URL, kind).hex,
+            "type": kind,
+            "name": name,
+            "endpoints": [
+                {
+                    "id": uuid.uuid5(uuid.NAMESPACE_URL, f"{kind}/{interface}").hex,
+                    "interface": interface,
+                    "region": "RegionOne",
+                    "region_id": "RegionOne",
+                    "url": url,
+                }
+                for interface in ("public", "internal", "admin")
+            ],
+        }
+        for kind, name, url in services_
+    ]
+
+
+def _project(project: Project) -> dict:
+    return {
+        "id": project.pk.hex,
+        "name": project.name,
+        "domain_id": "default",
+        "description": project.description,
+        "enabled": True,
+        "is_domain": False,
+        "parent_id": "default",
+        "tags": [],
+    }
+
+
+def token_body(request, token: Token, *, with_catalog: bool = True) -> dict:
+    membership = token.membership
+    user, project = membership.user, membership.project
+    body = {
+        "methods": token.methods or ["token"],
+        "user": {
+            "domain": DEFAULT_DOMAIN,
+            "id": user_id_of(user),
+            "name": user.username,
+            "password_expires_at": None,
+        },
+        "audit_ids": [token.digest[:22]],
+        "expires_at": token.expires_at.strftime(KEYSTONE_TIME) if token.expires_at else None,
+        "issued_at": token.created_at.strftime(KEYSTONE_TIME),
+        "project": {"domain": DEFAULT_DOMAIN, "id": project.pk.hex, "name": project.name},
+        "is_domain": False,
+        "roles": [{"id": name, "name": name} for name in IMPLIED.get(membership.role, ["reader"])],
+    }
+    if with_catalog:
+        body["catalog"] = catalog(request)
+    return {"token": body}
+
+
+def _object(value, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise Invalid(f"Invalid input for field '{what}': expected an object.")
+    return value
+
+
+def _domain_ok(entity: dict) -> bool:
+    """Only the default domain exists."""
+    domain = entity.get("domain")
+    if domain is None:
+        return True
+    domain = _object(domain, "domain")
+    return domain.get("id", "default") == "default" and domain.get("name", "Default") in (
+        "Default",
+        "default",
+    )
+
+
+def _password_user(method: dict):
+    """The user a password method names (by id, or by name in its domain),
+    if the password is right; Unauthorized otherwise, in Keystone's words."""
+    user = _object(method.get("user"), "user")
+    password = user.get("password")
+    name = user.get("id") or user.get("name")
+    if not isinstance(name, str) or not isinstance(password, str) or not _domain_ok(user):
+        raise Unauthorized(UNAUTHORIZED)
+    found = authenticate(username=name, password=password)
+    if found is None:
+        raise Unauthorized(UNAUTHORIZED)
+    return found
+
+
+def _token_user(request, method: dict):
+    raw = _object(method, "token").get("id") or request.headers.get("X-Auth-Token")
+    token = selectors.token_find(raw=raw) if isinstance(raw, str) else None
+    if token is None:
+        raise Unauthorized(UNAUTHORIZED)
+    return token.membership.user
+
+
+def _membership(user, scope) -> Membership:
+    """The user's role in the project ``scope`` names (by id, or by name in
+    its domain); Unauthorized as Keystone answers a scope the user has no
+    role in. No scope: the user's only project, else the first by name."""
+    memberships = Membership.objects.select_related("user", "project").filter(user=user)
+    if scope is None:
+        found = memberships.order_by("project__name").first()
+    else:
+        project = _object(_object(scope, "scope").get("project"), "scope.project")
+        wanted = project.get("id")
+        if wanted is not None:
+            try:
+                found = memberships.filter(project_id=uuid.UUID(str(wanted))).first()
+            except ValueError:
+                found = None
+        elif isinstance(project.get("name"), str) and _domain_ok(project):
+            found = memberships.filter(project__name=project["name"]).first()
+        else:
+            raise Invalid("A project scope needs an id, or a name and a domain.")
+    if found is None:
+        raise Unauthorized("User has no access to project" if scope is not None else UNAUTHORIZED)
+    return found
+
+
+class Tokens(APIView):
+    """POST issues a token (201, the token in X-Subject-Token); GET and HEAD
+    validate the token in X-Subject-Token; DELETE revokes it."""
+
+    schema = None  # Keystone's API reference documents it, not berth's schema
+
+    def get_permissions(self):
+        if self.request.method == "POST":
+            return [AllowAny()]
+        return [Authenticated()]
+
+    def get_authenticators(self):
+        # Issuing needs no token; one sent along (the token method's) must
+        # not be refused before the body is read.
+        if self.request.method == "POST":
+            return []
+        return super().get_authenticators()
+
+    def post(self, request):
+        body = request.data
+        auth = _object(body.get("auth") if isinstance(body, dict) else None, "auth")
+        identity = _object(auth.get("identity"), "auth.identity")
+        methods = identity.get("methods")
+        if not isinstance(methods, list) or not methods:
+            raise Invalid("Invalid input for field 'identity/methods': expected a list.")
+        if "password" in methods:
+            user = _password_user(_object(identity.get("password"), "password"))
+        elif "token" in methods:
+            user = _token_user(request, identity.get("token"))
+        else:
+            raise Unauthorized(f"Unsupported authentication method: {methods[0]}")
+        membership = _membership(user, auth.get("scope"))
+        token, raw = services.token_issue(membership=membership, methods=methods)
+        response = Response(token_body(request, token), status=201)
+        response["X-Subject-Token"] = raw
+        return response
+
+    def _subject(self, request) -> Token:
+        raw = request.headers.get("X-Subject-Token")
+        token = selectors.token_find(raw=raw) if raw else None
+        if token is None:
+            raise NotFound(f"Could not find token: {raw}.")
+        return token
+
+    def get(self, request):
+        token = self._subject(request)
+        nocatalog = "nocatalog" in request.query_params
+        response = Response(token_body(request, token, with_catalog=not nocatalog))
+        response["X-Subject-Token"] = request.headers["X-Subject-Token"]
+        return response
+
+    def head(self, request):
+        self._subject(request)
+        return Response(status=200)
+
+    def delete(self, request):
+        services.token_revoke(token=self._subject(request))
+        return Response(status=204)
+
+
+def _links(request) -> dict:
+    return {"self": request.build_absolute_uri(), "previous": None, "next": None}
+
+
+class AuthProjects(APIView):
+    """The projects the caller's user has a role in."""
+
+    schema = None
+    permission_classes = [Authenticated]
+
+    def get(self, request):
+        user = get_user_model().objects.get(username=request.auth.user_id)
+        projects = Project.objects.filter(memberships__user=user).order_by("name")
+        return Response({"projects": [_project(p) for p in projects], "links": _links(request)})
+
+
+class AuthCatalog(APIView):
+    schema = None
+    permission_classes = [Authenticated]
+
+    def get(self, request):
+        return Response({"catalog": catalog(request), "links": _links(request)})
+
+
+urlpatterns = [
+    re_path(r"^auth/tokens/?$", Tokens.as_view()),
+    re_path(r"^auth/projects/?$", AuthProjects.as_view()),
+    re_path(r"^auth/catalog/?$", AuthCatalog.as_view()),
+]
