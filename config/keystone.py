@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 
 from config import selectors, services
 from config.auth import Authenticated, user_id_of
-from config.errors import BerthError, Invalid, NotFound
+from config.errors import BerthError, Forbidden, Invalid, NotFound
 from config.models import Membership, Project, Role, Token
 
 DEFAULT_DOMAIN = {"id": "default", "name": "Default"}
@@ -153,9 +153,13 @@ def _password_user(method: dict):
     name = user.get("id") or user.get("name")
     if not isinstance(name, str) or not isinstance(password, str) or not _domain_ok(user):
         raise Unauthorized(UNAUTHORIZED)
+    if selectors.password_locked(username=name):
+        raise Unauthorized(f"The account is locked for user: {name}.")
     found = authenticate(username=name, password=password)
     if found is None:
+        services.password_failure_record(username=name)
         raise Unauthorized(UNAUTHORIZED)
+    services.password_failures_clear(username=name)
     return found
 
 
@@ -275,8 +279,248 @@ class AuthCatalog(APIView):
         return Response({"catalog": catalog(request), "links": _links(request)})
 
 
+# --- the admin calls: projects, users, roles, domains, assignments ------------------------
+
+
+class AdminOnly(Authenticated):
+    """Keystone's default policy on managing identity: admins only."""
+
+    def has_permission(self, request, view):
+        super().has_permission(request, view)
+        if not request.auth.is_admin:
+            raise Forbidden("You are not authorized to perform the requested action.")
+        return True
+
+
+class KeystoneAdminView(APIView):
+    schema = None
+    permission_classes = [AdminOnly]
+
+    def body(self, key: str) -> dict:
+        return _object(
+            self.request.data.get(key) if isinstance(self.request.data, dict) else None, key
+        )
+
+    def collection(self, key: str, items: list) -> Response:
+        return Response({key: items, "links": _links(self.request)})
+
+
+def _self(request, path: str) -> dict:
+    return {"self": request.build_absolute_uri(f"/{IDENTITY_PREFIX}/v3/{path}")}
+
+
+def _project_entity(request, project: Project) -> dict:
+    return {**_project(project), "links": _self(request, f"projects/{project.pk.hex}")}
+
+
+def _user_entity(request, user) -> dict:
+    user_id = user_id_of(user)
+    return {
+        "id": user_id,
+        "name": user.username,
+        "domain_id": "default",
+        "enabled": user.is_active,
+        "password_expires_at": None,
+        "options": {},
+        "links": _self(request, f"users/{user_id}"),
+    }
+
+
+def _role_entity(request, role: str) -> dict:
+    return {
+        "id": role,
+        "name": role,
+        "domain_id": None,
+        "description": "",
+        "options": {},
+        "links": _self(request, f"roles/{role}"),
+    }
+
+
+def _domain_entity(request) -> dict:
+    return {
+        **DEFAULT_DOMAIN,
+        "description": "The default domain",
+        "enabled": True,
+        "tags": [],
+        "options": {},
+        "links": _self(request, "domains/default"),
+    }
+
+
+def _find_project(project_id: str) -> Project:
+    try:
+        found = Project.objects.filter(pk=uuid.UUID(project_id)).first()
+    except ValueError:
+        found = None
+    if found is None:
+        raise NotFound(f"Could not find project: {project_id}.")
+    return found
+
+
+def _find_user(user_id: str):
+    found = get_user_model().objects.filter(username=user_id).first()
+    if found is None:
+        raise NotFound(f"Could not find user: {user_id}.")
+    return found
+
+
+def _find_role(role_id: str) -> str:
+    if role_id not in Role.values:
+        raise NotFound(f"Could not find role: {role_id}.")
+    return role_id
+
+
+class Projects(KeystoneAdminView):
+    def get(self, request):
+        projects = Project.objects.order_by("name")
+        if "name" in request.query_params:
+            projects = projects.filter(name=request.query_params["name"])
+        return self.collection("projects", [_project_entity(request, p) for p in projects])
+
+    def post(self, request):
+        fields = self.body("project")
+        name = fields.get("name")
+        if not isinstance(name, str) or not name or len(name) > 64:
+            raise Invalid("Invalid input for field 'name': a name of 1 to 64 characters.")
+        if fields.get("domain_id", "default") != "default":
+            raise NotFound(f"Could not find domain: {fields['domain_id']}.")
+        description = fields.get("description") or ""
+        if not isinstance(description, str):
+            raise Invalid("Invalid input for field 'description': a string.")
+        project = services.project_create(name=name, description=description)
+        return Response({"project": _project_entity(request, project)}, status=201)
+
+
+class ProjectDetail(KeystoneAdminView):
+    def get(self, request, project_id):
+        return Response({"project": _project_entity(request, _find_project(project_id))})
+
+    def delete(self, request, project_id):
+        services.project_delete(project=_find_project(project_id))
+        return Response(status=204)
+
+
+class ProjectUserRole(KeystoneAdminView):
+    """PUT grants the role to the user on the project; HEAD tells whether it
+    is granted; DELETE revokes it."""
+
+    def _parts(self, project_id, user_id, role_id):
+        return _find_project(project_id), _find_user(user_id), _find_role(role_id)
+
+    def put(self, request, project_id, user_id, role_id):
+        project, user, role = self._parts(project_id, user_id, role_id)
+        services.role_grant(project=project, user=user, role=role)
+        return Response(status=204)
+
+    def head(self, request, project_id, user_id, role_id):
+        project, user, role = self._parts(project_id, user_id, role_id)
+        if not Membership.objects.filter(project=project, user=user, role=role).exists():
+            raise NotFound(f"Could not find role assignment with role: {role}.")
+        return Response(status=204)
+
+    def delete(self, request, project_id, user_id, role_id):
+        project, user, role = self._parts(project_id, user_id, role_id)
+        services.role_revoke(project=project, user=user, role=role)
+        return Response(status=204)
+
+
+class Users(KeystoneAdminView):
+    def get(self, request):
+        users = get_user_model().objects.order_by("username")
+        if "name" in request.query_params:
+            users = users.filter(username=request.query_params["name"])
+        return self.collection("users", [_user_entity(request, u) for u in users])
+
+    def post(self, request):
+        fields = self.body("user")
+        name, password = fields.get("name"), fields.get("password")
+        if not isinstance(name, str) or not name or len(name) > 150:
+            raise Invalid("Invalid input for field 'name': a name of 1 to 150 characters.")
+        if password is not None and not isinstance(password, str):
+            raise Invalid("Invalid input for field 'password': a string.")
+        if fields.get("domain_id", "default") != "default":
+            raise NotFound(f"Could not find domain: {fields['domain_id']}.")
+        enabled = fields.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise Invalid("Invalid input for field 'enabled': true or false.")
+        user = services.user_create(name=name, password=password, enabled=enabled)
+        return Response({"user": _user_entity(request, user)}, status=201)
+
+
+class UserDetail(KeystoneAdminView):
+    def get(self, request, user_id):
+        return Response({"user": _user_entity(request, _find_user(user_id))})
+
+
+class Roles(KeystoneAdminView):
+    def get(self, request):
+        names = [r for r in Role.values if request.query_params.get("name", r) == r]
+        return self.collection("roles", [_role_entity(request, r) for r in names])
+
+
+class RoleDetail(KeystoneAdminView):
+    def get(self, request, role_id):
+        return Response({"role": _role_entity(request, _find_role(role_id))})
+
+
+class Domains(KeystoneAdminView):
+    def get(self, request):
+        wanted = request.query_params.get("name", "Default")
+        return self.collection("domains", [_domain_entity(request)] if wanted == "Default" else [])
+
+
+class DomainDetail(KeystoneAdminView):
+    def get(self, request, domain_id):
+        if domain_id != "default":
+            raise NotFound(f"Could not find domain: {domain_id}.")
+        return Response({"domain": _domain_entity(request)})
+
+
+class RoleAssignments(KeystoneAdminView):
+    """Who has which role where; filters user.id, scope.project.id, role.id."""
+
+    def get(self, request):
+        params = request.query_params
+        found = Membership.objects.select_related("user", "project").order_by("project__name")
+        if "user.id" in params:
+            found = found.filter(user__username=params["user.id"])
+        if "scope.project.id" in params:
+            found = found.filter(project=_find_project(params["scope.project.id"]))
+        if "role.id" in params:
+            found = found.filter(role=params["role.id"])
+        assignments = [
+            {
+                "role": {"id": m.role},
+                "user": {"id": user_id_of(m.user)},
+                "scope": {"project": {"id": m.project.pk.hex}},
+                "links": _self(
+                    request,
+                    f"projects/{m.project.pk.hex}/users/{user_id_of(m.user)}/roles/{m.role}",
+                ),
+            }
+            for m in found
+        ]
+        return self.collection("role_assignments", assignments)
+
+
+ID = r"(?P<{}>[^/]+)"
 urlpatterns = [
     re_path(r"^auth/tokens/?$", Tokens.as_view()),
     re_path(r"^auth/projects/?$", AuthProjects.as_view()),
     re_path(r"^auth/catalog/?$", AuthCatalog.as_view()),
+    re_path(r"^projects/?$", Projects.as_view()),
+    re_path(rf"^projects/{ID.format('project_id')}/?$", ProjectDetail.as_view()),
+    re_path(
+        rf"^projects/{ID.format('project_id')}/users/{ID.format('user_id')}"
+        rf"/roles/{ID.format('role_id')}/?$",
+        ProjectUserRole.as_view(),
+    ),
+    re_path(r"^users/?$", Users.as_view()),
+    re_path(rf"^users/{ID.format('user_id')}/?$", UserDetail.as_view()),
+    re_path(r"^roles/?$", Roles.as_view()),
+    re_path(rf"^roles/{ID.format('role_id')}/?$", RoleDetail.as_view()),
+    re_path(r"^domains/?$", Domains.as_view()),
+    re_path(rf"^domains/{ID.format('domain_id')}/?$", DomainDetail.as_view()),
+    re_path(r"^role_assignments/?$", RoleAssignments.as_view()),
 ]

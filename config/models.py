@@ -63,6 +63,19 @@ class Token(models.Model):
         return f"{self.prefix}... ({self.membership})"
 
 
+class PasswordFailure(models.Model):
+    """Failed password sign-ins of one user name in a row, and until when
+    the name is locked out after too many (Keystone's lockout_* options)."""
+
+    username = models.CharField(max_length=150, unique=True)
+    failures = models.PositiveIntegerField(default=0)
+    locked_until = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.username}: {self.failures} failures"
+
+
 class Quota(models.Model):
     """A per-project override of a default limit from BERTH_QUOTA_DEFAULTS."""
 

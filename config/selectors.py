@@ -9,7 +9,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from config.models import Membership, PeriodicRun, Token
+from config.models import Membership, PasswordFailure, PeriodicRun, Token
 from config.services import token_digest
 
 
@@ -27,6 +27,13 @@ def token_find(*, raw: str) -> Token | None:
         )
         .first()
     )
+
+
+def password_locked(*, username: str) -> bool:
+    """Whether ``username`` is locked out after failed sign-ins."""
+    return PasswordFailure.objects.filter(
+        username=username, locked_until__gt=timezone.now()
+    ).exists()
 
 
 def membership_for_token(*, raw: str) -> Membership | None:

@@ -7,11 +7,21 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models.deletion import ProtectedError
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from config.models import HealthProbe, Membership, PeriodicRun, Project, Role, Token
+from config.errors import Conflict, NotFound, in_use_by
+from config.models import (
+    HealthProbe,
+    Membership,
+    PasswordFailure,
+    PeriodicRun,
+    Project,
+    Role,
+    Token,
+)
 
 # Beat's rows for berth's own tasks start so; the others are the operator's.
 PERIODIC_PREFIX = "berth: "
@@ -66,6 +76,68 @@ def token_create(
     return token, raw
 
 
+# --- the identity API's admin calls (Keystone's words in errors) -----------------------
+
+
+def project_create(*, name: str, description: str = "") -> Project:
+    try:
+        with transaction.atomic():
+            return Project.objects.create(name=name, description=description)
+    except IntegrityError:
+        raise Conflict(
+            f"Conflict occurred attempting to store project - Duplicate entry found with "
+            f"name {name}."
+        ) from None
+
+
+def project_delete(*, project: Project) -> None:
+    """Refused while the project still owns resources (its networks,
+    servers, leases...): Keystone would orphan them, berth keeps them."""
+    try:
+        with transaction.atomic():
+            project.delete()
+    except ProtectedError as error:
+        raise Conflict(
+            f"Project {project.pk.hex} still owns resources: {in_use_by(error)}."
+        ) from None
+
+
+def user_create(*, name: str, password: str | None, enabled: bool = True):
+    User = get_user_model()
+    try:
+        with transaction.atomic():
+            user = User(username=name, is_active=enabled)
+            if password:
+                user.set_password(password)
+            else:
+                user.set_unusable_password()
+            user.save()
+            return user
+    except IntegrityError:
+        raise Conflict(
+            f"Conflict occurred attempting to store user - Duplicate entry found with name "
+            f"{name} at domain ID default."
+        ) from None
+
+
+def role_grant(*, project: Project, user, role: str) -> Membership:
+    """The user's role in the project; berth holds one role per project, so
+    granting another replaces it (the higher one implies the lower)."""
+    membership, _ = Membership.objects.update_or_create(
+        user=user, project=project, defaults={"role": role}
+    )
+    return membership
+
+
+def role_revoke(*, project: Project, user, role: str) -> None:
+    deleted, _ = Membership.objects.filter(user=user, project=project, role=role).delete()
+    if not deleted:
+        raise NotFound(
+            f"Could not find role assignment with role: {role}, user or group: "
+            f"{user.username}, project, domain, or system: {project.pk.hex}."
+        )
+
+
 def token_issue(*, membership: Membership, methods: list[str]) -> tuple[Token, str]:
     """A token of the identity API for the membership, lasting
     BERTH_TOKEN_LIFETIME. Returns the row and the raw token, shown once."""
@@ -85,8 +157,34 @@ def token_revoke(*, token: Token) -> None:
 
 
 def token_purge_expired(*, now: datetime | None = None) -> int:
-    deleted, _ = Token.objects.filter(expires_at__lte=now or timezone.now()).delete()
+    """Expired tokens, and failed sign-ins nobody repeated for a lockout's
+    length (so names an attacker tried do not pile up)."""
+    now = now or timezone.now()
+    deleted, _ = Token.objects.filter(expires_at__lte=now).delete()
+    quiet = now - timedelta(seconds=settings.BERTH_LOCKOUT_SECONDS)
+    PasswordFailure.objects.filter(updated_at__lt=quiet).delete()
     return deleted
+
+
+def password_failure_record(*, username: str) -> None:
+    """One more failed sign-in of ``username``; the last one allowed locks
+    the name out for BERTH_LOCKOUT_SECONDS."""
+    limit = settings.BERTH_LOCKOUT_FAILURES
+    if limit <= 0:
+        return
+    with transaction.atomic():
+        failure, _ = PasswordFailure.objects.select_for_update().get_or_create(username=username)
+        failure.failures += 1
+        if failure.failures >= limit:
+            failure.failures = 0
+            failure.locked_until = timezone.now() + timedelta(
+                seconds=settings.BERTH_LOCKOUT_SECONDS
+            )
+        failure.save()
+
+
+def password_failures_clear(*, username: str) -> None:
+    PasswordFailure.objects.filter(username=username).delete()
 
 
 def health_probe_answer(*, probe_id, worker: str, request_id: str) -> None:

@@ -166,6 +166,11 @@ BERTH_DEMO_PROJECT = env.str("BERTH_DEMO_PROJECT", default="demo")
 BERTH_PUBLIC_URL = env.str("BERTH_PUBLIC_URL", default="").rstrip("/")
 # Seconds a token issued by the identity API lasts (Keystone's default).
 BERTH_TOKEN_LIFETIME = env.int("BERTH_TOKEN_LIFETIME", default=3600)
+# Failed password sign-ins in a row after which a user name is locked out
+# for BERTH_LOCKOUT_SECONDS (Keystone's lockout_failure_attempts and
+# lockout_duration); 0: never. Only that user waits, not the API.
+BERTH_LOCKOUT_FAILURES = env.int("BERTH_LOCKOUT_FAILURES", default=5)
+BERTH_LOCKOUT_SECONDS = env.int("BERTH_LOCKOUT_SECONDS", default=300)
 # The project whose notifications tell the operator about the cloud itself
 # (a host down or back up); subscribe to them there (Keystone's "admin").
 BERTH_OPERATOR_PROJECT = env.str("BERTH_OPERATOR_PROJECT", default="admin")

@@ -1,13 +1,17 @@
 """The Keystone v3 subset: stock clients find every berth service from an
 auth_url, a user, a password and a project, with no endpoint override."""
 
+import json
 import os
 import subprocess
+from datetime import timedelta
 
 import openstack
 import pytest
+import time_machine
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.utils import timezone
 
 from config.services import membership_ensure
 from tests.networking.test_clients import OPENSTACK_CLI
@@ -195,3 +199,70 @@ def test_create_user_sets_the_password_the_identity_api_checks(client, db):
         "member",
         "reader",
     }
+
+
+def test_admins_manage_projects_users_and_roles_with_the_cli(cloud_env):
+    project = cli(cloud_env, "project", "create", "lab", "-f", "value", "-c", "id").strip()
+    cli(cloud_env, "user", "create", "--password", "s3cret", "bob")
+    cli(cloud_env, "role", "add", "--project", "lab", "--user", "bob", "member")
+    assert {"acme", "lab"} <= set(
+        cli(cloud_env, "project", "list", "-f", "value", "-c", "Name").split()
+    )
+    assert "bob" in cli(cloud_env, "user", "list", "-f", "value", "-c", "Name").split()
+    assignments = cli(cloud_env, "role", "assignment", "list", "--user", "bob", "-f", "json")
+    assert [(a["Role"], a["Project"]) for a in json.loads(assignments)] == [("member", project)]
+    # bob signs in to his new project with what the admin gave him.
+    bob = {**cloud_env, "OS_USERNAME": "bob", "OS_PASSWORD": "s3cret", "OS_PROJECT_NAME": "lab"}
+    assert cli(bob, "token", "issue", "-f", "value", "-c", "project_id").strip() == project
+    assert cli(bob, "network", "list", "-f", "json").strip() == "[]"
+    # Only admins manage identity (Keystone's default policy).
+    done = subprocess.run(
+        [str(OPENSTACK_CLI), "project", "create", "mine"], env=bob, capture_output=True, text=True
+    )
+    assert done.returncode != 0 and "403" in done.stderr
+    cli(cloud_env, "role", "remove", "--project", "lab", "--user", "bob", "member")
+    assert (
+        cli(cloud_env, "role", "assignment", "list", "--user", "bob", "-f", "json").strip() == "[]"
+    )
+    cli(cloud_env, "project", "delete", "lab")
+    assert "lab" not in cli(cloud_env, "project", "list", "-f", "value", "-c", "Name").split()
+
+
+def test_identity_admin_calls_refuse_bad_input_in_keystones_words(client, db):
+    membership_ensure(project_name="acme", username="root", role="admin")
+    membership = membership_ensure(project_name="acme", username="root", role="admin")
+    membership.user.set_password("pw")
+    membership.user.save()
+    raw = issue(client, password_body(user="root", password="pw"))["X-Subject-Token"]
+    headers = {"HTTP_X_AUTH_TOKEN": raw, "content_type": "application/json"}
+    duplicate = client.post(f"{V3}/projects", {"project": {"name": "acme"}}, **headers)
+    assert duplicate.status_code == 409
+    assert duplicate.json()["error"]["title"] == "Conflict"
+    assert client.post(f"{V3}/projects", {"project": []}, **headers).status_code == 400
+    assert client.post(f"{V3}/users", {"user": {"name": ""}}, **headers).status_code == 400
+    missing = client.get(f"{V3}/projects/{'0' * 32}", HTTP_X_AUTH_TOKEN=raw)
+    assert missing.status_code == 404
+    assert missing.json()["error"] == {
+        "code": 404,
+        "title": "Not Found",
+        "message": f"Could not find project: {'0' * 32}.",
+    }
+    url = f"{V3}/projects/{membership.project.pk.hex}/users/root/roles/owner"
+    assert client.put(url, HTTP_X_AUTH_TOKEN=raw).status_code == 404
+
+
+def test_repeated_failures_lock_that_user_out_for_a_while(client, alice, settings):
+    settings.BERTH_LOCKOUT_FAILURES, settings.BERTH_LOCKOUT_SECONDS = 3, 60
+    membership_ensure(project_name="acme", username="bob", role="member")
+    bob = get_user_model().objects.get(username="bob")
+    bob.set_password("builder")
+    bob.save()
+    for _ in range(3):
+        assert issue(client, password_body(password="guess")).status_code == 401
+    locked = issue(client, password_body())
+    assert locked.status_code == 401
+    assert locked.json()["error"]["message"] == "The account is locked for user: alice."
+    # Only alice waits: the API and the other users go on.
+    assert issue(client, password_body(user="bob", password="builder")).status_code == 201
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
+        assert issue(client, password_body()).status_code == 201
