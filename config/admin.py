@@ -11,9 +11,18 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 
+from config import services
 from config.dashboard import dashboard_metrics
 from config.errors import BerthError
-from config.models import HealthProbe, Membership, Project, Quota, Token
+from config.models import (
+    ApplicationCredential,
+    HealthProbe,
+    Membership,
+    PasswordFailure,
+    Project,
+    Quota,
+    Token,
+)
 from config.quotas import quota_limits, quota_usage
 
 admin.site.site_header = "berth administration"
@@ -284,6 +293,33 @@ class TokenAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(ApplicationCredential)
+class ApplicationCredentialAdmin(ServiceAdmin):
+    """Made by their users through the identity API (the secret is shown
+    only then); the admin lists them and deletes them, with their tokens."""
+
+    list_display = ["name", "membership", "role", "created", "expires"]
+    list_select_related = ["membership__user", "membership__project"]
+    list_filter = ["role", "unrestricted"]
+    search_fields = ["name", "membership__user__username", "membership__project__name"]
+    created = with_seconds("created_at", "created")
+    expires = with_seconds("expires_at", "expires")
+
+    def service_delete(self, request, credential):
+        services.application_credential_delete(credential=credential)
+
+
+@admin.register(PasswordFailure)
+class PasswordFailureAdmin(ServiceAdmin):
+    """Failed password sign-ins; deleting a row lifts that user's lockout."""
+
+    list_display = ["username", "failures", "locked_until", "updated_at"]
+    search_fields = ["username"]
+
+    def service_delete(self, request, failure):
+        services.password_failures_clear(username=failure.username)
 
 
 @admin.register(HealthProbe)

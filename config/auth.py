@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from rest_framework import authentication, exceptions, permissions
 
 from config.models import Project, Role
-from config.selectors import membership_for_token
+from config.selectors import token_find
 from config.services import project_get_or_create
 
 
@@ -97,13 +97,14 @@ class KeystoneTokenAuthentication(authentication.BaseAuthentication):
         raw = request.META.get("HTTP_X_AUTH_TOKEN")
         if not raw:
             return None
-        membership = membership_for_token(raw=raw)
-        if membership is None:
+        token = token_find(raw=raw)
+        if token is None:
             raise exceptions.AuthenticationFailed(
                 "The request you have made requires authentication."
             )
+        membership = token.membership
         context = user_context(
-            user=membership.user, project=membership.project, role=membership.role
+            user=membership.user, project=membership.project, role=token.effective_role
         )
         return context.user_id, context
 

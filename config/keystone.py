@@ -12,8 +12,11 @@ import uuid
 
 from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth.hashers import check_password
 from django.http import JsonResponse
 from django.urls import re_path
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,7 +24,7 @@ from rest_framework.views import APIView
 from config import selectors, services
 from config.auth import Authenticated, user_id_of
 from config.errors import BerthError, Forbidden, Invalid, NotFound
-from config.models import Membership, Project, Role, Token
+from config.models import ApplicationCredential, Membership, Project, Role, Token
 
 DEFAULT_DOMAIN = {"id": "default", "name": "Default"}
 IDENTITY_PREFIX = "identity"
@@ -120,8 +123,15 @@ def token_body(request, token: Token, *, with_catalog: bool = True) -> dict:
         "issued_at": token.created_at.strftime(KEYSTONE_TIME),
         "project": {"domain": DEFAULT_DOMAIN, "id": project.pk.hex, "name": project.name},
         "is_domain": False,
-        "roles": [{"id": name, "name": name} for name in IMPLIED.get(membership.role, ["reader"])],
+        "roles": [{"id": n, "name": n} for n in IMPLIED.get(token.effective_role, ["reader"])],
     }
+    credential = token.application_credential
+    if credential is not None:
+        body["application_credential"] = {
+            "id": credential.pk.hex,
+            "name": credential.name,
+            "restricted": not credential.unrestricted,
+        }
     if with_catalog:
         body["catalog"] = catalog(request)
     return {"token": body}
@@ -169,6 +179,33 @@ def _token_user(request, method: dict):
     if token is None:
         raise Unauthorized(UNAUTHORIZED)
     return token.membership.user
+
+
+def _application_credential(method) -> ApplicationCredential:
+    """The credential a method names (by id, or by name with its user), if
+    its secret is right and it has not expired; Unauthorized otherwise."""
+    method = _object(method, "application_credential")
+    secret = method.get("secret")
+    found = ApplicationCredential.objects.select_related("membership__user", "membership__project")
+    found = found.filter(membership__user__is_active=True)
+    if method.get("id") is not None:
+        try:
+            found = found.filter(pk=uuid.UUID(str(method["id"])))
+        except ValueError:
+            raise Unauthorized(UNAUTHORIZED) from None
+    else:
+        user = _object(method.get("user"), "application_credential.user")
+        owner = user.get("id") or user.get("name")
+        found = found.filter(name=method.get("name"), membership__user__username=owner)
+    credential = found.first()
+    if (
+        credential is None
+        or not isinstance(secret, str)
+        or not check_password(secret, credential.secret_hash)
+        or (credential.expires_at is not None and credential.expires_at <= timezone.now())
+    ):
+        raise Unauthorized(UNAUTHORIZED)
+    return credential
 
 
 def _membership(user, scope) -> Membership:
@@ -220,14 +257,24 @@ class Tokens(APIView):
         methods = identity.get("methods")
         if not isinstance(methods, list) or not methods:
             raise Invalid("Invalid input for field 'identity/methods': expected a list.")
+        credential = None
         if "password" in methods:
             user = _password_user(_object(identity.get("password"), "password"))
         elif "token" in methods:
             user = _token_user(request, identity.get("token"))
+        elif "application_credential" in methods:
+            credential = _application_credential(identity.get("application_credential"))
         else:
             raise Unauthorized(f"Unsupported authentication method: {methods[0]}")
-        membership = _membership(user, auth.get("scope"))
-        token, raw = services.token_issue(membership=membership, methods=methods)
+        if credential is not None:
+            if auth.get("scope") is not None:
+                raise Unauthorized("Application credentials cannot request a scope.")
+            token, raw = services.token_issue(
+                membership=credential.membership, methods=methods, credential=credential
+            )
+        else:
+            membership = _membership(user, auth.get("scope"))
+            token, raw = services.token_issue(membership=membership, methods=methods)
         response = Response(token_body(request, token), status=201)
         response["X-Subject-Token"] = raw
         return response
@@ -504,6 +551,106 @@ class RoleAssignments(KeystoneAdminView):
         return self.collection("role_assignments", assignments)
 
 
+def _credential_entity(request, credential: ApplicationCredential) -> dict:
+    user_id = user_id_of(credential.membership.user)
+    return {
+        "id": credential.pk.hex,
+        "name": credential.name,
+        "description": credential.description,
+        "user_id": user_id,
+        "project_id": credential.membership.project.pk.hex,
+        "roles": [{"id": credential.role, "name": credential.role, "domain_id": None}],
+        "expires_at": credential.expires_at.strftime(KEYSTONE_TIME)
+        if credential.expires_at
+        else None,
+        "unrestricted": credential.unrestricted,
+        "access_rules": [],
+        "links": _self(request, f"users/{user_id}/application_credentials/{credential.pk.hex}"),
+    }
+
+
+class OwnCredentials(APIView):
+    """A user's own application credentials, made from a token of the
+    project they give access to (Keystone's policy: their owner only)."""
+
+    schema = None
+    permission_classes = [Authenticated]
+
+    def _owner(self, user_id: str):
+        if user_id != self.request.auth.user_id:
+            raise Forbidden("You are not authorized to perform the requested action.")
+        return ApplicationCredential.objects.select_related(
+            "membership__user", "membership__project"
+        ).filter(membership__user__username=user_id)
+
+    def _one(self, user_id: str, credential_id: str) -> ApplicationCredential:
+        try:
+            found = self._owner(user_id).filter(pk=uuid.UUID(credential_id)).first()
+        except ValueError:
+            found = None
+        if found is None:
+            raise NotFound(f"Could not find Application Credential: {credential_id}.")
+        return found
+
+
+class ApplicationCredentials(OwnCredentials):
+    def get(self, request, user_id):
+        found = self._owner(user_id).order_by("name")
+        if "name" in request.query_params:
+            found = found.filter(name=request.query_params["name"])
+        items = [_credential_entity(request, c) for c in found]
+        return Response({"application_credentials": items, "links": _links(request)})
+
+    def post(self, request, user_id):
+        self._owner(user_id)
+        data = request.data if isinstance(request.data, dict) else None
+        fields = _object(
+            data.get("application_credential") if data else None, "application_credential"
+        )
+        name = fields.get("name")
+        if not isinstance(name, str) or not name or len(name) > 255:
+            raise Invalid("Invalid input for field 'name': a name of 1 to 255 characters.")
+        secret = fields.get("secret")
+        if secret is not None and (not isinstance(secret, str) or not secret):
+            raise Invalid("Invalid input for field 'secret': a non-empty string.")
+        expires_at = fields.get("expires_at")
+        if expires_at is not None:
+            expires_at = parse_datetime(expires_at) if isinstance(expires_at, str) else None
+            if expires_at is None or timezone.is_naive(expires_at):
+                raise Invalid("Invalid input for field 'expires_at': an ISO 8601 time with zone.")
+        roles = fields.get("roles") or []
+        if not isinstance(roles, list):
+            raise Invalid("Invalid input for field 'roles': a list.")
+        wanted = []
+        for role in roles:
+            role = _object(role, "roles")
+            wanted.append(role.get("name") or role.get("id"))
+        membership = Membership.objects.select_related("user", "project").get(
+            user__username=user_id, project=request.auth.project
+        )
+        credential, secret = services.application_credential_create(
+            membership=membership,
+            name=name,
+            description=str(fields.get("description") or ""),
+            secret=secret,
+            roles=wanted,
+            expires_at=expires_at,
+            unrestricted=fields.get("unrestricted") is True,
+        )
+        body = _credential_entity(request, credential) | {"secret": secret}
+        return Response({"application_credential": body}, status=201)
+
+
+class ApplicationCredentialDetail(OwnCredentials):
+    def get(self, request, user_id, credential_id):
+        credential = self._one(user_id, credential_id)
+        return Response({"application_credential": _credential_entity(request, credential)})
+
+    def delete(self, request, user_id, credential_id):
+        services.application_credential_delete(credential=self._one(user_id, credential_id))
+        return Response(status=204)
+
+
 ID = r"(?P<{}>[^/]+)"
 urlpatterns = [
     re_path(r"^auth/tokens/?$", Tokens.as_view()),
@@ -518,6 +665,14 @@ urlpatterns = [
     ),
     re_path(r"^users/?$", Users.as_view()),
     re_path(rf"^users/{ID.format('user_id')}/?$", UserDetail.as_view()),
+    re_path(
+        rf"^users/{ID.format('user_id')}/application_credentials/?$",
+        ApplicationCredentials.as_view(),
+    ),
+    re_path(
+        rf"^users/{ID.format('user_id')}/application_credentials/{ID.format('credential_id')}/?$",
+        ApplicationCredentialDetail.as_view(),
+    ),
     re_path(r"^roles/?$", Roles.as_view()),
     re_path(rf"^roles/{ID.format('role_id')}/?$", RoleDetail.as_view()),
     re_path(r"^domains/?$", Domains.as_view()),

@@ -45,6 +45,44 @@ class Membership(models.Model):
         return f"{self.user} in {self.project} as {self.role}"
 
 
+# Roles from the least to the most: a role implies the ones before it.
+ROLE_ORDER = [Role.READER, Role.MEMBER, Role.ADMIN]
+
+
+def lesser_role(first: str, second: str) -> str:
+    return min(first, second, key=ROLE_ORDER.index)
+
+
+class ApplicationCredential(models.Model):
+    """Keystone's application credential: a secret that signs its user in
+    to one project with at most the role it was made with, for scripts and
+    tools that must not hold the user's password. Goes with the membership
+    (the user leaving the project ends it)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    membership = models.ForeignKey(
+        Membership, on_delete=models.CASCADE, related_name="application_credentials"
+    )
+    name = models.CharField(max_length=255)
+    description = models.TextField(blank=True)
+    # Django's password hashers: a secret the user chose may be weak.
+    secret_hash = models.CharField(max_length=255, editable=False)
+    role = models.CharField(max_length=16, choices=Role.choices)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    unrestricted = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["membership", "name"], name="application_credential_name_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.membership})"
+
+
 class Token(models.Model):
     """An API token. Only its SHA-256 digest is stored; the token itself is
     shown once, when it is created."""
@@ -58,9 +96,20 @@ class Token(models.Model):
     # How it was obtained, as Keystone's token body says ("password",
     # "token"); none for a token made by an operator (create_token).
     methods = models.JSONField(default=list, blank=True, editable=False)
+    # At most this role, when less than the membership's (a token of an
+    # application credential made with a lesser role).
+    role = models.CharField(max_length=16, choices=Role.choices, blank=True, editable=False)
+    application_credential = models.ForeignKey(
+        ApplicationCredential, on_delete=models.CASCADE, null=True, blank=True, editable=False
+    )
 
     def __str__(self) -> str:
         return f"{self.prefix}... ({self.membership})"
+
+    @property
+    def effective_role(self) -> str:
+        granted = self.membership.role
+        return lesser_role(granted, self.role) if self.role else granted
 
 
 class PasswordFailure(models.Model):

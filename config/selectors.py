@@ -9,7 +9,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from config.models import Membership, PasswordFailure, PeriodicRun, Token
+from config.models import PasswordFailure, PeriodicRun, Token
 from config.services import token_digest
 
 
@@ -34,12 +34,6 @@ def password_locked(*, username: str) -> bool:
     return PasswordFailure.objects.filter(
         username=username, locked_until__gt=timezone.now()
     ).exists()
-
-
-def membership_for_token(*, raw: str) -> Membership | None:
-    """The membership an unexpired token stands for (token_find)."""
-    token = token_find(raw=raw)
-    return token.membership if token else None
 
 
 @dataclass(frozen=True)

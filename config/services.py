@@ -7,13 +7,16 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, transaction
 from django.db.models.deletion import ProtectedError
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from config.errors import Conflict, NotFound, in_use_by
+from config.errors import Conflict, Forbidden, NotFound, in_use_by
 from config.models import (
+    ROLE_ORDER,
+    ApplicationCredential,
     HealthProbe,
     Membership,
     PasswordFailure,
@@ -138,18 +141,74 @@ def role_revoke(*, project: Project, user, role: str) -> None:
         )
 
 
-def token_issue(*, membership: Membership, methods: list[str]) -> tuple[Token, str]:
-    """A token of the identity API for the membership, lasting
-    BERTH_TOKEN_LIFETIME. Returns the row and the raw token, shown once."""
+def token_issue(
+    *,
+    membership: Membership,
+    methods: list[str],
+    credential: ApplicationCredential | None = None,
+) -> tuple[Token, str]:
+    """A token of the identity API for the membership (through an
+    application credential, with at most its role), lasting
+    BERTH_TOKEN_LIFETIME, and no longer than the credential. Returns the row
+    and the raw token, shown once."""
     raw = secrets.token_urlsafe(32)
+    expires_at = timezone.now() + timedelta(seconds=settings.BERTH_TOKEN_LIFETIME)
+    if credential is not None and credential.expires_at is not None:
+        expires_at = min(expires_at, credential.expires_at)
     token = Token.objects.create(
         digest=token_digest(raw),
         prefix=raw[:8],
         membership=membership,
         methods=methods,
-        expires_at=timezone.now() + timedelta(seconds=settings.BERTH_TOKEN_LIFETIME),
+        role=credential.role if credential else "",
+        application_credential=credential,
+        expires_at=expires_at,
     )
     return token, raw
+
+
+def application_credential_create(
+    *,
+    membership: Membership,
+    name: str,
+    description: str,
+    secret: str | None,
+    roles: list[str],
+    expires_at: datetime | None,
+    unrestricted: bool,
+) -> tuple[ApplicationCredential, str]:
+    """A credential for the membership's project with the least of the
+    ``roles`` asked for (all of the membership's when none), each of which
+    the membership must hold. Returns it and its secret (generated unless
+    given), shown once."""
+    held = ROLE_ORDER[: ROLE_ORDER.index(membership.role) + 1]
+    for role in roles:
+        if role not in held:
+            raise Forbidden(f"Role {role} is not one of the user's roles on the project.")
+    role = min(roles, key=ROLE_ORDER.index) if roles else membership.role
+    secret = secret or secrets.token_urlsafe(48)
+    try:
+        with transaction.atomic():
+            credential = ApplicationCredential.objects.create(
+                membership=membership,
+                name=name,
+                description=description,
+                secret_hash=make_password(secret),
+                role=role,
+                expires_at=expires_at,
+                unrestricted=unrestricted,
+            )
+    except IntegrityError:
+        raise Conflict(
+            f"Conflict occurred attempting to store application_credential - Duplicate "
+            f"entry found with name {name}."
+        ) from None
+    return credential, secret
+
+
+def application_credential_delete(*, credential: ApplicationCredential) -> None:
+    """The credential, and the tokens it issued (cascade)."""
+    credential.delete()
 
 
 def token_revoke(*, token: Token) -> None:

@@ -266,3 +266,35 @@ def test_repeated_failures_lock_that_user_out_for_a_while(client, alice, setting
     assert issue(client, password_body(user="bob", password="builder")).status_code == 201
     with time_machine.travel(timezone.now() + timedelta(seconds=61)):
         assert issue(client, password_body()).status_code == 201
+
+
+def test_application_credentials_sign_in_without_the_password(cloud_env, tmp_path):
+    made = cli(
+        cloud_env,
+        *("application", "credential", "create", "--secret", "for-ci", "--role", "reader"),
+        *("--description", "read-only CI", "ci", "-f", "json"),
+    )
+    credential = json.loads(made)
+    assert (credential["Name"], credential["Secret"]) == ("ci", "for-ci")
+    assert [role["name"] for role in credential["Roles"]] == ["reader"]
+    listed = cli(cloud_env, "application", "credential", "list", "-f", "value", "-c", "Name")
+    assert listed.split() == ["ci"]
+    keys = ("OS_AUTH_URL", "HOME", "PATH", "XDG_CONFIG_HOME")
+    ci = {k: v for k, v in cloud_env.items() if k in keys or not k.startswith("OS_")}
+    ci.update(
+        OS_AUTH_TYPE="v3applicationcredential",
+        OS_APPLICATION_CREDENTIAL_ID=credential["ID"],
+        OS_APPLICATION_CREDENTIAL_SECRET="for-ci",
+        OS_AUTH_URL=cloud_env["OS_AUTH_URL"],
+    )
+    assert cli(ci, "network", "list", "-f", "json").strip() == "[]"
+    # The credential's role, not the user's: a reader does not write.
+    refused = subprocess.run(
+        [str(OPENSTACK_CLI), "network", "create", "nope"], env=ci, capture_output=True, text=True
+    )
+    assert refused.returncode != 0 and "403" in refused.stderr
+    cli(cloud_env, "application", "credential", "delete", "ci")
+    gone = subprocess.run(
+        [str(OPENSTACK_CLI), "network", "list"], env=ci, capture_output=True, text=True
+    )
+    assert gone.returncode != 0 and "401" in gone.stderr
