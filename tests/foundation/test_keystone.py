@@ -164,6 +164,7 @@ def test_the_openstack_cli_needs_only_an_auth_url(cloud_env):
     cli(cloud_env, "network", "create", "via-keystone")
     assert "via-keystone" in cli(cloud_env, "network", "list", "-f", "value", "-c", "Name")
     assert cli(cloud_env, "server", "list", "-f", "json").strip() == "[]"
+    assert cli(cloud_env, "reservation", "lease", "list", "-f", "json").strip() == "[]"
     cli(cloud_env, "flavor", "create", "--ram", "512", "--vcpus", "1", "--disk", "1", "tiny")
     assert "tiny" in cli(cloud_env, "flavor", "list", "-f", "value", "-c", "Name")
     # berth serves no image API, and the CLI asks for an image before it
