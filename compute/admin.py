@@ -9,7 +9,15 @@ from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from compute import selectors, services
-from compute.models import Flavor, Host, Instance, InstanceAction, InstanceActionEvent, InstanceNic
+from compute.models import (
+    Flavor,
+    Host,
+    Image,
+    Instance,
+    InstanceAction,
+    InstanceActionEvent,
+    InstanceNic,
+)
 from compute.selectors import host_is_up
 from compute.virt import PowerAction
 from config.admin import ReadOnlyInline, ServiceAdmin, bad_news_flag, with_seconds
@@ -121,6 +129,24 @@ class FlavorAdmin(ServiceAdmin):
 
     def service_delete(self, request, flavor):
         services.flavor_delete(flavor=flavor)
+
+
+@admin.register(Image)
+class ImageAdmin(ServiceAdmin):
+    """The image records servers boot from (the identity API's catalog
+    lists the image API, which reads them)."""
+
+    list_display = ["name", "id", "disk_format", "visibility", "project", "created"]
+    list_filter = ["visibility", "disk_format"]
+    search_fields = ["name", "id"]
+    add_fields = ("name", "disk_format", "container_format", "min_disk", "min_ram", "visibility")
+    created = with_seconds("created_at", "created")
+
+    def service_add(self, request, values):
+        return services.image_create(**values)
+
+    def service_delete(self, request, image):
+        services.image_delete(image=image)
 
 
 class NicInline(ReadOnlyInline):

@@ -145,6 +145,38 @@ class Flavor(models.Model):
         return self.name
 
 
+class Image(models.Model):
+    """A Glance image, as far as berth needs one: what a server boots from
+    (Nova's imageRef), so that clients that ask for an image find it. berth
+    keeps the record, not the bits."""
+
+    class Visibility(models.TextChoices):
+        PUBLIC = "public"
+        PRIVATE = "private"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=255, db_index=True)
+    disk_format = models.CharField(max_length=16, default="qcow2")
+    container_format = models.CharField(max_length=16, default="bare")
+    min_disk = models.PositiveIntegerField(default=0, help_text="GB")
+    min_ram = models.PositiveIntegerField(default=0, help_text="MiB")
+    visibility = models.CharField(
+        max_length=16, choices=Visibility.choices, default=Visibility.PUBLIC
+    )
+    # Who may boot a private image; public images are everyone's.
+    project = models.ForeignKey(
+        "identity.Project", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class InstanceStatus(models.TextChoices):
     BUILD = "BUILD"
     ACTIVE = "ACTIVE"

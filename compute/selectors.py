@@ -4,11 +4,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from compute.models import (
     Flavor,
     Host,
+    Image,
     Instance,
     InstanceAction,
     InstanceActionEvent,
@@ -34,6 +35,27 @@ def server_list(*, context: RequestContext, all_projects: bool = False) -> Query
     if context.is_admin and all_projects:
         return servers
     return servers.filter(project=context.project)
+
+
+def image_list(*, context: RequestContext) -> QuerySet[Image]:
+    """Public images and the caller's project's own; admins see all."""
+    images = Image.objects.all()
+    if context.is_admin:
+        return images
+    return images.filter(Q(visibility=Image.Visibility.PUBLIC) | Q(project=context.project))
+
+
+def image_ref_checked(*, context: RequestContext, image_ref: str) -> str:
+    """A server request's imageRef, if it names an image the caller may
+    boot (or none: berth boots without one); Invalid in Nova's words."""
+    if image_ref:
+        try:
+            found = image_list(context=context).filter(pk=uuid.UUID(str(image_ref))).exists()
+        except ValueError:
+            found = False
+        if not found:
+            raise Invalid("Can not find requested image")
+    return image_ref
 
 
 def flavor_list(*, context: RequestContext) -> QuerySet[Flavor]:

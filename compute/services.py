@@ -15,6 +15,7 @@ from compute import pipeline, signals, tasks
 from compute.models import (
     Flavor,
     Host,
+    Image,
     Instance,
     InstanceNic,
     InstanceStatus,
@@ -258,6 +259,35 @@ def flavor_unset_extra_spec(*, flavor: Flavor, key: str) -> None:
         raise NotFound(f"Flavor {flavor.pk} has no extra spec with key {key}.")
     del flavor.extra_specs[key]
     flavor.save(update_fields=["extra_specs"])
+
+
+# --- images --------------------------------------------------------------------
+
+
+def image_create(
+    *,
+    name: str,
+    disk_format: str = "qcow2",
+    container_format: str = "bare",
+    min_disk: int = 0,
+    min_ram: int = 0,
+    visibility: str = Image.Visibility.PUBLIC,
+    project=None,
+) -> Image:
+    return Image.objects.create(
+        name=name,
+        disk_format=disk_format,
+        container_format=container_format,
+        min_disk=min_disk,
+        min_ram=min_ram,
+        visibility=visibility,
+        project=project,
+    )
+
+
+def image_delete(*, image: Image) -> None:
+    """Servers booted from it keep its id, as Nova's do."""
+    image.delete()
 
 
 # --- servers -------------------------------------------------------------------

@@ -21,7 +21,7 @@ from rich.text import Text
 
 from compute import services as compute
 from compute.management.commands.host_report import host_report_from, report_options
-from compute.models import Flavor, Host, Instance, InstanceStatus
+from compute.models import Flavor, Host, Image, Instance, InstanceStatus
 from compute.selectors import host_is_up, power_state_name
 from config.auth import DEMO_USER, RequestContext, user_context
 from config.models import Role
@@ -108,6 +108,7 @@ DEMO_FLAVORS = [
     {"id": "m1.large", "name": "m1.large", "vcpus": 4, "ram": 8192, "disk": 80},
 ]
 DEMO_SERVERS = ["web-1", "web-2", "db-1"]
+DEMO_IMAGE = "cirros"
 
 
 def _nothing(*_) -> None:
@@ -164,6 +165,9 @@ def network_ensure() -> Network:
     for flavor in DEMO_FLAVORS:
         if not Flavor.objects.filter(pk=flavor["id"]).exists():
             compute.flavor_create(**flavor)
+    # An image to name in `openstack server create --image cirros`.
+    if not Image.objects.filter(name=DEMO_IMAGE).exists():
+        compute.image_create(name=DEMO_IMAGE)
     return network
 
 

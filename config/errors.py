@@ -121,6 +121,7 @@ def api_of_path(path: str) -> str | None:
         settings.BERTH_COMPUTE_PREFIX: "compute",
         settings.BERTH_RESERVATION_PREFIX: "reservation",
         "identity": "identity",
+        "image": "identity",  # Glance's error body is Keystone's shape
     }.get(first)
 
 

@@ -73,6 +73,7 @@ def catalog(request) -> list[dict]:
         ("compute", "nova", f"{base}/{settings.BERTH_COMPUTE_PREFIX}/v2.1"),
         ("network", "neutron", f"{base}/{settings.BERTH_NETWORKING_PREFIX}"),
         ("reservation", "blazar", f"{base}/{settings.BERTH_RESERVATION_PREFIX}/v1"),
+        ("image", "glance", f"{base}/image"),
     ]
     return [
         {

@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from compute import images
 from config import discovery, keystone
 from config.api import UnknownResourceView
 
@@ -38,6 +39,7 @@ urlpatterns = [
         "compute.api.urls",
     ),
     *api(keystone.IDENTITY_PREFIX, keystone.versions, "v3", keystone.v3, "config.keystone"),
+    *api(images.IMAGE_PREFIX, images.versions, "v2", images.v2, "compute.images"),
     *api(
         settings.BERTH_RESERVATION_PREFIX,
         discovery.reservation_versions,

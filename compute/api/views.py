@@ -171,7 +171,9 @@ class ServerViewSet(NovaViewSet):
             name=fields["name"],
             flavor=flavor,
             nics=selectors.nic_requests(context=self.context, requested=fields.get("networks")),
-            image_ref=fields.get("imageRef", ""),
+            image_ref=selectors.image_ref_checked(
+                context=self.context, image_ref=fields.get("imageRef", "")
+            ),
             metadata=fields.get("metadata"),
             reservation_id=str(hints.get("reservation", "")) if isinstance(hints, dict) else "",
             min_count=fields["min_count"],

@@ -167,11 +167,15 @@ def test_the_openstack_cli_needs_only_an_auth_url(cloud_env):
     assert cli(cloud_env, "reservation", "lease", "list", "-f", "json").strip() == "[]"
     cli(cloud_env, "flavor", "create", "--ram", "512", "--vcpus", "1", "--disk", "1", "tiny")
     assert "tiny" in cli(cloud_env, "flavor", "list", "-f", "value", "-c", "Name")
-    # berth serves no image API, and the CLI asks for an image before it
-    # asks compute: server create stays with openstacksdk.
-    create = ["server", "create", "--flavor", "tiny", "--network", "via-keystone", "vm1"]
-    done = subprocess.run([str(OPENSTACK_CLI), *create], env=cloud_env, capture_output=True)
-    assert b"An image (--image, --image-property) or bootable volume" in done.stderr
+    # The CLI finds the image in the image API before it asks compute.
+    image = ["image", "create", "--disk-format", "qcow2", "--container-format", "bare", "cirros"]
+    cli(cloud_env, *image)
+    assert cli(cloud_env, "image", "list", "-f", "value", "-c", "Name").split() == ["cirros"]
+    create = ["server", "create", "--flavor", "tiny", "--image", "cirros", "--network"]
+    cli(cloud_env, *create, "via-keystone", "vm1")
+    shown = json.loads(cli(cloud_env, "server", "show", "vm1", "-f", "json"))
+    assert (shown["name"], shown["image"].split()[0]) == ("vm1", "cirros")
+    cli(cloud_env, "server", "delete", "vm1")
 
 
 def test_openstacksdk_connects_from_auth_url(cloud_env):
