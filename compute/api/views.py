@@ -165,7 +165,16 @@ class ServerViewSet(NovaViewSet):
         flavor = selectors.flavor_list(context=self.context).filter(pk=fields["flavorRef"]).first()
         if flavor is None or flavor.disabled:
             raise Invalid(f"Flavor {fields['flavorRef']} could not be found.")
-        hints = request.data.get("os:scheduler_hints") or body.get("os:scheduler_hints") or {}
+        # Nova reads both names; openstacksdk sends the older one.
+        hints = next(
+            (
+                found
+                for key in ("os:scheduler_hints", "OS-SCH-HNT:scheduler_hints")
+                for found in (request.data.get(key), body.get(key))
+                if found
+            ),
+            {},
+        )
         instances = services.server_create(
             context=self.context,
             name=fields["name"],

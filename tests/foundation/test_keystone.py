@@ -13,7 +13,10 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.utils import timezone
 
+from compute import services as compute
+from compute.models import Instance
 from config.services import membership_ensure
+from tests.factories import HostFactory
 from tests.networking.test_clients import OPENSTACK_CLI
 
 V3 = "/identity/v3"
@@ -143,6 +146,11 @@ def cloud_env(live_server, transactional_db, tmp_path):
         OS_IDENTITY_API_VERSION="3",
     )
     return env
+
+
+def as_json(text: str):
+    # blazarclient prints "Created a new lease:" before the object.
+    return json.loads(text[min(i for i in (text.find("{"), text.find("[")) if i >= 0) :])
 
 
 def cli(env, *args) -> str:
@@ -303,3 +311,45 @@ def test_application_credentials_sign_in_without_the_password(cloud_env, tmp_pat
         [str(OPENSTACK_CLI), "network", "list"], env=ci, capture_output=True, text=True
     )
     assert gone.returncode != 0 and "401" in gone.stderr
+
+
+def test_networks_ports_leases_and_servers_from_an_auth_url(cloud_env):
+    """The rest of what a user does, each client finding its service in the
+    token's catalog: subnets and ports (Neutron), a lease (Blazar's
+    plugin), servers on a port and with a reservation hint (Nova)."""
+    HostFactory(name="r1", reservable=True, extra_capabilities={"node_type": "compute"})
+    compute.flavor_create(id="tiny", name="tiny", vcpus=1, ram=512, disk=1)
+    compute.image_create(name="cirros")
+    cli(cloud_env, "network", "create", "n1")
+    cli(cloud_env, "subnet", "create", "--network", "n1", "--subnet-range", "10.9.0.0/24", "s1")
+    port = json.loads(cli(cloud_env, "port", "create", "--network", "n1", "p1", "-f", "json"))
+    assert port["network_id"] and cli(cloud_env, "port", "list", "-f", "value", "-c", "Name") == (
+        "p1\n"
+    )
+    start = (timezone.now() + timedelta(hours=1)).strftime("%Y-%m-%d %H:%M")
+    end = (timezone.now() + timedelta(hours=2)).strftime("%Y-%m-%d %H:%M")
+    lease = as_json(
+        cli(
+            cloud_env,
+            *("reservation", "lease", "create", "--reservation"),
+            "resource_type=physical:host,min=1,max=1",
+            *("--start-date", start, "--end-date", end, "l1", "-f", "json"),
+        )
+    )
+    assert lease["status"] == "PENDING"
+    cli(cloud_env, "reservation", "lease", "set", "--prolong-for", "1h", "l1")
+    shown = json.loads(cli(cloud_env, "reservation", "lease", "show", "l1", "-f", "json"))
+    # The CLI prints each reservation as a JSON object of its own.
+    reservation = json.loads(shown["reservations"])
+    assert reservation["hosts"] == ["r1"]
+    base = ["server", "create", "--image", "cirros", "--flavor", "tiny"]
+    cli(cloud_env, *base, "--port", "p1", "on-port")
+    cli(cloud_env, *base, "--network", "n1", "--hint", f"reservation={reservation['id']}", "held")
+    servers = json.loads(cli(cloud_env, "server", "list", "-f", "json"))
+    assert sorted(s["Name"] for s in servers) == ["held", "on-port"]
+    held = Instance.objects.get(name="held")
+    assert held.reservation_id == reservation["id"]
+    on_port = Instance.objects.get(name="on-port")
+    assert str(on_port.nics.get().requested_port_id) == port["id"]
+    cli(cloud_env, "server", "delete", "held", "on-port")
+    assert cli(cloud_env, "reservation", "lease", "delete", "l1").strip() == "Deleted lease: l1"
