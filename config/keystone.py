@@ -444,6 +444,19 @@ class ProjectDetail(KeystoneAdminView):
     def get(self, request, project_id):
         return Response({"project": _project_entity(request, _find_project(project_id))})
 
+    def patch(self, request, project_id):
+        """`openstack project set --name/--description`."""
+        fields = self.body("project")
+        project = _find_project(project_id)
+        name = fields.get("name", project.name)
+        if not isinstance(name, str) or not name or len(name) > 64:
+            raise Invalid("Invalid input for field 'name': a name of 1 to 64 characters.")
+        description = fields.get("description", project.description)
+        if not isinstance(description, str):
+            raise Invalid("Invalid input for field 'description': a string.")
+        project = services.project_update(project=project, name=name, description=description)
+        return Response({"project": _project_entity(request, project)})
+
     def delete(self, request, project_id):
         services.project_delete(project=_find_project(project_id))
         return Response(status=204)
@@ -499,6 +512,37 @@ class Users(KeystoneAdminView):
 class UserDetail(KeystoneAdminView):
     def get(self, request, user_id):
         return Response({"user": _user_entity(request, _find_user(user_id))})
+
+    def patch(self, request, user_id):
+        """`openstack user set --password/--enable/--disable`: a disabled
+        user's tokens stop working at once (their next request is 401)."""
+        fields = self.body("user")
+        password = fields.get("password")
+        if password is not None and (not isinstance(password, str) or not password):
+            raise Invalid("Invalid input for field 'password': a non-empty string.")
+        enabled = fields.get("enabled")
+        if enabled is not None and not isinstance(enabled, bool):
+            raise Invalid("Invalid input for field 'enabled': true or false.")
+        user = services.user_update(user=_find_user(user_id), password=password, enabled=enabled)
+        return Response({"user": _user_entity(request, user)})
+
+    def delete(self, request, user_id):
+        services.user_delete(user=_find_user(user_id))
+        return Response(status=204)
+
+
+class UserProjects(APIView):
+    """The projects a user has a role in: the user's own, or any for admins."""
+
+    schema = None
+    permission_classes = [Authenticated]
+
+    def get(self, request, user_id):
+        if user_id != request.auth.user_id and not request.auth.is_admin:
+            raise Forbidden("You are not authorized to perform the requested action.")
+        user = _find_user(user_id)
+        projects = Project.objects.filter(memberships__user=user).order_by("name")
+        return Response({"projects": [_project(p) for p in projects], "links": _links(request)})
 
 
 class Roles(KeystoneAdminView):
@@ -666,6 +710,7 @@ urlpatterns = [
     ),
     re_path(r"^users/?$", Users.as_view()),
     re_path(rf"^users/{ID.format('user_id')}/?$", UserDetail.as_view()),
+    re_path(rf"^users/{ID.format('user_id')}/projects/?$", UserProjects.as_view()),
     re_path(
         rf"^users/{ID.format('user_id')}/application_credentials/?$",
         ApplicationCredentials.as_view(),

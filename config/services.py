@@ -105,6 +105,36 @@ def project_delete(*, project: Project) -> None:
         ) from None
 
 
+def project_update(*, project: Project, name: str, description: str) -> Project:
+    try:
+        with transaction.atomic():
+            project.name, project.description = name, description
+            project.save(update_fields=["name", "description"])
+    except IntegrityError:
+        raise Conflict(
+            f"Conflict occurred attempting to store project - Duplicate entry found with "
+            f"name {name}."
+        ) from None
+    return project
+
+
+def user_update(*, user, password: str | None, enabled: bool | None):
+    """A new password, or the user enabled or disabled (a disabled user's
+    tokens are refused from their next request: token_find)."""
+    if password is not None:
+        user.set_password(password)
+        password_failures_clear(username=user.username)
+    if enabled is not None:
+        user.is_active = enabled
+    user.save(update_fields=["password", "is_active"])
+    return user
+
+
+def user_delete(*, user) -> None:
+    """The user, with their roles, tokens and application credentials."""
+    user.delete()
+
+
 def user_create(*, name: str, password: str | None, enabled: bool = True):
     User = get_user_model()
     try:

@@ -233,12 +233,28 @@ def test_admins_manage_projects_users_and_roles_with_the_cli(cloud_env):
         [str(OPENSTACK_CLI), "project", "create", "mine"], env=bob, capture_output=True, text=True
     )
     assert done.returncode != 0 and "403" in done.stderr
+    # A new password replaces the old; a disabled user is refused.
+    cli(cloud_env, "user", "set", "--password", "n3w", "bob")
+    assert cli({**bob, "OS_PASSWORD": "n3w"}, "token", "issue", "-f", "value", "-c", "id")
+    cli(cloud_env, "user", "set", "--disable", "bob")
+    done = subprocess.run(
+        [str(OPENSTACK_CLI), "token", "issue"],
+        env={**bob, "OS_PASSWORD": "n3w"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and "401" in done.stderr
+    cli(cloud_env, "project", "set", "--description", "the lab", "lab")
+    shown = json.loads(cli(cloud_env, "project", "show", "lab", "-f", "json"))
+    assert shown["description"] == "the lab"
     cli(cloud_env, "role", "remove", "--project", "lab", "--user", "bob", "member")
     assert (
         cli(cloud_env, "role", "assignment", "list", "--user", "bob", "-f", "json").strip() == "[]"
     )
     cli(cloud_env, "project", "delete", "lab")
     assert "lab" not in cli(cloud_env, "project", "list", "-f", "value", "-c", "Name").split()
+    cli(cloud_env, "user", "delete", "bob")
+    assert "bob" not in cli(cloud_env, "user", "list", "-f", "value", "-c", "Name").split()
 
 
 def test_identity_admin_calls_refuse_bad_input_in_keystones_words(client, db):
