@@ -47,23 +47,13 @@ CHANGED = 0.01
 REPORTS = 0.001
 TICK = os.sysconf("SC_CLK_TCK")
 
-# Children before parents; the hosts and what their reports made, by name.
-CLEANUP = [
-    "DELETE FROM networking_hostphysnet WHERE agent_id IN "
-    "(SELECT id FROM networking_hostagent WHERE host LIKE %(h)s)",
-    "DELETE FROM networking_hostvnictype WHERE agent_id IN "
-    "(SELECT id FROM networking_hostagent WHERE host LIKE %(h)s)",
-    "DELETE FROM networking_hostagent WHERE host LIKE %(h)s",
-    "DELETE FROM compute_host WHERE name LIKE %(h)s",
-]
-
 
 def cleanup() -> None:
     """Delete every row this benchmark makes, also those an interrupted run left."""
     from django.db import connection, transaction
 
     with transaction.atomic(), connection.cursor() as cursor:
-        for statement in CLEANUP:
+        for statement in benchdb.HOST_CLEANUP:
             cursor.execute(statement, {"h": HOST_PREFIX + "%"})
 
 

@@ -81,6 +81,15 @@ CLEANUP = [
     "DELETE FROM identity_quota WHERE project_id = %(p)s",
     "DELETE FROM identity_project WHERE id = %(p)s",
 ]
+# Hosts whose names match %(h)s and what their reports made, children first.
+HOST_CLEANUP = [
+    "DELETE FROM networking_hostphysnet WHERE agent_id IN "
+    "(SELECT id FROM networking_hostagent WHERE host LIKE %(h)s)",
+    "DELETE FROM networking_hostvnictype WHERE agent_id IN "
+    "(SELECT id FROM networking_hostagent WHERE host LIKE %(h)s)",
+    "DELETE FROM networking_hostagent WHERE host LIKE %(h)s",
+    "DELETE FROM compute_host WHERE name LIKE %(h)s",
+]
 
 
 def project_delete(name: str) -> None:

@@ -60,12 +60,7 @@ INSTANCE_CLEANUP = [
     "DELETE FROM compute_instance WHERE project_id = %(p)s",
 ]
 GLOBAL_CLEANUP = [
-    "DELETE FROM networking_hostphysnet WHERE agent_id IN "
-    "(SELECT id FROM networking_hostagent WHERE host LIKE %(h)s)",
-    "DELETE FROM networking_hostvnictype WHERE agent_id IN "
-    "(SELECT id FROM networking_hostagent WHERE host LIKE %(h)s)",
-    "DELETE FROM networking_hostagent WHERE host LIKE %(h)s",
-    "DELETE FROM compute_host WHERE name LIKE %(h)s",
+    *benchdb.HOST_CLEANUP,
     "DELETE FROM compute_flavor WHERE id = %(f)s",
     "DELETE FROM identity_healthprobe WHERE request_id = %(r)s",
 ]

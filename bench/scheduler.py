@@ -38,14 +38,6 @@ INSTANCE_CLEANUP = [
     "(SELECT id FROM compute_instance WHERE project_id = %(p)s)",
     "DELETE FROM compute_instance WHERE project_id = %(p)s",
 ]
-HOST_CLEANUP = [
-    "DELETE FROM networking_hostphysnet WHERE agent_id IN "
-    "(SELECT id FROM networking_hostagent WHERE host LIKE %(h)s)",
-    "DELETE FROM networking_hostvnictype WHERE agent_id IN "
-    "(SELECT id FROM networking_hostagent WHERE host LIKE %(h)s)",
-    "DELETE FROM networking_hostagent WHERE host LIKE %(h)s",
-    "DELETE FROM compute_host WHERE name LIKE %(h)s",
-]
 
 
 def cleanup() -> None:
@@ -58,7 +50,7 @@ def cleanup() -> None:
         for project_id in Project.objects.filter(name=PROJECT).values_list("pk", flat=True):
             for statement in INSTANCE_CLEANUP + benchdb.CLEANUP:
                 cursor.execute(statement, {"p": project_id})
-        for statement in HOST_CLEANUP:
+        for statement in benchdb.HOST_CLEANUP:
             cursor.execute(statement, {"h": HOST_PREFIX + "%"})
 
 

@@ -29,10 +29,6 @@ from compute.virt import DriverError, PowerAction, SpawnRequest, driver_for
 
 logger = logging.getLogger(__name__)
 
-# Where the host's results and reports go: the control plane's queues.
-RESULTS_QUEUE = "build"
-REPORTS_QUEUE = "agents"
-
 # One piece of work per instance at a time on this host: a spawn resumed by
 # the reaper while the first run is still under way waits for it, then
 # finds the domain and reports it instead of defining a second one.
@@ -40,8 +36,9 @@ _instance_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
 def _send(task: str, *args) -> None:
-    queue = REPORTS_QUEUE if task in ("compute.agent_report", "compute.heartbeat") else None
-    current_app.send_task(task, args, queue=queue or RESULTS_QUEUE)
+    # By name: the agent imports none of the control plane's tasks.
+    # CELERY_TASK_ROUTES names the queue (results on build, reports on agents).
+    current_app.send_task(task, args)
 
 
 def _now() -> str:

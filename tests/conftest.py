@@ -163,15 +163,32 @@ def worker_start(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    ready_wait(proc, log, "worker")
+    proc.node = host_format(name)  # the name remote control commands go to
+    return proc
+
+
+def ready_wait(proc: subprocess.Popen, log: Path, what: str) -> None:
+    """Until a Celery worker process logs that it is ready; fails the test
+    with its log if it exits or takes over a minute."""
     deadline = time.monotonic() + 60
     while b" ready." not in log.read_bytes():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            pytest.fail(f"worker did not start:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"{what} did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.1)
     proc.log = log
-    proc.node = host_format(name)  # the name remote control commands go to
-    return proc
+
+
+def wait_for(condition, timeout: float = 60, what: str = "condition"):
+    """What ``condition`` returns once it is true, polled every 0.1 s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def agent_start(log: Path, name: str, *options: str, env: dict | None = None) -> subprocess.Popen:
@@ -188,13 +205,7 @@ def agent_start(log: Path, name: str, *options: str, env: dict | None = None) ->
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    deadline = time.monotonic() + 60
-    while b" ready." not in log.read_bytes():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"agent {name} did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
-    proc.log = log
+    ready_wait(proc, log, f"agent {name}")
     return proc
 
 

@@ -20,7 +20,7 @@ from compute.virt import PowerState
 from config.models import Project
 from reservations.models import HostAllocation, Notification
 from reservations.services import HostRequest, LeaseRequest, lease_create, reservable_host_create
-from tests.conftest import agent_start, worker_stop
+from tests.conftest import agent_start, wait_for, worker_stop
 from tests.factories import ContextFactory, FlavorFactory, NetworkFactory
 from tests.networking.test_clients import OpenStackCLI, token
 
@@ -28,16 +28,6 @@ pytestmark = pytest.mark.worker
 
 # Fast heartbeats, so a dead agent is noticed within seconds.
 BEAT = {"BERTH_HEARTBEAT_INTERVAL": "0.3"}
-
-
-def wait_for(condition, timeout: float = 60, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

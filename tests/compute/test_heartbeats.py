@@ -12,17 +12,8 @@ from django.utils import timezone
 from compute import services
 from compute.models import Host
 from compute.services import Heartbeat
+from tests.conftest import wait_for
 from tests.factories import HostFactory
-
-
-def wait_for(condition, timeout: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def send(*args) -> None:
