@@ -97,7 +97,7 @@ def project_delete(name: str) -> None:
     an interrupted run left behind."""
     from django.db import connection, transaction
 
-    from config.models import Project
+    from identity.models import Project
 
     for project_id in Project.objects.filter(name=name).values_list("pk", flat=True):
         with transaction.atomic(), connection.cursor() as cursor:
@@ -199,7 +199,7 @@ def wait_http(url: str, token: str, timeout: float = 60) -> None:
 def progress(description: str, total: int):
     """A progress bar on stderr while it is a terminal (the figures go to
     stdout, untouched): ``with progress(...) as advance: advance(done)``."""
-    from config.management.commands._progress import progress_bar
+    from config.progress import progress_bar
 
     @contextlib.contextmanager
     def bar():

@@ -62,7 +62,7 @@ INSTANCE_CLEANUP = [
 GLOBAL_CLEANUP = [
     *benchdb.HOST_CLEANUP,
     "DELETE FROM compute_flavor WHERE id = %(f)s",
-    "DELETE FROM identity_healthprobe WHERE request_id = %(r)s",
+    "DELETE FROM config_healthprobe WHERE request_id = %(r)s",
 ]
 
 
@@ -82,7 +82,7 @@ def cleanup() -> None:
     """Delete every row this benchmark makes, also those an interrupted run left."""
     from django.db import connection, transaction
 
-    from config.models import Project
+    from identity.models import Project
 
     with transaction.atomic(), connection.cursor() as cursor:
         for project_id in Project.objects.filter(name=PROJECT).values_list("pk", flat=True):
@@ -111,9 +111,9 @@ def setup(hosts: int = HOSTS):
     ``hosts`` hosts, through the services; returns the request context,
     flavor and network."""
     from compute import services as compute
-    from config.auth import RequestContext
-    from config.models import Project, Role
-    from config.quotas import quota_set
+    from identity.auth import RequestContext
+    from identity.models import Project, Role
+    from identity.quotas import quota_set
     from networking import services as networking
     from networking.services import HostNetworkReport
 

@@ -53,7 +53,7 @@ def rounds_run(rounds: int, deadline: float) -> list:
     returns every instance, refreshed."""
     from compute import services as compute
     from compute.models import Flavor, Instance, InstanceStatus
-    from config import demo
+    from console import demo
 
     network = demo.cloud_ensure()
     context = demo.demo_context()

@@ -56,7 +56,7 @@ def cleanup() -> None:
     """Delete every row this benchmark makes, also those an interrupted run left."""
     from django.db import connection, transaction
 
-    from config.models import Project
+    from identity.models import Project
 
     with transaction.atomic(), connection.cursor() as cursor:
         for project_id in Project.objects.filter(name=PROJECT).values_list("pk", flat=True):
@@ -84,7 +84,7 @@ def setup():
     from django.db import transaction
     from django.utils import timezone
 
-    from config.models import Project
+    from identity.models import Project
     from reservations.events import plan
     from reservations.models import EVENT_ORDER, Lease, LeaseEvent
 

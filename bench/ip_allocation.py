@@ -44,7 +44,7 @@ def setup(per_process: int) -> tuple[str, list[dict]]:
     addresses (disjoint, outside the pool) and ports to allocate for."""
     import netaddr
 
-    from config.models import Project
+    from identity.models import Project
     from networking import services
     from networking.models import Network, Port
 

@@ -69,7 +69,7 @@ def leases_delete(*, everything: bool = False) -> None:
     also the projects and hosts, and rows an interrupted run left behind."""
     from django.db import connection, transaction
 
-    from config.models import Project
+    from identity.models import Project
 
     statements = LEASE_CLEANUP + (PROJECT_CLEANUP if everything else [])
     with transaction.atomic(), connection.cursor() as cursor:
@@ -297,9 +297,9 @@ def main() -> int:
     from django.db import connection
     from django.utils import timezone
 
-    from config.auth import RequestContext
-    from config.models import Project, Role
-    from config.quotas import quota_set
+    from identity.auth import RequestContext
+    from identity.models import Project, Role
+    from identity.quotas import quota_set
 
     leases_delete(everything=True)
     rows, plans = [], []

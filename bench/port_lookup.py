@@ -45,7 +45,7 @@ def setup(count: int) -> tuple[str, list[str]]:
     import netaddr
     from django.db import connection, transaction
 
-    from config.services import token_create
+    from identity.services import token_create
     from networking import services
     from networking.models import IPAllocation, Network, Port, PortStatus
 

@@ -44,7 +44,7 @@ def cleanup() -> None:
     """Delete every row this benchmark makes, also those an interrupted run left."""
     from django.db import connection, transaction
 
-    from config.models import Project
+    from identity.models import Project
 
     with transaction.atomic(), connection.cursor() as cursor:
         for project_id in Project.objects.filter(name=PROJECT).values_list("pk", flat=True):
@@ -236,8 +236,8 @@ def main() -> int:
     benchdb.database_prepare()
     from django.db import connection
 
-    from config.auth import RequestContext
-    from config.models import Project, Role
+    from identity.auth import RequestContext
+    from identity.models import Project, Role
 
     cleanup()
     rows = []

@@ -51,10 +51,10 @@ def setup():
     """Project with an admin token and no quota in the way, flavor, routed
     network of two segments, hosts (two of them reservable)."""
     from compute import services as compute
-    from config.auth import RequestContext
-    from config.models import Role
-    from config.quotas import quota_set
-    from config.services import token_create
+    from identity.auth import RequestContext
+    from identity.models import Role
+    from identity.quotas import quota_set
+    from identity.services import token_create
     from networking import services as networking
     from networking.services import HostNetworkReport
     from reservations import services as reservations

@@ -21,9 +21,9 @@ from compute.models import (
 from compute.selectors import host_is_up
 from compute.virt import PowerAction
 from config.admin import ReadOnlyInline, ServiceAdmin, bad_news_flag, with_seconds
-from config.auth import user_context
 from config.errors import BerthError
-from config.models import Role
+from identity.auth import user_context
+from identity.models import Role
 
 
 @admin.action(description="Disable the selected hosts (no new builds)", permissions=["change"])

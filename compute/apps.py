@@ -8,7 +8,7 @@ class ComputeConfig(AppConfig):
 
     def ready(self):
         from compute.models import Instance, InstanceStatus
-        from config.quotas import register_usage
+        from identity.quotas import register_usage
 
         def live(project):
             return Instance.objects.filter(project=project).exclude(status=InstanceStatus.DELETED)

@@ -13,8 +13,8 @@ from rest_framework.views import APIView
 
 from compute import selectors, services
 from compute.models import Image
-from config.auth import Authenticated
 from config.errors import Forbidden, Invalid, NotFound
+from identity.auth import Authenticated
 
 IMAGE_PREFIX = "image"
 GLANCE_TIME = "%Y-%m-%dT%H:%M:%SZ"

@@ -205,7 +205,7 @@ class Instance(models.Model):
     project = models.ForeignKey(
         "identity.Project", on_delete=models.PROTECT, related_name="instances"
     )
-    # config.auth.user_id_of: the user name, as long as Django allows one.
+    # identity.auth.user_id_of: the user name, as long as Django allows one.
     user_id = models.CharField(max_length=150, blank=True)
     name = models.CharField(max_length=255, db_index=True)
     # The flavor may be deleted later; what the instance holds is copied.
@@ -420,7 +420,7 @@ class InstanceAction(models.Model):
     instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="actions")
     action = models.CharField(max_length=32)
     request_id = models.CharField(max_length=64)
-    # config.auth.user_id_of: the user name, as long as Django allows one.
+    # identity.auth.user_id_of: the user name, as long as Django allows one.
     user_id = models.CharField(max_length=150, blank=True)
     project_id = models.UUIDField()
     message = models.TextField(blank=True)

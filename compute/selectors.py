@@ -18,8 +18,8 @@ from compute.models import (
 from compute.scheduler import is_up
 from compute.services import NicRequest
 from compute.virt import PowerState
-from config.auth import RequestContext
 from config.errors import Invalid
+from identity.auth import RequestContext
 from networking import selectors as net_selectors
 from networking import services as net_services
 

@@ -22,9 +22,9 @@ from compute.models import (
     TaskState,
 )
 from compute.virt import PowerAction
-from config.auth import RequestContext
 from config.errors import Conflict, Invalid, NotFound, in_use_by
-from config.quotas import quota_fit
+from identity.auth import RequestContext
+from identity.quotas import quota_fit
 from networking.models import Network, Port
 from networking.services import HostNetworkReport, host_agent_report
 

@@ -1,9 +1,7 @@
-"""The admin site: its name, the operator dashboard, the identity models,
-and the base every app's admin uses for models whose rules live in a
-service (``ServiceAdmin``)."""
+"""The admin site: its name, the health probes, and the base every app's
+admin uses for models whose rules live in a service (``ServiceAdmin``)."""
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.db import transaction
 from django.http import HttpResponseRedirect
@@ -11,19 +9,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 
-from config import services
-from config.dashboard import dashboard_metrics
 from config.errors import BerthError
-from config.models import (
-    ApplicationCredential,
-    HealthProbe,
-    Membership,
-    PasswordFailure,
-    Project,
-    Quota,
-    Token,
-)
-from config.quotas import quota_limits, quota_usage
+from config.models import HealthProbe
 
 admin.site.site_header = "berth administration"
 admin.site.site_title = "berth"
@@ -222,106 +209,6 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
-# --- identity -------------------------------------------------------------------------
-
-
-class MembershipInline(admin.TabularInline):
-    model = Membership
-    extra = 0
-    autocomplete_fields = ["user"]
-
-
-def quota_resources():
-    return [(resource, resource) for resource in sorted(settings.BERTH_QUOTA_DEFAULTS)]
-
-
-class QuotaForm(forms.ModelForm):
-    # A limit on a name berth does not count (a typo) would be ignored.
-    resource = forms.ChoiceField(choices=quota_resources)
-
-
-class QuotaInline(admin.TabularInline):
-    model = Quota
-    form = QuotaForm
-    extra = 0
-
-
-@admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
-    list_display = ["name", "id", "created"]
-    search_fields = ["name", "id"]
-    readonly_fields = ["id", "created_at", "quota_summary"]
-    inlines = [MembershipInline, QuotaInline]
-    created = with_seconds("created_at", "created")
-
-    @admin.display(description="quota usage")
-    def quota_summary(self, project):
-        if project.pk is None:
-            return "-"
-        limits, usage = quota_limits(project=project), quota_usage(project=project)
-
-        def shown(resource: str, limit: int) -> str:
-            bound = "∞" if limit < 0 else str(limit)
-            if resource in usage:
-                return f"{resource} {usage[resource]}/{bound}"
-            # A bound on each lease (its duration, how far ahead it starts)
-            # has no usage to count.
-            return f"{resource} ≤ {bound}"
-
-        return ", ".join(shown(resource, limit) for resource, limit in sorted(limits.items()))
-
-
-@admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
-    list_display = ["user", "project", "role"]
-    list_filter = ["role"]
-    list_select_related = ["user", "project"]
-    search_fields = ["user__username", "project__name"]
-
-
-@admin.register(Token)
-class TokenAdmin(admin.ModelAdmin):
-    # Tokens are made with `manage.py create_token` (the raw value is shown
-    # only there, once); the admin can list and revoke them.
-    list_display = ["prefix", "membership", "created", "expires"]
-    list_select_related = ["membership__user", "membership__project"]
-    list_filter = ["membership__role"]
-    search_fields = ["prefix", "membership__user__username", "membership__project__name"]
-    readonly_fields = ["prefix", "membership", "created_at"]
-    created = with_seconds("created_at", "created")
-    expires = with_seconds("expires_at", "expires")
-
-    def has_add_permission(self, request):
-        return False
-
-
-@admin.register(ApplicationCredential)
-class ApplicationCredentialAdmin(ServiceAdmin):
-    """Made by their users through the identity API (the secret is shown
-    only then); the admin lists them and deletes them, with their tokens."""
-
-    list_display = ["name", "membership", "role", "created", "expires"]
-    list_select_related = ["membership__user", "membership__project"]
-    list_filter = ["role", "unrestricted"]
-    search_fields = ["name", "membership__user__username", "membership__project__name"]
-    created = with_seconds("created_at", "created")
-    expires = with_seconds("expires_at", "expires")
-
-    def service_delete(self, request, credential):
-        services.application_credential_delete(credential=credential)
-
-
-@admin.register(PasswordFailure)
-class PasswordFailureAdmin(ServiceAdmin):
-    """Failed password sign-ins; deleting a row lifts that user's lockout."""
-
-    list_display = ["username", "failures", "locked_until", "updated_at"]
-    search_fields = ["username"]
-
-    def service_delete(self, request, failure):
-        services.password_failures_clear(username=failure.username)
-
-
 @admin.register(HealthProbe)
 class HealthProbeAdmin(admin.ModelAdmin):
     """Written by `manage.py healthcheck` and the worker that answers it."""
@@ -337,19 +224,3 @@ class HealthProbeAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
-
-
-# The index shows the operator dashboard (templates/admin/index.html). The
-# default site's index is wrapped to pass the counts in: a custom AdminSite
-# would move every app's registrations, and a context processor would count
-# on every page. Admin's autodiscovery imports this module before the URLconf
-# reads admin.site.urls, so the URL resolves to the wrapper.
-_admin_index = admin.site.index
-
-
-def index_with_dashboard(request, extra_context=None):
-    metrics = [m for m in dashboard_metrics() if request.user.has_perm(m.perm)]
-    return _admin_index(request, extra_context={"dashboard": metrics, **(extra_context or {})})
-
-
-admin.site.index = index_with_dashboard

@@ -20,10 +20,10 @@ from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.auth import Authenticated, RequestContext
 from config.errors import Forbidden, Invalid, NotFound, TooLarge
-from config.models import Project
 from config.schema import OpenStackAutoSchema
+from identity.auth import Authenticated, RequestContext
+from identity.models import Project
 
 # Query parameters that are never filters.
 PAGING_PARAMS = {"limit", "marker", "fields", "page_reverse", "sort_key", "sort_dir"}

@@ -1,12 +1,12 @@
 from django.apps import AppConfig
 
 
-class IdentityConfig(AppConfig):
-    """Projects, roles, tokens and quotas: berth's small stand-in for Keystone."""
+class ConfigConfig(AppConfig):
+    """Cross-cutting plumbing: the health check's probes and beat's periodic
+    runs, the admin site's base, the API schema."""
 
     name = "config"
-    label = "identity"
-    verbose_name = "Identity"
+    verbose_name = "Operations"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):

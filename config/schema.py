@@ -24,7 +24,7 @@ from config.errors import NOVA_FAULTS, WireChoiceField, api_of_path
 
 
 class KeystoneTokenScheme(OpenApiAuthenticationExtension):
-    target_class = "config.auth.KeystoneTokenAuthentication"
+    target_class = "identity.auth.KeystoneTokenAuthentication"
     name = "XAuthToken"
 
     def get_security_definition(self, auto_schema):

@@ -1,39 +1,12 @@
-"""Reads for identity: which membership a token stands for; how beat's
-periodic tasks are doing."""
+"""Reads for the health check: how beat's periodic tasks are doing."""
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Q
-from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from config.models import PasswordFailure, PeriodicRun, Token
-from config.services import token_digest
-
-
-def token_find(*, raw: str) -> Token | None:
-    """The unexpired token ``raw`` is, with its membership's user and
-    project, if its user is still active. Deleting the project or the
-    membership deletes its tokens (by cascade), so all three revocations
-    hold from the next request, in one query."""
-    return (
-        Token.objects.select_related("membership__user", "membership__project")
-        .filter(
-            Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()),
-            digest=token_digest(raw),
-            membership__user__is_active=True,
-        )
-        .first()
-    )
-
-
-def password_locked(*, username: str) -> bool:
-    """Whether ``username`` is locked out after failed sign-ins."""
-    return PasswordFailure.objects.filter(
-        username=username, locked_until__gt=timezone.now()
-    ).exists()
+from config.models import PeriodicRun
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 
 INSTALLED_APPS = [
+    # First: its admin/index.html (the dashboard) overrides the admin's own.
+    "console",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -35,7 +37,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
-    "config.apps.IdentityConfig",
+    "config",
+    "identity",
     "networking",
     "compute",
     "reservations",
@@ -306,8 +309,8 @@ BERTH_WEBHOOK_BREAKER_BACKOFF = env.float("BERTH_WEBHOOK_BREAKER_BACKOFF", defau
 BERTH_WEBHOOK_DISABLE_AFTER = env.int("BERTH_WEBHOOK_DISABLE_AFTER", default=20)
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["config.auth.KeystoneTokenAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["config.auth.ProjectRolePermission"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["identity.auth.KeystoneTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["identity.auth.ProjectRolePermission"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "config.negotiation.OpenStackContentNegotiation",

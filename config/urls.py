@@ -4,8 +4,9 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from compute import images
-from config import discovery, keystone
+from config import discovery
 from config.api import UnknownResourceView
+from identity import keystone
 
 
 def api(prefix: str, root_view, version: str, version_view, resources: str) -> list:
@@ -38,7 +39,7 @@ urlpatterns = [
         discovery.compute_v21,
         "compute.api.urls",
     ),
-    *api(keystone.IDENTITY_PREFIX, keystone.versions, "v3", keystone.v3, "config.keystone"),
+    *api(keystone.IDENTITY_PREFIX, keystone.versions, "v3", keystone.v3, "identity.keystone"),
     *api(images.IMAGE_PREFIX, images.versions, "v2", images.v2, "compute.images"),
     *api(
         settings.BERTH_RESERVATION_PREFIX,

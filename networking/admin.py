@@ -25,9 +25,9 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from config.admin import ReadOnlyInline, ServiceAdmin, with_seconds
-from config.auth import user_context
 from config.errors import Invalid
-from config.models import Role
+from identity.auth import user_context
+from identity.models import Role
 from networking import ipam, selectors, services
 from networking.models import (
     BaremetalNic,

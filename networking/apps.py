@@ -6,7 +6,7 @@ class NetworkingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from config.quotas import register_usage
+        from identity.quotas import register_usage
         from networking.models import Network, Port, Subnet
 
         for resource, model in (("network", Network), ("subnet", Subnet), ("port", Port)):

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Value
 from django.utils import timezone
 
-from config.auth import RequestContext
+from identity.auth import RequestContext
 from networking import ipam
 from networking.binding import HostView, Nic, PhysnetLink, SegmentView
 from networking.models import (

@@ -18,10 +18,10 @@ from django.db.models import Exists, F, OuterRef
 from django.db.models.deletion import ProtectedError
 from django.utils import timezone
 
-from config.auth import RequestContext
 from config.errors import Conflict, Forbidden, Invalid, NotFound, in_use_by, one_of, shown
-from config.models import Project
-from config.quotas import quota_enforce
+from identity.auth import RequestContext
+from identity.models import Project
+from identity.quotas import quota_enforce
 from networking import binding, ipam, queries, selectors
 from networking.models import (
     BaremetalNic,

@@ -9,7 +9,7 @@ class ReservationsConfig(AppConfig):
         from django.conf import settings
 
         from compute import scheduler, signals
-        from config.quotas import register_usage
+        from identity.quotas import register_usage
         from reservations.models import Lease, LeaseStatus, Subscription
         from reservations.notifications import allowed_destination
         from reservations.placement import host_liveness_changed, lease_constraints

@@ -18,9 +18,9 @@ from django.utils import timezone
 from compute import selectors as compute_selectors
 from compute import services as compute
 from compute.models import Instance, InstanceStatus, TaskState
-from config.auth import RequestContext
 from config.errors import BerthError
-from config.models import Role
+from identity.auth import RequestContext
+from identity.models import Role
 from reservations import allocation
 from reservations.models import (
     EVENT_ORDER,

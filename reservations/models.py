@@ -61,7 +61,7 @@ class LeaseStatus(models.TextChoices):
 class Lease(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey("identity.Project", on_delete=models.PROTECT, related_name="leases")
-    # config.auth.user_id_of: the user name, as long as Django allows one.
+    # identity.auth.user_id_of: the user name, as long as Django allows one.
     user_id = models.CharField(max_length=150, blank=True)
     name = models.CharField(max_length=80)
     start_at = models.DateTimeField(db_index=True)

@@ -29,8 +29,8 @@ from django.utils import timezone
 
 from config.celery import enqueue_after_commit
 from config.errors import Invalid
-from config.models import Project
-from config.quotas import quota_enforce
+from identity.models import Project
+from identity.quotas import quota_enforce
 from reservations.models import Delivery, DeliveryStatus, Lease, Notification, Subscription
 
 SIGNATURE_HEADER = "X-Berth-Signature"

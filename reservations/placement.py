@@ -14,7 +14,7 @@ from compute.models import Host, Instance, InstanceStatus
 from compute.scheduler import Constraints, host_up
 from config.celery import enqueue_after_commit
 from config.errors import Conflict
-from config.services import project_get_or_create
+from identity.services import project_get_or_create
 from reservations import allocation, properties
 from reservations.models import (
     RESERVATION_FLAVOR,

@@ -7,7 +7,7 @@ from datetime import datetime
 from django.db.models import QuerySet
 
 from compute.models import Host
-from config.auth import RequestContext, scope_to_project
+from identity.auth import RequestContext, scope_to_project
 from reservations import allocation, properties
 from reservations.models import (
     Delivery,

@@ -17,10 +17,10 @@ from django.utils import timezone
 from compute import selectors as compute_selectors
 from compute import services as compute
 from compute.models import Host
-from config.auth import RequestContext
 from config.errors import Conflict, Invalid, NotFound
-from config.models import Project
-from config.quotas import quota_enforce, quota_limits
+from identity.auth import RequestContext
+from identity.models import Project
+from identity.quotas import quota_enforce, quota_limits
 from reservations import allocation, events, properties, selectors
 from reservations.models import (
     RESERVATION_FLAVOR,

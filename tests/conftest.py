@@ -11,7 +11,7 @@ from celery.utils.nodenames import host_format
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from config.services import token_create
+from identity.services import token_create
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,8 +13,8 @@ import factory
 
 from compute import services as compute
 from compute.models import Flavor, Host
-from config.auth import RequestContext
-from config.models import Project, Role
+from identity.auth import RequestContext
+from identity.models import Project, Role
 from networking import services as networking
 from networking.models import HostAgent, Network, Segment, Subnet
 from networking.services import HostNetworkReport

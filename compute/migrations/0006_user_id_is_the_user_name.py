@@ -1,10 +1,10 @@
-"""user_id is the user's name (config.auth.user_id_of), as long as Django
+"""user_id is the user's name (identity.auth.user_id_of), as long as Django
 allows one; rows that hold the user's row number get the name."""
 
 from django.conf import settings
 from django.db import migrations, models
 
-from config.auth import user_ids_to_names
+from identity.auth import user_ids_to_names
 
 
 def to_names(apps, schema_editor):

@@ -6,8 +6,8 @@ from rest_framework import views
 from rest_framework.response import Response
 
 from config.api import DestroyMixin, OpenStackAutoSchema, OpenStackViewSet
-from config.auth import RequestContext
 from config.errors import Forbidden, Invalid, NotFound
+from identity.auth import RequestContext
 from networking import selectors, services
 from networking.api import schema as docs
 from networking.api import serializers as s

@@ -4,8 +4,8 @@ import pytest
 
 from compute import agent, pipeline
 from compute.models import Flavor, Host, Instance
-from config.auth import RequestContext
-from config.models import Project
+from identity.auth import RequestContext
+from identity.models import Project
 from networking import services as net_services
 from networking.models import Network, Segment
 from tests.factories import (

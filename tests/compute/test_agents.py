@@ -17,7 +17,7 @@ from compute import services
 from compute.models import Host, Instance
 from compute.services import NicRequest
 from compute.virt import PowerState
-from config.models import Project
+from identity.models import Project
 from reservations.models import HostAllocation, Notification
 from reservations.services import HostRequest, LeaseRequest, lease_create, reservable_host_create
 from tests.conftest import agent_start, wait_for, worker_stop

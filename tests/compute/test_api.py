@@ -5,7 +5,7 @@ import uuid
 import pytest
 
 from compute.models import Host, Instance
-from config.quotas import quota_set
+from identity.quotas import quota_set
 from networking import services as net_services
 from tests.compute.conftest import C21, run_pipeline
 

@@ -10,7 +10,7 @@ from compute import pipeline, services
 from compute.models import Host, InstanceActionEvent
 from compute.services import NicRequest
 from compute.virt import driver_for
-from config.quotas import quota_set
+from identity.quotas import quota_set
 from networking import selectors as net_selectors
 from networking import services as net_services
 from networking.models import Port

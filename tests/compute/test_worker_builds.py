@@ -8,7 +8,7 @@ import time
 import pytest
 
 from compute.models import Host, Instance, InstanceActionEvent
-from config.services import token_create
+from identity.services import token_create
 from networking.models import IPAllocation, Port
 from tests.conftest import ROOT, process_env, sdk_connection
 from tests.factories import HostFactory
@@ -96,8 +96,8 @@ import sys
 import django; django.setup()
 from compute import services
 from compute.models import Flavor
-from config.auth import RequestContext
-from config.models import Project
+from identity.auth import RequestContext
+from identity.models import Project
 from networking.models import Network
 project = Project.objects.get(name="acme")
 context = RequestContext(user_id="client", project=project, role="admin")

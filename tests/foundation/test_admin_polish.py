@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from compute import services as compute
 from compute.models import Flavor
-from config.models import Project
-from config.quotas import quota_set
+from identity.models import Project
+from identity.quotas import quota_set
 from reservations import placement, services
 from reservations.models import EventType, HostAllocation, Lease, LeaseEvent, Reservation
 from tests.foundation.test_admin_writes import OUR_APPS, admin_url, build_world

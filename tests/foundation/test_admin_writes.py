@@ -22,8 +22,9 @@ from django.utils import timezone
 from compute import services as compute
 from compute.models import Flavor, Host, Instance, InstanceActionEvent, InstanceStatus
 from compute.virt import PowerAction
-from config.auth import RequestContext
-from config.models import HealthProbe, Project, Quota
+from config.models import HealthProbe
+from identity.auth import RequestContext
+from identity.models import Project, Quota
 from networking.models import HostAgent, IPAllocation, Network, Port, Segment, Subnet
 from reservations import events, services
 from reservations.models import (

@@ -6,8 +6,8 @@ from datetime import timedelta
 from django.core.management import call_command
 from django.utils import timezone
 
-from config.models import Token
-from config.services import token_create
+from identity.models import Token
+from identity.services import token_create
 
 NETWORKS = "/networking/v2.0/networks"
 

@@ -11,8 +11,8 @@ from django.contrib.auth.models import Permission
 from django.utils import timezone
 
 from compute.models import Host, Instance, InstanceStatus
-from config.dashboard import dashboard_counts
-from config.models import Project
+from console.dashboard import dashboard_counts
+from identity.models import Project
 from reservations.models import Delivery, DeliveryStatus, Lease, Notification, Subscription
 
 pytestmark = pytest.mark.django_db

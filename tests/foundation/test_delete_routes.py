@@ -11,8 +11,8 @@ from django.utils import timezone
 from compute import pipeline
 from compute.api import urls as compute_urls
 from compute.models import Host, Instance, InstanceAction, InstanceNic
-from config.quotas import quota_set
-from config.services import token_create
+from identity.quotas import quota_set
+from identity.services import token_create
 from networking.api import urls as networking_urls
 from networking.models import HostPhysnet, IPAllocation, Network, Port, Segment, Subnet
 from reservations import events

@@ -16,7 +16,7 @@ from blazarclient import client as blazar_client
 from blazarclient import exception as blazar_exception
 from keystoneauth1 import session, token_endpoint
 
-from config import demo as demo_module
+from console import demo as demo_module
 from tests.conftest import ROOT, sdk_connection
 
 

@@ -1,4 +1,4 @@
-"""The demo cloud's setup (config.demo): idempotent, and the servers it
+"""The demo cloud's setup (console.demo): idempotent, and the servers it
 boots go through the real pipeline, one of them rescheduled."""
 
 import re
@@ -8,7 +8,7 @@ import pytest
 
 from compute.models import Flavor, Host, Instance
 from compute.virt import driver_for
-from config import demo
+from console import demo
 from networking.models import HostAgent, HostPhysnet, Network, Port, Subnet
 from tests.compute.conftest import run_pipeline
 

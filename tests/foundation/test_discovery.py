@@ -8,7 +8,7 @@ from blazarclient import client as blazar_client
 from blazarclient import exception as blazar_exception
 from keystoneauth1 import noauth, session, token_endpoint
 
-from config.services import token_create
+from identity.services import token_create
 from tests.conftest import sdk_connection
 
 

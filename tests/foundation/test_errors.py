@@ -5,7 +5,7 @@ import uuid
 import pytest
 
 from config.errors import Conflict, Invalid, NotFound, OverQuota, error_body
-from config.quotas import quota_set
+from identity.quotas import quota_set
 
 NETWORKS = "/networking/v2.0/networks"
 

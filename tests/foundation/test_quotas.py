@@ -7,8 +7,8 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from config.models import Project
-from config.quotas import quota_enforce, quota_limits, quota_set, quota_usage
+from identity.models import Project
+from identity.quotas import quota_enforce, quota_limits, quota_set, quota_usage
 from networking.models import Network
 from tests.conftest import ROOT, process_env
 from tests.factories import NetworkFactory, ProjectFactory
@@ -62,9 +62,9 @@ def test_enforce_locks_the_project_only_when_a_limit_applies(db):
 
 CREATE_ONE = """
 import django; django.setup()
-from config.auth import RequestContext
+from identity.auth import RequestContext
 from config.errors import OverQuota
-from config.models import Project
+from identity.models import Project
 from networking.services import network_create
 project = Project.objects.get(name="contended")
 context = RequestContext(user_id="u", project=project, role="member")

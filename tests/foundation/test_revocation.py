@@ -3,8 +3,8 @@ deactivated, the project deleted, the role removed (membership deleted)."""
 
 import pytest
 
-from config.auth import KeystoneTokenAuthentication
-from config.models import Membership
+from identity.auth import KeystoneTokenAuthentication
+from identity.models import Membership
 
 URLS = ["/networking/v2.0/networks", "/compute/v2.1/servers", "/reservation/v1/leases"]
 

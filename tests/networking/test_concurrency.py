@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from config.auth import RequestContext
-from config.models import Project
+from identity.auth import RequestContext
+from identity.models import Project
 from networking import services
 from networking.models import IPAllocation, Port, Segment
 from tests.conftest import ROOT, process_env
@@ -65,9 +65,9 @@ def test_concurrent_processes_never_allocate_an_address_twice(transactional_db):
 CREATE_NETWORK = """
 import sys
 import django; django.setup()
-from config.auth import RequestContext
+from identity.auth import RequestContext
 from config.errors import Conflict
-from config.models import Project
+from identity.models import Project
 from networking.services import network_create
 context = RequestContext(user_id="u", project=Project.objects.get(name=sys.argv[1]), role="member")
 print("ready", flush=True)

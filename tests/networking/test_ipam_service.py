@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from config.auth import RequestContext
 from config.errors import Conflict
+from identity.auth import RequestContext
 from networking import services
 from tests.factories import HostAgentFactory, ProjectFactory
 

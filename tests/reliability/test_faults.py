@@ -38,8 +38,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.worker]
 BOOT = """
 from compute import services
 from compute.models import Flavor
-from config.auth import RequestContext
-from config.models import Project
+from identity.auth import RequestContext
+from identity.models import Project
 from networking.models import Network
 project = Project.objects.get(name="acme")
 context = RequestContext(user_id="client", project=project, role="admin")

@@ -70,8 +70,8 @@ def test_a_failed_bind_is_rescheduled_inside_the_conductor(transactional_db, clo
     run_python(  # sent on the scenario's broker
         "from compute import services\n"
         "from compute.models import Flavor\n"
-        "from config.auth import RequestContext\n"
-        "from config.models import Project\n"
+        "from identity.auth import RequestContext\n"
+        "from identity.models import Project\n"
         "from networking.models import Port\n"
         "context = RequestContext(user_id='u1', project=Project.objects.get(name='acme'),"
         " role='admin')\n"

@@ -32,9 +32,9 @@ from rest_framework.test import APIClient
 
 from compute import services as compute
 from compute.models import Host, Instance, InstanceAction
-from config.auth import RequestContext
-from config.models import Project, Token
-from config.services import token_create
+from identity.auth import RequestContext
+from identity.models import Project, Token
+from identity.services import token_create
 from networking import services as net
 from networking.models import HostAgent, Network, Port, Segment, Subnet
 from reservations import notifications

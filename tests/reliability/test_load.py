@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from compute import services as compute
-from config.quotas import quota_set
+from identity.quotas import quota_set
 from reservations.models import HostAllocation, LeaseEvent, Notification
 from tests.reliability.conftest import check_invariants, settle
 from tests.reliability.test_faults import BOOT, SWEEPER
@@ -26,9 +26,9 @@ LEASES = """
 import random
 from datetime import timedelta
 from django.utils import timezone
-from config.auth import RequestContext
+from identity.auth import RequestContext
 from config.errors import BerthError
-from config.models import Project
+from identity.models import Project
 from reservations import services
 from reservations.models import Lease
 context = RequestContext(user_id="churn", project=Project.objects.get(name="acme"), role="admin")

@@ -29,8 +29,8 @@ from datetime import timedelta
 from django.utils import timezone
 from compute import services as compute
 from compute.models import Flavor
-from config.auth import RequestContext
-from config.models import Project
+from identity.auth import RequestContext
+from identity.models import Project
 from networking.models import Network
 from networking.services import HostNetworkReport
 from reservations import services as leases

@@ -13,9 +13,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from compute.models import Host
-from config.auth import RequestContext
 from config.errors import Invalid
-from config.models import Project
+from identity.auth import RequestContext
+from identity.models import Project
 from reservations import calendar
 from reservations.models import Lease, LeaseStatus
 from tests.reservations.conftest import at, host_lease, hosts_of

@@ -8,7 +8,7 @@ from blazarclient import client as blazar_client
 from blazarclient import exception as blazar_exception
 from keystoneauth1 import session, token_endpoint
 
-from config.services import token_create
+from identity.services import token_create
 from reservations.models import Lease, Reservation
 from tests.factories import HostFactory
 from tests.networking.test_clients import OpenStackCLI, command

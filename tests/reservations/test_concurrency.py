@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from config.quotas import quota_set
+from identity.quotas import quota_set
 from reservations import events
 from reservations.models import EventStatus, HostAllocation, Lease, LeaseEvent, Notification
 from tests.conftest import ROOT, process_env
@@ -19,9 +19,9 @@ import sys
 from datetime import timedelta
 import django; django.setup()
 from django.utils import timezone
-from config.auth import RequestContext
+from identity.auth import RequestContext
 from config.errors import Conflict
-from config.models import Project
+from identity.models import Project
 from reservations import services
 project = Project.objects.get(name="lab")
 context = RequestContext(user_id="u", project=project, role="member")

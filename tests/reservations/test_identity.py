@@ -6,9 +6,9 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from compute import services as compute
-from config import demo
-from config.auth import DEMO_USER, user_id_of
-from config.services import token_create
+from console import demo
+from identity.auth import DEMO_USER, user_id_of
+from identity.services import token_create
 from tests.conftest import Caller
 from tests.reservations.test_api import V1, lease_body
 

@@ -4,7 +4,7 @@ start, and a project's override of them."""
 
 import pytest
 
-from config.quotas import quota_set
+from identity.quotas import quota_set
 from reservations.models import Lease
 from tests.conftest import Caller
 from tests.reservations.test_api import V1, lease_body, minutes

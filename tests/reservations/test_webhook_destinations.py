@@ -9,7 +9,7 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
-from config.quotas import quota_set
+from identity.quotas import quota_set
 from reservations import notifications
 from reservations.models import Delivery, Subscription
 from tests.conftest import Caller

@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from config.models import Project
+from identity.models import Project
 from reservations import notifications
 from reservations.models import Delivery, Subscription
 from tests.conftest import process_env, worker_start, worker_stop
@@ -167,7 +167,7 @@ def test_lost_messages_are_delivered_exactly_once_by_the_sweep(receiving, tmp_pa
 
 BURST = """
 import time
-from config.models import Project
+from identity.models import Project
 from reservations import notifications
 project = Project.objects.get(name="p")
 for n in range(20):

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from compute.services import HostReport, host_report
 from config.errors import BerthError
-from config.management.commands._progress import progress_bar
+from config.progress import progress_bar
 from networking.services import HostNetworkReport
 
 

@@ -7,9 +7,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from rest_framework import authentication, exceptions, permissions
 
-from config.models import Project, Role
-from config.selectors import token_find
-from config.services import project_get_or_create
+from identity.models import Project, Role
+from identity.selectors import token_find
+from identity.services import project_get_or_create
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,9 @@ class RequestContext:
     """Who is calling: OpenStack's request context, trimmed."""
 
     user_id: str
-    project: Project
+    # None for an unscoped token, which only the identity calls that lead
+    # to a scoped one accept (``unscoped_allowed`` on the view).
+    project: Project | None
     role: str
 
     @property
@@ -41,9 +43,9 @@ DEMO_USER = "demo"
 def user_id_of(user) -> str:
     """The user_id berth writes and shows for a Django user: the user name.
 
-    berth serves no identity API, so a Keystone-style opaque id could not
-    be looked up anywhere; the name is what ``create_token --user`` was
-    given and what the admin lists (Keystone's LDAP backend, likewise,
+    The identity API shows it as the user's id and takes it where Keystone
+    takes one (``/v3/users/{id}``), and it is what ``create_token --user``
+    was given and what the admin lists (Keystone's LDAP backend, likewise,
     uses a name as the id). Never the row's number: that says nothing
     outside this database."""
     return user.get_username()
@@ -61,7 +63,7 @@ def user_ids_to_names(apps, model) -> None:
             rows.filter(user_id=number).update(user_id=name)
 
 
-def user_context(*, user, project: Project, role: str) -> RequestContext:
+def user_context(*, user, project: Project | None, role: str) -> RequestContext:
     """A Django user acting in a project: the API's tokens, the admin
     console and the management commands all build it here, so one user
     has one user_id everywhere."""
@@ -102,10 +104,12 @@ class KeystoneTokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(
                 "The request you have made requires authentication."
             )
-        membership = token.membership
-        context = user_context(
-            user=membership.user, project=membership.project, role=token.effective_role
-        )
+        if token.membership is None:
+            context = user_context(user=token.user, project=None, role="")
+        else:
+            context = user_context(
+                user=token.user, project=token.membership.project, role=token.effective_role
+            )
         return context.user_id, context
 
     def authenticate_header(self, request):
@@ -115,9 +119,15 @@ class KeystoneTokenAuthentication(authentication.BaseAuthentication):
 
 
 class Authenticated(permissions.BasePermission):
+    """A valid token, scoped to a project unless the view accepts an
+    unscoped one (``unscoped_allowed``): elsewhere it has no project to act
+    in, which Keystone's policies refuse with 403."""
+
     def has_permission(self, request, view):
         if not isinstance(request.auth, RequestContext):
             raise exceptions.NotAuthenticated("The request you have made requires authentication.")
+        if request.auth.project is None and not getattr(view, "unscoped_allowed", False):
+            raise exceptions.PermissionDenied("A token scoped to a project is required.")
         return True
 
 

@@ -1,5 +1,4 @@
-"""The progress bar of berth's long management commands (not a command
-itself: Django skips modules whose name starts with an underscore)."""
+"""The progress bar of berth's long management commands."""
 
 from rich.console import Console
 from rich.progress import (

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import transaction
 
 from config.errors import OverQuota
-from config.models import Project, Quota
+from identity.models import Project, Quota
 
 UsageCounter = Callable[[Project], int]
 _counters: dict[str, UsageCounter] = {}
@@ -74,6 +74,11 @@ def quota_set(*, project: Project, resource: str, limit: int) -> Quota:
         project=project, resource=resource, defaults={"limit": limit}
     )
     return quota
+
+
+def quota_clear(*, project: Project, resource: str) -> None:
+    """The project's override of ``resource`` removed: the default applies."""
+    Quota.objects.filter(project=project, resource=resource).delete()
 
 
 def quota_fit(

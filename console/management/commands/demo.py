@@ -23,11 +23,11 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from config import demo
-from config.auth import DEMO_USER
 from config.celery import WORKER_POOLS
-from config.management.commands._progress import progress_bar
-from config.services import membership_ensure, token_create, user_password_set
+from config.progress import progress_bar
+from console import demo
+from identity.auth import DEMO_USER
+from identity.services import membership_ensure, token_create, user_password_set
 
 ROOT = Path(settings.BASE_DIR)
 LEASE_STARTS_IN = 20
@@ -254,17 +254,17 @@ class Command(BaseCommand):
             "berth is running.",
             f"  admin console    {base}/admin/   (user admin, password {password})",
             f"  API docs         {base}/api/docs",
-            f"  networking       {clients['OS_NETWORK_ENDPOINT_OVERRIDE']}",
-            f"  compute          {clients['OS_COMPUTE_ENDPOINT_OVERRIDE']}",
-            f"  reservation      {clients['OS_RESERVATION_ENDPOINT_OVERRIDE']}",
-            f"  identity         {keystone['OS_AUTH_URL']}",
+            f"  identity         {keystone['OS_AUTH_URL']}   (its catalog lists the others)",
+            f"  networking       {base}/{settings.BERTH_NETWORKING_PREFIX}",
+            f"  compute          {base}/{settings.BERTH_COMPUTE_PREFIX}/v2.1",
+            f"  reservation      {base}/{settings.BERTH_RESERVATION_PREFIX}/v1",
             f"  auth mode        {auth}",
             "",
-            "openstack CLI, openstacksdk, Terraform, Ansible: sign in as a Keystone user",
-            f"(every command berth serves works; also cloud 'berth' in {clouds}):",
+            "openstack CLI, openstacksdk, blazarclient, Ansible, Terraform: sign in as a",
+            f"Keystone user (also cloud 'berth' in {clouds}):",
             *(f"  export {k}={v}" for k, v in keystone.items()),
             "",
-            "Or with the static token below, no identity service:",
+            "Or with the token below:",
             *demo.cli_hint(clients),
             "",
             f"token (admin of project {settings.BERTH_DEMO_PROJECT}):",

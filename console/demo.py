@@ -23,9 +23,10 @@ from compute import services as compute
 from compute.management.commands.host_report import host_report_from, report_options
 from compute.models import Flavor, Host, Image, Instance, InstanceStatus
 from compute.selectors import host_is_up, power_state_name
-from config.auth import DEMO_USER, RequestContext, user_context
-from config.models import Role
-from config.services import membership_ensure, project_get_or_create
+from identity.auth import DEMO_USER, RequestContext, user_context
+from identity.keystone import IDENTITY_PREFIX
+from identity.models import Role
+from identity.services import membership_ensure, project_get_or_create
 from networking import selectors
 from networking import services as networking
 from networking.models import Network, Port
@@ -508,9 +509,15 @@ def servers_table() -> Table:
 
 # --- the openstack CLI ----------------------------------------------------------------
 
-# What the openstack CLI does against berth, which serves no identity API:
-# docs/clients.md lists each command; tests/*/test_clients.py run them.
+# The command families the openstack CLI runs against berth, signed in at
+# its identity API: docs/clients.md lists each command; tests/*/test_clients.py
+# and tests/identity/ run them.
 CLI_WORKS = (
+    "token issue",
+    "project",
+    "user",
+    "role",
+    "application credential",
     "network",
     "network segment",
     "subnet",
@@ -518,24 +525,24 @@ CLI_WORKS = (
     "ip availability",
     "network agent",
     "extension list",
-    "flavor list/show/delete",
+    "flavor list/show/create/delete",
+    "image list/show/create/delete",
     "hypervisor list",
     "compute service list/set",
+    "server list/show/create/delete",
+    "server stop/start/reboot",
     "server event list/show",
-    "server delete/stop/start/reboot",
     "reservation lease",
     "reservation host",
     "reservation allocation",
 )
-# The CLI asks Keystone first for these.
-CLI_NEEDS_KEYSTONE = ("server list/show/create", "flavor create/set/unset")
 
 
 def keystone_environment(*, base: str, username: str, password: str) -> dict[str, str]:
     """The OS_* settings of a Keystone user: an auth_url, the user and the
     demo project; every client finds the services in the token's catalog."""
     return {
-        "OS_AUTH_URL": f"{base}/identity",
+        "OS_AUTH_URL": f"{base}/{IDENTITY_PREFIX}",
         "OS_IDENTITY_API_VERSION": "3",
         "OS_USERNAME": username,
         "OS_PASSWORD": password,
@@ -562,30 +569,26 @@ def clouds_yaml(environment: dict[str, str], cloud: str = "berth") -> str:
 
 
 def cli_environment(*, base: str, token: str) -> dict[str, str]:
-    """The OS_* settings for the openstack CLI and openstacksdk (a bare
-    ``openstack.connect()`` reads them too): a static token, no Keystone."""
+    """The OS_* settings of a berth token (one from ``create_token``): the
+    clients trade it at the identity API (keystoneauth's v3token plugin)
+    for a token with the catalog, and find every service there."""
     return {
-        "OS_AUTH_TYPE": "admin_token",
-        "OS_ENDPOINT": base,
+        "OS_AUTH_URL": f"{base}/{IDENTITY_PREFIX}",
+        "OS_IDENTITY_API_VERSION": "3",
+        "OS_AUTH_TYPE": "v3token",
         "OS_TOKEN": token,
-        "OS_NETWORK_ENDPOINT_OVERRIDE": f"{base}/{settings.BERTH_NETWORKING_PREFIX}",
-        "OS_COMPUTE_ENDPOINT_OVERRIDE": f"{base}/{settings.BERTH_COMPUTE_PREFIX}/v2.1",
-        "OS_RESERVATION_ENDPOINT_OVERRIDE": f"{base}/{settings.BERTH_RESERVATION_PREFIX}/v1",
     }
 
 
 def cli_hint(environment: dict[str, str]) -> list[str]:
-    """The demo's lines on the clients: their settings (cli_environment),
-    then what the CLI can and cannot do without Keystone."""
+    """The demo's lines on a token's client settings (cli_environment) and
+    what the CLI does against berth."""
     return [
-        "openstack CLI / openstacksdk:",
         *(f"  export {k}={v}" for k, v in environment.items()),
         *textwrap.wrap(
-            f"The CLI works for {', '.join(CLI_WORKS)}. It fails for "
-            f"{' and '.join(CLI_NEEDS_KEYSTONE)}, which ask Keystone first (use "
-            "openstacksdk for servers), and for what berth does not serve (routers, "
-            "security groups, floating IPs, images, keypairs, quotas). docs/clients.md "
-            "lists each command.",
+            f"The CLI works for {', '.join(CLI_WORKS)}; docs/clients.md lists each "
+            "command, and what berth does not serve (routers, security groups, "
+            "floating IPs, keypairs, quotas).",
             width=96,
             initial_indent="  ",
             subsequent_indent="  ",

@@ -15,38 +15,11 @@ from django.utils import timezone
 
 from compute import services as compute
 from compute.models import Instance
-from config.services import membership_ensure
+from console.demo import clouds_yaml
+from identity.services import membership_ensure
 from tests.factories import HostFactory
+from tests.identity.conftest import V3, as_json, cli, issue, password_body
 from tests.networking.test_clients import OPENSTACK_CLI
-
-V3 = "/identity/v3"
-
-
-@pytest.fixture
-def alice(db):
-    """User alice, password "wonderland", member of project "acme"."""
-    membership = membership_ensure(project_name="acme", username="alice", role="member")
-    membership.user.set_password("wonderland")
-    membership.user.save()
-    return membership
-
-
-def password_body(user="alice", password="wonderland", project="acme", scope=None) -> dict:
-    return {
-        "auth": {
-            "identity": {
-                "methods": ["password"],
-                "password": {
-                    "user": {"name": user, "domain": {"name": "Default"}, "password": password}
-                },
-            },
-            "scope": scope or {"project": {"name": project, "domain": {"id": "default"}}},
-        }
-    }
-
-
-def issue(client, body):
-    return client.post(f"{V3}/auth/tokens", body, content_type="application/json")
 
 
 def test_version_discovery(client):
@@ -126,46 +99,6 @@ def test_malformed_requests_are_400(client, body):
     assert response.json()["error"]["code"] == 400
 
 
-@pytest.fixture
-def cloud_env(live_server, transactional_db, tmp_path):
-    """The OS_* settings a Keystone user has: auth_url, user, password,
-    project; nothing else."""
-    membership = membership_ensure(project_name="acme", username="alice", role="admin")
-    membership.user.set_password("wonderland")
-    membership.user.save()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    env.update(
-        HOME=str(tmp_path),
-        XDG_CONFIG_HOME=str(tmp_path),
-        OS_AUTH_URL=f"{live_server.url}/identity",
-        OS_USERNAME="alice",
-        OS_PASSWORD="wonderland",
-        OS_PROJECT_NAME="acme",
-        OS_USER_DOMAIN_NAME="Default",
-        OS_PROJECT_DOMAIN_NAME="Default",
-        OS_IDENTITY_API_VERSION="3",
-    )
-    return env
-
-
-def as_json(text: str):
-    # blazarclient prints "Created a new lease:" before the object.
-    return json.loads(text[min(i for i in (text.find("{"), text.find("[")) if i >= 0) :])
-
-
-def cli(env, *args) -> str:
-    done = subprocess.run(
-        [str(OPENSTACK_CLI), *args],
-        env=env,
-        cwd=env["HOME"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 def test_the_openstack_cli_needs_only_an_auth_url(cloud_env):
     issued = cli(cloud_env, "token", "issue", "-f", "value", "-c", "project_id")
     assert len(issued.strip()) == 32
@@ -186,17 +119,23 @@ def test_the_openstack_cli_needs_only_an_auth_url(cloud_env):
     cli(cloud_env, "server", "delete", "vm1")
 
 
-def test_openstacksdk_connects_from_auth_url(cloud_env):
-    conn = openstack.connect(
-        auth_url=cloud_env["OS_AUTH_URL"],
-        username="alice",
-        password="wonderland",
-        project_name="acme",
-        user_domain_name="Default",
-        project_domain_name="Default",
-    )
+def test_openstacksdk_and_the_cli_connect_from_a_clouds_yaml(cloud_env, tmp_path, monkeypatch):
+    """The clouds.yaml the demo writes (and docs/clients.md shows) is all
+    either needs."""
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(clouds_yaml(cloud_env))
+    for name in [k for k in os.environ if k.startswith("OS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
+    conn = openstack.connect(cloud="berth")
     assert list(conn.compute.servers()) == []
     assert conn.network.create_network(name="sdk-net").name == "sdk-net"
+    leases = conn.session.get("/leases", endpoint_filter={"service_type": "reservation"})
+    assert leases.json()["leases"] == []
+    env = {k: v for k, v in cloud_env.items() if not k.startswith("OS_")}
+    env["OS_CLIENT_CONFIG_FILE"] = str(clouds)
+    names = cli(env, "--os-cloud", "berth", "network", "list", "-f", "value", "-c", "Name")
+    assert names.split() == ["sdk-net"]
 
 
 def test_create_user_sets_the_password_the_identity_api_checks(client, db):

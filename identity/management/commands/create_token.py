@@ -3,8 +3,8 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from config.models import Role
-from config.services import token_create
+from identity.models import Role
+from identity.services import token_create
 
 
 class Command(BaseCommand):

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from config.models import Role
-from config.services import user_password_set
+from identity.models import Role
+from identity.services import user_password_set
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@
 an ``auth_url`` alone: version discovery, tokens (password and token
 methods, project scope) with the service catalog, validation and
 revocation, and the caller's projects. A Keystone token is a berth token
-(config.models.Token): hashed at rest, expiring, revocable.
+(identity.models.Token): hashed at rest, expiring, revocable.
 
 Errors are Keystone's: ``{"error": {"code", "title", "message"}}``
 (config.errors, for paths outside the other APIs).
@@ -21,10 +21,10 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config import selectors, services
-from config.auth import Authenticated, user_id_of
 from config.errors import BerthError, Forbidden, Invalid, NotFound
-from config.models import ApplicationCredential, Membership, Project, Role, Token
+from identity import selectors, services
+from identity.auth import Authenticated, user_id_of
+from identity.models import ApplicationCredential, Membership, Project, Role, Token
 
 DEFAULT_DOMAIN = {"id": "default", "name": "Default"}
 IDENTITY_PREFIX = "identity"
@@ -109,8 +109,8 @@ def _project(project: Project) -> dict:
 
 
 def token_body(request, token: Token, *, with_catalog: bool = True) -> dict:
-    membership = token.membership
-    user, project = membership.user, membership.project
+    """Keystone's token: an unscoped one has no project, roles or catalog."""
+    user = token.user
     body = {
         "methods": token.methods or ["token"],
         "user": {
@@ -122,6 +122,11 @@ def token_body(request, token: Token, *, with_catalog: bool = True) -> dict:
         "audit_ids": [token.digest[:22]],
         "expires_at": token.expires_at.strftime(KEYSTONE_TIME) if token.expires_at else None,
         "issued_at": token.created_at.strftime(KEYSTONE_TIME),
+    }
+    if token.membership is None:
+        return {"token": body}
+    project = token.membership.project
+    body |= {
         "project": {"domain": DEFAULT_DOMAIN, "id": project.pk.hex, "name": project.name},
         "is_domain": False,
         "roles": [{"id": n, "name": n} for n in IMPLIED.get(token.effective_role, ["reader"])],
@@ -174,12 +179,12 @@ def _password_user(method: dict):
     return found
 
 
-def _token_user(request, method: dict):
+def _token_method(request, method: dict) -> Token:
     raw = _object(method, "token").get("id") or request.headers.get("X-Auth-Token")
     token = selectors.token_find(raw=raw) if isinstance(raw, str) else None
     if token is None:
         raise Unauthorized(UNAUTHORIZED)
-    return token.membership.user
+    return token
 
 
 def _application_credential(method) -> ApplicationCredential:
@@ -212,24 +217,21 @@ def _application_credential(method) -> ApplicationCredential:
 def _membership(user, scope) -> Membership:
     """The user's role in the project ``scope`` names (by id, or by name in
     its domain); Unauthorized as Keystone answers a scope the user has no
-    role in. No scope: the user's only project, else the first by name."""
+    role in."""
     memberships = Membership.objects.select_related("user", "project").filter(user=user)
-    if scope is None:
-        found = memberships.order_by("project__name").first()
+    project = _object(_object(scope, "scope").get("project"), "scope.project")
+    wanted = project.get("id")
+    if wanted is not None:
+        try:
+            found = memberships.filter(project_id=uuid.UUID(str(wanted))).first()
+        except ValueError:
+            found = None
+    elif isinstance(project.get("name"), str) and _domain_ok(project):
+        found = memberships.filter(project__name=project["name"]).first()
     else:
-        project = _object(_object(scope, "scope").get("project"), "scope.project")
-        wanted = project.get("id")
-        if wanted is not None:
-            try:
-                found = memberships.filter(project_id=uuid.UUID(str(wanted))).first()
-            except ValueError:
-                found = None
-        elif isinstance(project.get("name"), str) and _domain_ok(project):
-            found = memberships.filter(project__name=project["name"]).first()
-        else:
-            raise Invalid("A project scope needs an id, or a name and a domain.")
+        raise Invalid("A project scope needs an id, or a name and a domain.")
     if found is None:
-        raise Unauthorized("User has no access to project" if scope is not None else UNAUTHORIZED)
+        raise Unauthorized("User has no access to project")
     return found
 
 
@@ -238,6 +240,7 @@ class Tokens(APIView):
     validate the token in X-Subject-Token; DELETE revokes it."""
 
     schema = None  # Keystone's API reference documents it, not berth's schema
+    unscoped_allowed = True
 
     def get_permissions(self):
         if self.request.method == "POST":
@@ -258,24 +261,29 @@ class Tokens(APIView):
         methods = identity.get("methods")
         if not isinstance(methods, list) or not methods:
             raise Invalid("Invalid input for field 'identity/methods': expected a list.")
+        scope = auth.get("scope")
         credential = None
         if "password" in methods:
             user = _password_user(_object(identity.get("password"), "password"))
+            # No scope: an unscoped token (berth's users have no default
+            # project), good for listing the user's projects and rescoping.
+            membership = None
         elif "token" in methods:
-            user = _token_user(request, identity.get("token"))
+            # No scope: the same scope again (a renewal).
+            given = _token_method(request, identity.get("token"))
+            user, membership = given.user, given.membership
         elif "application_credential" in methods:
             credential = _application_credential(identity.get("application_credential"))
+            if scope is not None:
+                raise Unauthorized("Application credentials cannot request a scope.")
+            user, membership = credential.membership.user, credential.membership
         else:
             raise Unauthorized(f"Unsupported authentication method: {methods[0]}")
-        if credential is not None:
-            if auth.get("scope") is not None:
-                raise Unauthorized("Application credentials cannot request a scope.")
-            token, raw = services.token_issue(
-                membership=credential.membership, methods=methods, credential=credential
-            )
-        else:
-            membership = _membership(user, auth.get("scope"))
-            token, raw = services.token_issue(membership=membership, methods=methods)
+        if scope is not None and credential is None:
+            membership = _membership(user, scope)
+        token, raw = services.token_issue(
+            user=user, membership=membership, methods=methods, credential=credential
+        )
         response = Response(token_body(request, token), status=201)
         response["X-Subject-Token"] = raw
         return response
@@ -311,6 +319,7 @@ class AuthProjects(APIView):
     """The projects the caller's user has a role in."""
 
     schema = None
+    unscoped_allowed = True
     permission_classes = [Authenticated]
 
     def get(self, request):
@@ -535,6 +544,7 @@ class UserProjects(APIView):
     """The projects a user has a role in: the user's own, or any for admins."""
 
     schema = None
+    unscoped_allowed = True
     permission_classes = [Authenticated]
 
     def get(self, request, user_id):
@@ -619,6 +629,7 @@ class OwnCredentials(APIView):
     project they give access to (Keystone's policy: their owner only)."""
 
     schema = None
+    unscoped_allowed = True
     permission_classes = [Authenticated]
 
     def _owner(self, user_id: str):
@@ -670,11 +681,18 @@ class ApplicationCredentials(OwnCredentials):
         for role in roles:
             role = _object(role, "roles")
             wanted.append(role.get("name") or role.get("id"))
-        membership = Membership.objects.select_related("user", "project").get(
-            user__username=user_id, project=request.auth.project
-        )
+        if request.auth.project is None:
+            raise Forbidden("An application credential is made with a token of its project.")
+        token = selectors.token_find(raw=request.headers["X-Auth-Token"])
+        credential = token.application_credential
+        if credential is not None and not credential.unrestricted:
+            raise Forbidden(
+                "Using method 'application_credential' is not allowed for managing "
+                "additional application credentials."
+            )
         credential, secret = services.application_credential_create(
-            membership=membership,
+            membership=token.membership,
+            role_held=token.effective_role,
             name=name,
             description=str(fields.get("description") or ""),
             secret=secret,
