@@ -137,19 +137,19 @@ class MembershipAdmin(ServiceAdmin):
 
 
 @admin.register(Token)
-class TokenAdmin(admin.ModelAdmin):
-    # Tokens are made with `manage.py create_token` (the raw value is shown
-    # only there, once); the admin can list and revoke them.
+class TokenAdmin(ServiceAdmin):
+    """Made with `manage.py create_token` or the identity API (the raw
+    value is shown only there, once); the admin lists and revokes them."""
+
     list_display = ["prefix", "user", "membership", "created", "expires"]
     list_select_related = ["user", "membership__user", "membership__project"]
     list_filter = ["membership__role"]
     search_fields = ["prefix", "user__username", "membership__project__name"]
-    readonly_fields = ["prefix", "user", "membership", "created_at"]
     created = with_seconds("created_at", "created")
     expires = with_seconds("expires_at", "expires")
 
-    def has_add_permission(self, request):
-        return False
+    def service_delete(self, request, token):
+        services.token_revoke(token=token)
 
 
 @admin.register(ApplicationCredential)

@@ -4,8 +4,8 @@ identity API calls: the same refusals, the same rows."""
 from django.contrib.auth import get_user_model
 
 from identity.auth import user_context
-from identity.models import Membership, Project, Quota
-from identity.services import membership_ensure
+from identity.models import Membership, Project, Quota, Token
+from identity.services import membership_ensure, token_create
 from networking import services as networking
 from tests.foundation.test_admin_writes import admin_url, form_errors, form_fields, post_form
 
@@ -83,3 +83,13 @@ def test_a_membership_added_changed_and_removed_on_its_own_page(admin_client):
     assert Membership.objects.get(pk=membership.pk).role == "admin"
     deleted = admin_client.post(admin_url(Membership, "delete", membership.pk), {"post": "yes"})
     assert deleted.status_code == 302 and not Membership.objects.exists()
+
+
+def test_a_token_is_read_only_and_deleting_it_revokes_it(admin_client, client):
+    token, raw = token_create(project_name="lab", username="bob", role="member")
+    page = admin_client.get(admin_url(Token, "change", token.pk))
+    assert page.status_code == 200 and not page.context["show_save"]
+    assert client.get("/networking/v2.0/networks", HTTP_X_AUTH_TOKEN=raw).status_code == 200
+    deleted = admin_client.post(admin_url(Token, "delete", token.pk), {"post": "yes"})
+    assert deleted.status_code == 302
+    assert client.get("/networking/v2.0/networks", HTTP_X_AUTH_TOKEN=raw).status_code == 401
