@@ -24,6 +24,7 @@ from reservations.models import (
     LeaseStatus,
     ReservableHost,
 )
+from reservations.placement import FAULTY_PREFIX
 
 ZOOMS = {"day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=30)}
 # Start and end are the bars' own edges; only these events need a marker.
@@ -73,6 +74,9 @@ class Bar:
     start: datetime
     end: datetime
     status: str
+    # The host that took over the rest of this hold (a swap: the host went
+    # down, was disabled or was reported faulty), or None.
+    replaced_by: str | None = None
 
     @property
     def color(self) -> str:
@@ -136,7 +140,7 @@ def calendar_data(*, window: Window, query: str = "") -> Calendar:
     hosts = list(
         ReservableHost.objects.filter(where)
         .order_by("host__name")
-        .values("id", "host_id", "host__name", "host__enabled")
+        .values("id", "host_id", "host__name", "host__enabled", "host__disabled_reason")
     )
     host_ids = [h["host_id"] for h in hosts]
     allocations = (
@@ -153,6 +157,7 @@ def calendar_data(*, window: Window, query: str = "") -> Calendar:
             "start_at",
             "end_at",
             "reservation__lease__status",
+            "replaced_by__host__name",
         )
     )
     # A heads-up may fall in the window while its lease starts after it: the
@@ -180,7 +185,15 @@ def calendar_data(*, window: Window, query: str = "") -> Calendar:
     return Calendar(
         window=window,
         hosts=[
-            {"id": h["id"], "name": h["host__name"], "enabled": h["host__enabled"]} for h in hosts
+            {
+                "id": h["id"],
+                "name": h["host__name"],
+                "enabled": h["host__enabled"],
+                "disabled_reason": h["host__disabled_reason"],
+                # A member's report (reservations.placement) disables it so.
+                "faulty": h["host__disabled_reason"].startswith(FAULTY_PREFIX),
+            }
+            for h in hosts
         ],
         bars=[Bar(*row) for row in allocations],
         free=free,
@@ -207,6 +220,7 @@ def calendar_json(*, calendar: Calendar) -> dict:
                 "end": b.end.isoformat(),
                 "status": b.status,
                 "color": b.color,
+                "replaced_by": b.replaced_by,
                 "url": lease_url(b.lease_id),
             }
             for b in calendar.bars
@@ -307,7 +321,8 @@ def calendar_chart(*, calendar: Calendar, now: datetime) -> dict:
                 # White text reads on the solid colours only.
                 "light": bar.status not in (LeaseStatus.ACTIVE, LeaseStatus.ERROR),
                 "title": f"{bar.lease_name}, project {bar.project}\n"
-                f"{_when(bar.start)} to {_when(bar.end)} UTC\n{bar.status}",
+                f"{_when(bar.start)} to {_when(bar.end)} UTC\n{bar.status}"
+                + (f"\nswapped to {bar.replaced_by}" if bar.replaced_by else ""),
             }
         )
     markers = [

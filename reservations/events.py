@@ -21,7 +21,7 @@ from compute.models import Instance, InstanceStatus, TaskState
 from config.errors import BerthError
 from identity.auth import RequestContext
 from identity.models import Role
-from reservations import allocation
+from reservations import allocation, placement
 from reservations.models import (
     EVENT_ORDER,
     EventStatus,
@@ -136,7 +136,8 @@ def fire(event: LeaseEvent, now: datetime | None = None) -> int:
         lease.refresh_from_db()  # firing them changed it
     try:
         with transaction.atomic():
-            HANDLERS[event.event_type](lease, now)
+            # What the handler checked or changed goes into the notification.
+            found = HANDLERS[event.event_type](lease, now) or {}
             notify(
                 project=lease.project,
                 event_type=f"lease.event.{event.event_type}",
@@ -144,6 +145,7 @@ def fire(event: LeaseEvent, now: datetime | None = None) -> int:
                 event_id=str(event.pk),
                 time=event.time.isoformat(),
                 status=lease.status,
+                **found,
             )
         event.status = EventStatus.DONE
     except BerthError as error:
@@ -161,18 +163,25 @@ def fire(event: LeaseEvent, now: datetime | None = None) -> int:
     return fired + 1
 
 
-def _heads_up(lease: Lease, now: datetime) -> None:
-    """Nothing to change: the notification is the point (seed 002: tools
-    that prepare hosts listen for it)."""
+def _heads_up(lease: Lease, now: datetime) -> dict:
+    """The lease's hosts checked, and a failed one swapped, before the
+    start; the notification says what was checked and swapped (seed 002:
+    tools that prepare hosts listen for it)."""
+    return placement.lease_readiness(lease=lease, now=now)
 
 
-def _start(lease: Lease, now: datetime) -> None:
+def _start(lease: Lease, now: datetime) -> dict:
+    """Checked again (a host may have failed since the heads-up): the lease
+    starts on no host known to be down or disabled, degraded if one could
+    not be swapped."""
+    readiness = placement.lease_readiness(lease=lease, now=now)
     lease.status = LeaseStatus.STARTING
     lease.reservations.update(status=ReservationStatus.ACTIVE)
     for reservation in lease.reservations.exclude(server_template=None):
         _boot_template(lease, reservation)
     lease.status = LeaseStatus.ACTIVE
     lease.save(update_fields=["status", "updated_at"])
+    return readiness
 
 
 def _boot_template(lease: Lease, reservation) -> None:

@@ -10,10 +10,11 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from compute import services as compute
 from compute.models import Host, Instance, InstanceStatus
-from compute.scheduler import Constraints, host_up
+from compute.scheduler import Constraints, host_up, is_up
 from config.celery import enqueue_after_commit
-from config.errors import Conflict
+from config.errors import Conflict, Invalid
 from identity.services import project_get_or_create
 from reservations import allocation, properties
 from reservations.models import (
@@ -115,40 +116,130 @@ def host_liveness_changed(*, host: str, up: bool, failed_over: list[str], **sign
     enqueue_after_commit(heal_task.delay)
 
 
+def _held_hosts():
+    """Host allocations of pending or active host reservations, not
+    replaced yet (the history rows are ended, so not among these)."""
+    return HostAllocation.objects.filter(
+        slots=0,
+        reservation__status__in=[ReservationStatus.PENDING, ReservationStatus.ACTIVE],
+        reservation__resource_type=ResourceType.HOST,
+    )
+
+
 def heal(*, now: datetime | None = None) -> int:
     """Replace reserved hosts that went down or were disabled by free
     matching hosts for the rest of the lease; mark the lease degraded when
     none is free. Returns how many allocations were handled."""
     now = now or timezone.now()
     lost = (
-        HostAllocation.objects.filter(end_at__gt=now, slots=0)
-        .filter(
-            reservation__status__in=[ReservationStatus.PENDING, ReservationStatus.ACTIVE],
-            reservation__resource_type=ResourceType.HOST,
-        )
+        _held_hosts()
+        .filter(end_at__gt=now)
         .filter(Q(host__enabled=False) | ~host_up("host__"))
-        .values_list("pk", flat=True)
+        .values_list("pk", "reservation__lease_id")
     )
     handled = 0
-    for allocation_id in list(lost[:100]):
+    for allocation_id, lease_id in list(lost[:100]):
         with transaction.atomic():
-            # Again under the lock: a heal running at the same time may have
-            # replaced it since it was listed.
+            # The lease, then its allocation: the order lease operations
+            # lock in. Again under the lock: a heal running at the same
+            # time may have replaced it since it was listed.
+            lease = Lease.objects.select_for_update(of=("self",)).filter(pk=lease_id).first()
             found = (
                 HostAllocation.objects.select_for_update()
                 .filter(pk=allocation_id, replaced_by=None)
                 .first()
             )
-            if found is None:
+            if lease is None or found is None:
                 continue
-            _replace(found, now)
+            _replace(found, lease, now)
             handled += 1
     return handled
 
 
-def _replace(lost: HostAllocation, now: datetime) -> None:
-    reservation = Reservation.objects.select_related("lease").get(pk=lost.reservation_id)
-    lease = Lease.objects.select_for_update().get(pk=reservation.lease_id)
+def host_problems(host: Host) -> list[str]:
+    """Why a reserved host cannot serve its lease: down (no heartbeat from
+    it or its agent), or disabled (with the operator's reason)."""
+    problems = [] if is_up(host) else ["down"]
+    if not host.enabled:
+        reason = f": {host.disabled_reason}" if host.disabled_reason else ""
+        problems.append(f"disabled{reason}")
+    return problems
+
+
+def lease_readiness(*, lease: Lease, now: datetime) -> dict:
+    """Each host the lease (locked by the caller) holds from now on, checked;
+    a failed one swapped for a free matching host (its reservation's
+    properties kept), or left missing with the lease degraded. Run by the
+    heads-up and the start, so a lease starts on no host known to be down
+    or disabled. Returns what the notification says: checked, swapped,
+    missing."""
+    held = (
+        _held_hosts()
+        .filter(reservation__lease=lease, replaced_by=None, end_at__gt=now)
+        .select_related("host")
+        .select_for_update(of=("self",))
+        .order_by("host__name")
+    )
+    checked, swapped, missing = [], [], []
+    for reserved in held:
+        problems = host_problems(reserved.host)
+        checked.append({"host": reserved.host.name, "problems": problems})
+        if not problems:
+            continue
+        new_host = _replace(reserved, lease, now)
+        if new_host is None:
+            missing.append(reserved.host.name)
+        else:
+            swapped.append({"host": reserved.host.name, "replaced_by": new_host})
+    return {"checked": checked, "swapped": swapped, "missing": missing}
+
+
+# How a host drained by a member's report starts its disabled reason.
+FAULTY_PREFIX = "reported faulty by"
+
+
+def host_report_faulty(*, lease: Lease, host_name: str, reporter: str, reason: str, now) -> dict:
+    """A member's report that a host of their active lease (locked by the
+    caller) is faulty: the host is drained from scheduling (disabled, the
+    report as its reason), swapped within the lease if a free matching host
+    exists, and the operator told. Returns the report."""
+    reserved = (
+        _held_hosts()
+        .filter(reservation__lease=lease, replaced_by=None, start_at__lte=now, end_at__gt=now)
+        .filter(host__name=host_name)
+        .select_related("host")
+        .select_for_update(of=("self",))
+        .first()
+    )
+    if reserved is None:
+        raise Invalid(f"Invalid input for field 'host': {host_name} is not a host of this lease.")
+    drained = f"{FAULTY_PREFIX} {reporter} (lease {lease.pk}): {reason}"[:255]
+    compute.host_set_enabled(host=reserved.host, enabled=False, reason=drained)
+    new_host = _replace(reserved, lease, now)
+    report = {"host": host_name, "reason": reason, "replaced_by": new_host}
+    operator = project_get_or_create(name=settings.BERTH_OPERATOR_PROJECT)
+    notify(
+        project=operator,
+        event_type="host.faulty",
+        lease_id=str(lease.pk),
+        reported_by=reporter,
+        **report,
+    )
+    notify(
+        project=lease.project,
+        event_type="lease.host_reported_faulty",
+        lease=lease,
+        reported_by=reporter,
+        **report,
+    )
+    return report
+
+
+def _replace(lost: HostAllocation, lease: Lease, now: datetime) -> str | None:
+    """The lost host's allocation handed to a free matching host for the
+    rest of the lease (locked by the caller); the new host's name, or None
+    with the lease degraded when no host is free."""
+    reservation = Reservation.objects.get(pk=lost.reservation_id)
     start = max(now, lost.start_at)
     where = properties.reservation_filter(reservation)
     where &= host_up("host__") & ~Q(host=lost.host)
@@ -174,7 +265,7 @@ def _replace(lost: HostAllocation, now: datetime) -> None:
                 lost_host=old_host,
                 reason="no free matching host to replace it",
             )
-        return
+        return None
     if lost.start_at >= now:
         lost.delete()
     else:
@@ -190,3 +281,4 @@ def _replace(lost: HostAllocation, now: datetime) -> None:
         new_host=new_host,
         at=now.isoformat(),
     )
+    return new_host

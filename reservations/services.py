@@ -21,7 +21,7 @@ from config.errors import Conflict, Invalid, NotFound
 from identity.auth import RequestContext
 from identity.models import Project
 from identity.quotas import quota_enforce, quota_limits
-from reservations import allocation, events, properties, selectors
+from reservations import allocation, events, placement, properties, selectors
 from reservations.models import (
     RESERVATION_FLAVOR,
     HostAllocation,
@@ -472,3 +472,24 @@ def lease_end_now(*, lease: Lease) -> None:
     lease = lease_update(lease=lease, end=now, now=now)
     for event in lease.events.filter(event_type=events.EventType.END):
         events.fire_now(event=event)
+
+
+def lease_host_report_faulty(
+    *, context: RequestContext, lease: Lease, host: str, reason: str, now: datetime | None = None
+) -> dict:
+    """A member reports a host of their active lease as faulty: it is
+    drained, swapped within the lease when a matching host is free, and the
+    operator is told; the report is in the lease's history."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        lease = (
+            Lease.objects.select_for_update(of=("self",)).select_related("project").get(pk=lease.pk)
+        )
+        if lease.status != LeaseStatus.ACTIVE:
+            raise Conflict(
+                f"Lease {lease.pk} is {lease.status}: only a host of an active lease can be "
+                "reported faulty."
+            )
+        return placement.host_report_faulty(
+            lease=lease, host_name=host, reporter=context.user_id, reason=reason, now=now
+        )

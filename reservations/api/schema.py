@@ -1,7 +1,12 @@
 """The Blazar v1 bodies (and berth's additions) as the OpenAPI schema
 describes them. Blazar's request bodies have no envelope; its answers do."""
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import serializers as f
 
 from config.schema import (
@@ -284,6 +289,24 @@ Delivery = shape(
 )
 
 LEASE = envelope("LeaseEnvelope", "lease", Lease)
+FaultyHostRequest = shape(
+    "FaultyHostRequest",
+    {
+        "host": f.CharField(help_text="A host the lease holds now."),
+        "reason": text(required=False, max_length=255),
+    },
+)
+FaultyHost = shape(
+    "FaultyHost",
+    {
+        "host": f.CharField(),
+        "reason": text(),
+        # The free matching host now in the lease, or null: the lease is
+        # degraded (a lease.degraded notification names the host).
+        "replaced_by": nullable_text(),
+    },
+)
+
 lease_schema = extend_schema_view(
     list=extend_schema(responses=collection("LeaseList", "leases", Lease)),
     retrieve=extend_schema(responses=LEASE),
@@ -293,6 +316,37 @@ lease_schema = extend_schema_view(
     ),
     update=extend_schema(request=LeaseUpdateRequest, responses=LEASE),
     destroy=extend_schema(responses={204: None}),
+    report_faulty_host=extend_schema(
+        summary="Report a host of this active lease as faulty (berth's extension)",
+        description=(
+            "The host is disabled for scheduling with the report as its reason, swapped "
+            "within the lease for a free host with the reservation's properties (the "
+            "lease is degraded if none is free), and the operator's project is notified "
+            "(host.faulty). The lease's history gets lease.host_reported_faulty. A member "
+            "or admin of the lease's project may report; the host must be one the lease "
+            "holds now."
+        ),
+        request=FaultyHostRequest,
+        responses=envelope("FaultyHostEnvelope", "faulty_host", FaultyHost),
+        examples=[
+            OpenApiExample(
+                "A failing disk",
+                request_only=True,
+                value={"host": "compute-3", "reason": "disk errors in dmesg"},
+            ),
+            OpenApiExample(
+                "Swapped",
+                response_only=True,
+                value={
+                    "faulty_host": {
+                        "host": "compute-3",
+                        "reason": "disk errors in dmesg",
+                        "replaced_by": "compute-5",
+                    }
+                },
+            ),
+        ],
+    ),
 )
 
 HOST = envelope("ReservableHostEnvelope", "host", ReservableHost)

@@ -106,6 +106,20 @@ class LeaseViewSet(DestroyMixin, BlazarViewSet):
     def perform_destroy(self, lease):
         services.lease_delete(lease=lease)
 
+    @action(detail=True, methods=["post"], url_path="faulty_hosts")
+    def report_faulty_host(self, request, pk=None):
+        """berth's extension: a host of this active lease reported faulty."""
+        body = self.body()
+        host, reason = body.get("host"), body.get("reason", "")
+        if not isinstance(host, str) or not host:
+            raise Invalid("Invalid input for field 'host': the name of a host of this lease.")
+        if not isinstance(reason, str) or len(reason) > 255:
+            raise Invalid("Invalid input for field 'reason': a text of at most 255 characters.")
+        report = services.lease_host_report_faulty(
+            context=self.context, lease=self.get_owned_object(), host=host, reason=reason
+        )
+        return Response({"faulty_host": report})
+
 
 @docs.host_schema
 class HostViewSet(DestroyMixin, BlazarViewSet):

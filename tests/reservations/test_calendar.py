@@ -93,6 +93,7 @@ def test_bar_on_the_leased_host_at_the_leased_times(pool, admin_client):
             "end": at(3).isoformat(),
             "status": "PENDING",
             "color": calendar.project_color(pool.project.pk),
+            "replaced_by": None,
             "url": reverse("admin:reservations_lease_change", args=[lease.pk]),
         }
     ]

@@ -8,8 +8,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from compute.models import Host
 from identity.quotas import quota_set
-from reservations import events
+from reservations import events, services
 from reservations.models import EventStatus, HostAllocation, Lease, LeaseEvent, Notification
 from tests.conftest import ROOT, process_env
 from tests.reservations.conftest import host_lease
@@ -126,3 +127,47 @@ def test_the_sweeper_never_waits_for_a_lease_an_operation_holds(transactional_db
         assert not LeaseEvent.objects.exclude(status=EventStatus.UNDONE).exists()
     assert events.sweep() == LeaseEvent.objects.filter(lease=lease).count()
     assert not LeaseEvent.objects.filter(lease=lease).exclude(status=EventStatus.DONE).exists()
+
+
+REPORT_FAULTY = """
+import sys
+import django; django.setup()
+from identity.auth import RequestContext
+from reservations import services
+from reservations.models import HostAllocation, Lease
+lease = Lease.objects.select_related("project").get(name=sys.argv[1])
+host = HostAllocation.objects.get(reservation__lease=lease).host.name
+context = RequestContext(user_id="u", project=lease.project, role="member")
+report = services.lease_host_report_faulty(context=context, lease=lease, host=host, reason="race")
+print(report["replaced_by"] or "-")
+"""
+
+
+@pytest.mark.postgres
+def test_two_faulty_reports_racing_for_the_last_free_host_swap_once(transactional_db, pool):
+    """Leases a and b each report their host faulty at once; one host of
+    the pool is free (c holds the third): one lease gets it, the other
+    starts missing its host, degraded; no host is held twice."""
+    start = timezone.now() - timedelta(seconds=1)
+    for name in ("a", "b", "c"):
+        request = services.LeaseRequest(
+            name=name,
+            start=start,
+            end=start + timedelta(hours=1),
+            reservations=[services.HostRequest(min=1, max=1)],
+        )
+        services.lease_create(context=pool, request=request, now=start)
+    events.sweep()
+    (free,) = set(Host.objects.values_list("name", flat=True)) - set(
+        HostAllocation.objects.values_list("host__name", flat=True)
+    )
+    outputs = sorted(o.strip() for o in run_all(REPORT_FAULTY, ("a",), ("b",)))
+    assert outputs == ["-", free], outputs
+    degraded = Lease.objects.filter(degraded=True).values_list("name", flat=True)
+    assert len(degraded) == 1 and degraded[0] in ("a", "b")
+    assert Host.objects.filter(enabled=False).count() == 2
+    now = timezone.now()
+    held = HostAllocation.objects.filter(replaced_by=None, end_at__gt=now)
+    assert held.filter(host__name=free).count() == 1
+    holders = list(held.values_list("host_id", flat=True))
+    assert len(holders) == len(set(holders))
