@@ -109,6 +109,8 @@ class LeaseViewSet(DestroyMixin, BlazarViewSet):
     @action(detail=True, methods=["post"], url_path="faulty_hosts")
     def report_faulty_host(self, request, pk=None):
         """berth's extension: a host of this active lease reported faulty."""
+        # Another project's lease is 404 whatever the body says.
+        lease = self.get_owned_object()
         body = self.body()
         host, reason = body.get("host"), body.get("reason", "")
         if not isinstance(host, str) or not host:
@@ -116,7 +118,7 @@ class LeaseViewSet(DestroyMixin, BlazarViewSet):
         if not isinstance(reason, str) or len(reason) > 255:
             raise Invalid("Invalid input for field 'reason': a text of at most 255 characters.")
         report = services.lease_host_report_faulty(
-            context=self.context, lease=self.get_owned_object(), host=host, reason=reason
+            context=self.context, lease=lease, host=host, reason=reason
         )
         return Response({"faulty_host": report})
 

@@ -409,6 +409,7 @@ CONFLICTS = {
     "DELETE /networking/v2.0/subnets/{pk}": "SubnetInUse: ports hold its addresses",
     "DELETE /networking/v2.0/segments/{pk}": "SegmentInUse: the subnet is on it",
     "POST /reservation/v1/os-hosts": "the host is reservable already",
+    "POST /reservation/v1/leases/{pk}/faulty_hosts": "the lease has not started yet",
 }
 # Another project's member creating with alpha's rows in the body, answered
 # as the peer answers a row the caller cannot see or may not name: Neutron
@@ -534,6 +535,7 @@ def bodies(seed: Seed) -> dict:
             "events": [],
         },
         ("lease", "update"): {"name": "mx-renamed"},
+        ("lease", "report_faulty_host"): {"host": HOSTS[0], "reason": "mx"},
         ("os-host", "create"): {"name": HOSTS[0]},
         ("os-host", "update"): {"values": {"node_type": "mx-changed"}},
         ("subscription", "create"): {

@@ -16,7 +16,10 @@ from tests.reservations.conftest import T0, at, heartbeat_all, host_lease, hosts
 
 
 def sweep_at(when):
+    """The sweep at ``when``, the hosts heard from then (else the heads-up
+    and the start find them down, and swap them)."""
     with time_machine.travel(when, tick=False):
+        heartbeat_all()
         return events.sweep()
 
 
