@@ -30,6 +30,9 @@ class BerthError(Exception):
     def __init__(self, message: str, *, type: str | None = None):
         super().__init__(message)
         self.message = message
+        # berth's extension to the reservation API's error body: keys added
+        # beside Blazar's three (clients read those three and ignore more).
+        self.details: dict = {}
         if type:
             self.type = type
 
@@ -244,7 +247,10 @@ def api_exception_handler(exc, context):
     headers = {}
     if status == 401:
         headers["WWW-Authenticate"] = "Token"
-    return Response(error_body(api, status, type_, message), status=status, headers=headers)
+    body = error_body(api, status, type_, message)
+    if api == "reservation" and isinstance(exc, BerthError):
+        body.update(exc.details)
+    return Response(body, status=status, headers=headers)
 
 
 def json_error(request, status: int, type_: str, message: str) -> JsonResponse:

@@ -24,6 +24,11 @@ from config.errors import Conflict
 from reservations.models import HostAllocation, ReservableHost, Reservation
 
 
+class NoCapacity(Conflict):
+    """A reservation does not fit its window: too few free hosts or slots
+    (not a name taken or a quota: those have no alternatives to offer)."""
+
+
 def buffer() -> timedelta:
     return timedelta(seconds=settings.BERTH_LEASE_CLEANING_SECONDS)
 
@@ -86,7 +91,7 @@ def allocate_hosts(
             )
             if len(free) >= count_min:
                 return _create(reservation, [(r.host_id, 0) for r in free], start, end)
-        raise Conflict(
+        raise NoCapacity(
             f"Not enough hosts available: {count_min} needed from {start:%Y-%m-%d %H:%M} to "
             f"{end:%Y-%m-%d %H:%M}, {len(seen)} free."
         )
@@ -110,7 +115,7 @@ def _create(
     except IntegrityError:
         # The exclusion constraint caught an overlap the locks should have
         # prevented (e.g. a row written outside the service).
-        raise Conflict("Not enough hosts available: a host was taken meanwhile.") from None
+        raise NoCapacity("Not enough hosts available: a host was taken meanwhile.") from None
 
 
 # --- instance reservations -------------------------------------------------------
@@ -196,7 +201,7 @@ def allocate_slots(
         plan = _plan(free, amount, affinity)
         if plan is None:
             where_to = {True: "on one host", False: "on distinct hosts"}.get(affinity, "in all")
-            raise Conflict(
+            raise NoCapacity(
                 f"Not enough capacity available: {amount} instances of {size.vcpus} vCPUs, "
                 f"{size.memory_mb} MB, {size.disk_gb} GB needed {where_to}, "
                 f"{sum(free.values())} free."

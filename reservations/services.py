@@ -5,6 +5,7 @@ one transaction, and if any no longer fits the whole change rolls back and
 the caller gets a 409 with the lease untouched.
 """
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -282,19 +283,34 @@ def _lease_changed(lease: Lease, event_type: str, now: datetime) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Alternative:
+    """A change to a refused request that fits now (a dry run says so)."""
+
+    why: str
+    request: LeaseRequest
+
+
 @dataclass
 class DryRun:
     feasible: bool
     hosts: list[str]
     reason: str = ""
     earliest_start: datetime | None = None
+    # Refused: per host reservation, how many hosts each constraint leaves.
+    constraints: list[dict] = field(default_factory=list)
+    # Distinct hosts free over the whole window that some host reservation
+    # of the request could take (its properties).
+    hosts_fit_now: int | None = None
+    alternatives: list[Alternative] = field(default_factory=list)
 
 
 def lease_dry_run(
     *, context: RequestContext, request: LeaseRequest, now: datetime | None = None
 ) -> DryRun:
-    """Would the lease fit? Which hosts would it take; if not, why, and the
-    earliest start (same duration) that would fit. Writes nothing."""
+    """Would the lease fit? Which hosts would it take; if not, why (per
+    constraint), how many hosts fit now, the earliest start (same duration)
+    that would fit, and alternatives that fit now. Writes nothing."""
     now = now or timezone.now()
 
     def attempt(req: LeaseRequest) -> DryRun:
@@ -312,10 +328,31 @@ def lease_dry_run(
             transaction.set_rollback(True)
         return result
 
-    request = LeaseRequest(**{**request.__dict__, "name": f"dry-run-{uuid.uuid4().hex}"})
-    result = attempt(request)
+    named = LeaseRequest(**{**request.__dict__, "name": f"dry-run-{uuid.uuid4().hex}"})
+    result = attempt(named)
     if result.feasible:
         return result
+    result.earliest_start = _earliest_start(context, named, now, attempt)
+    result.constraints, result.hosts_fit_now = _host_constraints(request)
+    candidates = _relaxations(request, result.constraints)
+    if result.earliest_start is not None:
+        duration = request.end - request.start
+        later = {"start": result.earliest_start, "end": result.earliest_start + duration}
+        candidates.append(
+            (
+                "the earliest start at which everything asked for is free",
+                LeaseRequest(**{**request.__dict__, **later, "before_end": None}),
+            )
+        )
+    result.alternatives = [
+        Alternative(why, changed)
+        for why, changed in candidates
+        if attempt(LeaseRequest(**{**changed.__dict__, "name": named.name})).feasible
+    ]
+    return result
+
+
+def _earliest_start(context, request: LeaseRequest, now: datetime, attempt) -> datetime | None:
     duration = request.end - request.start
     # Only the ends of allocations can free capacity: try starting at each.
     ends = HostAllocation.objects.filter(end_at__gt=request.start)
@@ -329,9 +366,88 @@ def lease_dry_run(
             **{**request.__dict__, "start": start, "end": start + duration, "before_end": None}
         )
         if attempt(later).feasible:
-            result.earliest_start = start
-            break
-    return result
+            return start
+    return None
+
+
+def _host_filter(wanted: HostRequest) -> Q:
+    where = properties.resource_filter(
+        properties.parse(wanted.resource_properties, field="resource_properties")
+    )
+    return where & properties.hypervisor_filter(
+        properties.parse(wanted.hypervisor_properties, field="hypervisor_properties")
+    )
+
+
+def _host_constraints(request: LeaseRequest) -> tuple[list[dict], int]:
+    """For each host reservation: the reservable hosts, those with its
+    properties, of those the enabled ones, of those the ones free over the
+    window; and the distinct free hosts any of them could take."""
+    window = f"from {request.start:%Y-%m-%d %H:%M} to {request.end:%Y-%m-%d %H:%M}"
+    reservable = ReservableHost.objects.count()
+    constraints, fitting = [], Q(pk__in=[])
+    for index, wanted in enumerate(request.reservations):
+        if not isinstance(wanted, HostRequest):
+            continue
+        where = _host_filter(wanted)
+        fitting |= where
+        matching = ReservableHost.objects.filter(where)
+        free = allocation.host_candidates(start=request.start, end=request.end, where=where)
+        found = {
+            "reservation": index,
+            "needed": wanted.min,
+            "reservable": reservable,
+            "with_properties": matching.count(),
+            "enabled": matching.filter(host__enabled=True).count(),
+            "free": free.count(),
+        }
+        found["reason"] = (
+            f"{found['free']} of the {found['with_properties']} reservable hosts with these "
+            f"properties ({found['enabled']} enabled) are free {window}; {wanted.min} needed."
+        )
+        constraints.append(found)
+    fit_now = allocation.host_candidates(start=request.start, end=request.end, where=fitting)
+    return constraints, fit_now.count()
+
+
+def _with_reservation(request: LeaseRequest, index: int, **changes) -> LeaseRequest:
+    reservations = list(request.reservations)
+    reservations[index] = HostRequest(**{**reservations[index].__dict__, **changes})
+    return LeaseRequest(**{**request.__dict__, "reservations": reservations})
+
+
+def _relaxations(request: LeaseRequest, constraints: list[dict]) -> list[tuple]:
+    """Changes to try, each to one host reservation short of hosts: as many
+    hosts as are free now, or one of its resource properties dropped."""
+    found = []
+    for constraint in constraints:
+        index, free = constraint["reservation"], constraint["free"]
+        wanted = request.reservations[index]
+        if free >= wanted.min:
+            continue
+        if free:
+            found.append(
+                (
+                    f"{free} hosts instead of {wanted.min}: as many as are free over the window",
+                    _with_reservation(request, index, min=free, max=free),
+                )
+            )
+        query = properties.parse(wanted.resource_properties, field="resource_properties")
+        terms = query[1:] if query and query[0] == "and" else [query] if query else []
+        for n, dropped in enumerate(terms):
+            rest = terms[:n] + terms[n + 1 :]
+            relaxed = "" if not rest else json.dumps(rest[0] if len(rest) == 1 else ["and", *rest])
+            changed = _with_reservation(request, index, resource_properties=relaxed)
+            where = _host_filter(changed.reservations[index])
+            free = allocation.host_candidates(start=request.start, end=request.end, where=where)
+            found.append(
+                (
+                    f"without the property {json.dumps(dropped)}: {free.count()} hosts free "
+                    "over the window",
+                    changed,
+                )
+            )
+    return found
 
 
 def _reallocate(lease: Lease, started: bool) -> None:

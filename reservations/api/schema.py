@@ -182,6 +182,32 @@ LeaseUpdateRequest = shape(
         "reservations": ReservationChange(many=True, required=False),
     },
 )
+# berth's answers to a lease that does not fit (in a dry run, and beside
+# Blazar's error on a refused create).
+LeaseConstraint = shape(
+    "LeaseConstraint",
+    {
+        "reservation": f.IntegerField(help_text="Its index in the request's reservations."),
+        "needed": f.IntegerField(),
+        "reservable": f.IntegerField(),
+        "with_properties": f.IntegerField(),
+        "enabled": f.IntegerField(),
+        "free": f.IntegerField(help_text="Free over the whole window."),
+        "reason": text(),
+    },
+)
+LeaseAlternative = shape(
+    "LeaseAlternative",
+    {
+        "why": f.CharField(),
+        "request": mapping(help_text="The request body, changed: send it as is."),
+    },
+)
+ANSWERS = {
+    "constraints": LeaseConstraint(many=True, required=False),
+    "hosts_fit_now": f.IntegerField(required=False, allow_null=True),
+    "alternatives": LeaseAlternative(many=True, required=False),
+}
 DryRun = shape(
     "LeaseDryRun",
     {
@@ -189,6 +215,20 @@ DryRun = shape(
         "hosts": strings(),
         "reason": text(),
         "earliest_start": lease_date(allow_null=True),
+        **ANSWERS,
+    },
+)
+LeaseAnswers = shape(
+    "LeaseAnswers",
+    {"reason": text(), "earliest_start": lease_date(allow_null=True), **ANSWERS},
+)
+LeaseRefused = shape(
+    "LeaseRefused",
+    {
+        "error_code": f.IntegerField(),
+        "error_message": text(),
+        "error_name": f.IntegerField(),
+        "answers": LeaseAnswers(required=False),
     },
 )
 
@@ -312,7 +352,11 @@ lease_schema = extend_schema_view(
     retrieve=extend_schema(responses=LEASE),
     create=extend_schema(
         request=LeaseCreateRequest,
-        responses={201: LEASE, 200: envelope("LeaseDryRunEnvelope", "dry_run", DryRun)},
+        responses={
+            201: LEASE,
+            200: envelope("LeaseDryRunEnvelope", "dry_run", DryRun),
+            409: LeaseRefused,
+        },
     ),
     update=extend_schema(request=LeaseUpdateRequest, responses=LEASE),
     destroy=extend_schema(responses={204: None}),

@@ -328,3 +328,48 @@ class SubscriptionSerializer(serializers.Serializer):
             "suspended_until": stamp(s.suspended_until) if s.suspended_until else None,
             "disabled_reason": s.disabled_reason,
         }
+
+
+def alternative_body(
+    original: dict, asked: services.LeaseRequest, changed: services.LeaseRequest
+) -> dict:
+    """The request body the caller sent, changed as an alternative says,
+    ready to be sent as is."""
+    body = {key: value for key, value in original.items() if key != "dry_run"}
+    if changed.start != asked.start:
+        body |= {
+            "start_date": lease_date(changed.start),
+            "end_date": lease_date(changed.end),
+            "before_end_date": None,
+        }
+    body["reservations"] = [
+        {
+            **sent,
+            "min": wanted.min,
+            "max": wanted.max,
+            "resource_properties": wanted.resource_properties,
+        }
+        if isinstance(wanted, services.HostRequest)
+        else sent
+        for sent, wanted in zip(original["reservations"], changed.reservations, strict=True)
+    ]
+    return body
+
+
+def answers(original: dict, asked: services.LeaseRequest, result: services.DryRun) -> dict:
+    """berth's answers to a lease that does not fit: why (per constraint),
+    how many hosts fit now, the earliest start, and alternatives that fit
+    now, each a request body."""
+    return {
+        "reason": result.reason,
+        "constraints": result.constraints,
+        "hosts_fit_now": result.hosts_fit_now,
+        "earliest_start": lease_date(result.earliest_start),
+        "alternatives": [
+            {
+                "why": alternative.why,
+                "request": alternative_body(original, asked, alternative.request),
+            }
+            for alternative in result.alternatives
+        ],
+    }

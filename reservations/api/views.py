@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from config.api import DestroyMixin, OpenStackViewSet, parse_limit
 from config.errors import Invalid, NotFound
 from reservations import notifications, selectors, services
+from reservations.allocation import NoCapacity
 from reservations.api import schema as docs
 from reservations.api import serializers as s
 from reservations.models import Lease, Notification, ReservableHost, Subscription
@@ -65,17 +66,25 @@ class LeaseViewSet(DestroyMixin, BlazarViewSet):
         lease_request = s.lease_request(body)
         if body.get("dry_run"):
             result = services.lease_dry_run(context=self.context, request=lease_request)
+            answered = {} if result.feasible else s.answers(body, lease_request, result)
             return Response(
                 {
                     "dry_run": {
-                        "feasible": result.feasible,
-                        "hosts": result.hosts,
                         "reason": result.reason,
                         "earliest_start": s.lease_date(result.earliest_start),
+                        **answered,
+                        "feasible": result.feasible,
+                        "hosts": result.hosts,
                     }
                 }
             )
-        lease = services.lease_create(context=self.context, request=lease_request)
+        try:
+            lease = services.lease_create(context=self.context, request=lease_request)
+        except NoCapacity as refusal:
+            # Blazar's 409, with what would fit instead.
+            result = services.lease_dry_run(context=self.context, request=lease_request)
+            refusal.details = {"answers": s.answers(body, lease_request, result)}
+            raise
         return self.respond(lease, status=201)
 
     def update(self, request, pk=None):
