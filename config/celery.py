@@ -49,6 +49,7 @@ PERIODIC_TASKS = {
     },
     "berth: fire due lease events": {"task": "reservations.events.sweep", "every": 1},
     "berth: heal leases": {"task": "reservations.heal", "every": 60},
+    "berth: move flexible leases earlier": {"task": "reservations.flex_advance", "every": 60},
     "berth: resend lost webhook deliveries": {
         "task": "reservations.notifications.resend_lost",
         "every": 60,

@@ -75,6 +75,12 @@ class Lease(models.Model):
     status_reason = models.TextField(blank=True)
     # A reserved host went away and no free one could replace it.
     degraded = models.BooleanField(default=False)
+    # A flexible lease (berth's extension): it lasts end - start and may
+    # start anywhere from flex_earliest_start on as long as it ends by
+    # flex_latest_end; berth took the earliest start that fitted, and moves
+    # it earlier while it is pending if capacity frees up. None: fixed.
+    flex_earliest_start = models.DateTimeField(null=True, blank=True)
+    flex_latest_end = models.DateTimeField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

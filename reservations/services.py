@@ -25,6 +25,8 @@ from identity.quotas import quota_enforce, quota_limits
 from reservations import allocation, events, placement, properties, selectors
 from reservations.models import (
     RESERVATION_FLAVOR,
+    EventStatus,
+    EventType,
     HostAllocation,
     HostProperty,
     Lease,
@@ -107,6 +109,9 @@ class LeaseRequest:
     reservations: list = field(default_factory=list)
     before_end: datetime | None = None
     heads_up_seconds: int | None = None
+    # A flexible lease: [start, end) is its earliest window, and it may
+    # start later as long as it ends by this.
+    flex_latest_end: datetime | None = None
 
 
 def heads_up_checked(seconds: int | None) -> int:
@@ -248,6 +253,12 @@ def lease_create(
     heads_up = heads_up_checked(request.heads_up_seconds)
     if not request.reservations:
         raise Invalid("A lease needs at least one reservation.")
+    flexible = request.flex_latest_end is not None
+    if flexible and request.flex_latest_end < request.end:
+        raise Invalid(
+            "Invalid input for field 'flex_duration': the window from start_date to end_date "
+            "is shorter than the duration."
+        )
     with transaction.atomic():
         quota_enforce(project=context.project, requested={"leases": 1})
         if Lease.objects.filter(project=context.project, name=request.name).exists():
@@ -262,13 +273,43 @@ def lease_create(
                     end_at=request.end,
                     before_end_at=request.before_end,
                     heads_up_seconds=heads_up,
+                    flex_earliest_start=request.start if flexible else None,
+                    flex_latest_end=request.flex_latest_end,
                 )
         except IntegrityError:
             raise Conflict(f"The lease with name: {request.name} already exists") from None
-        for wanted in request.reservations:
-            _reserve(lease, wanted, context)
+        starts = _flex_starts(request) if flexible else [request.start]
+        for n, start in enumerate(starts):
+            try:
+                with transaction.atomic():
+                    _move(lease, start)
+                    for wanted in request.reservations:
+                        _reserve(lease, wanted, context)
+                break
+            except allocation.NoCapacity:
+                if n == len(starts) - 1:
+                    raise
         _lease_changed(lease, "lease.create", now)
     return lease
+
+
+def _flex_starts(request: LeaseRequest) -> list[datetime]:
+    """Where a flexible lease may start, earliest first: its earliest
+    start, then each end of an allocation (only those free capacity) that
+    leaves it time to end by its latest end."""
+    duration = request.end - request.start
+    ends = HostAllocation.objects.filter(
+        end_at__gt=request.start, end_at__lte=request.flex_latest_end - duration
+    )
+    ends = ends.order_by("end_at").values_list("end_at", flat=True).distinct()[:50]
+    return [request.start, *ends]
+
+
+def _move(lease: Lease, start: datetime) -> None:
+    """The lease's window, same length, from ``start`` (before it holds anything)."""
+    if start != lease.start_at:
+        lease.end_at, lease.start_at = start + (lease.end_at - lease.start_at), start
+        lease.save(update_fields=["start_at", "end_at", "updated_at"])
 
 
 def _lease_changed(lease: Lease, event_type: str, now: datetime) -> None:
@@ -337,7 +378,11 @@ def lease_dry_run(
     candidates = _relaxations(request, result.constraints)
     if result.earliest_start is not None:
         duration = request.end - request.start
-        later = {"start": result.earliest_start, "end": result.earliest_start + duration}
+        later = {
+            "start": result.earliest_start,
+            "end": result.earliest_start + duration,
+            "flex_latest_end": None,
+        }
         candidates.append(
             (
                 "the earliest start at which everything asked for is free",
@@ -362,8 +407,15 @@ def _earliest_start(context, request: LeaseRequest, now: datetime, attempt) -> d
         ends = ends.filter(end_at__lte=now + timedelta(seconds=farthest))
     ends = ends.order_by("end_at").values_list("end_at", flat=True).distinct()[:50]
     for start in ends:
+        # A fixed window there (a flexible one would look further itself).
         later = LeaseRequest(
-            **{**request.__dict__, "start": start, "end": start + duration, "before_end": None}
+            **{
+                **request.__dict__,
+                "start": start,
+                "end": start + duration,
+                "before_end": None,
+                "flex_latest_end": None,
+            }
         )
         if attempt(later).feasible:
             return start
@@ -536,6 +588,37 @@ def lease_update(
         _reallocate(lease, started)
         _lease_changed(lease, "lease.update", now)
     return lease
+
+
+def flex_advance(*, now: datetime | None = None) -> int:
+    """Pending flexible leases whose heads-up has not fired, each moved to
+    the earliest start that fits now (no earlier than it asked for, not in
+    the past), its hosts moved with it or nothing changed. Returns how many
+    moved."""
+    now = now or timezone.now()
+    waiting = Lease.objects.filter(
+        status=LeaseStatus.PENDING,
+        flex_latest_end__isnull=False,
+        start_at__gt=now,
+        events__event_type=EventType.HEADS_UP,
+        events__status=EventStatus.UNDONE,
+    ).order_by("start_at")
+    moved = 0
+    for lease in waiting[:100]:
+        earliest = max(lease.flex_earliest_start, now)
+        ends = HostAllocation.objects.filter(end_at__gt=earliest, end_at__lt=lease.start_at)
+        ends = ends.order_by("end_at").values_list("end_at", flat=True).distinct()[:50]
+        duration = lease.end_at - lease.start_at
+        for start in [earliest, *ends]:
+            if start >= lease.start_at:
+                break
+            try:
+                lease_update(lease=lease, start=start, end=start + duration, now=now)
+            except Conflict:
+                continue
+            moved += 1
+            break
+    return moved
 
 
 def _change_reservation(lease: Lease, change: dict) -> None:

@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from reservations import events, notifications, placement
+from reservations import events, notifications, placement, services
 
 TRANSIENT = {
     "autoretry_for": (OperationalError, InterfaceError),
@@ -20,6 +20,11 @@ def sweep() -> int:
 @shared_task(name="reservations.heal", **TRANSIENT)
 def heal() -> int:
     return placement.heal()
+
+
+@shared_task(name="reservations.flex_advance", **TRANSIENT)
+def flex_advance() -> int:
+    return services.flex_advance()
 
 
 @shared_task(

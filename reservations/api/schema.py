@@ -96,6 +96,10 @@ LeaseEvent = shape(
         "updated_at": stamp(allow_null=True),
     },
 )
+LeaseFlexibility = shape(
+    "LeaseFlexibility",
+    {"earliest_start": lease_date(), "latest_end": lease_date()},
+)
 Lease = shape(
     "Lease",
     {
@@ -108,6 +112,7 @@ Lease = shape(
         "status": InlineChoiceField(LeaseStatus.choices),
         "status_reason": text(),
         "degraded": f.BooleanField(),
+        "flexible": LeaseFlexibility(allow_null=True),
         "user_id": text(),
         "project_id": hex_id(),
         "trust_id": nullable_text(),
@@ -158,6 +163,9 @@ LeaseCreateRequest = shape(
         "events": f.ListField(child=mapping(), required=False),
         # berth: say whether the lease would fit, write nothing.
         "dry_run": f.BooleanField(required=False),
+        # berth: a flexible lease of this many seconds, starting as early as
+        # fits between start_date and end_date.
+        "flex_duration": f.IntegerField(min_value=60, required=False),
     },
 )
 ReservationChange = shape(

@@ -4,7 +4,7 @@ created/updated as ``%Y-%m-%d %H:%M:%S``; request dates are
 ``%Y-%m-%d %H:%M`` (UTC) or ``now``."""
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 from rest_framework import serializers
@@ -193,10 +193,25 @@ def lease_request(body: dict) -> services.LeaseRequest:
         raise Invalid("reservations must be a list.")
     before_end = body.get("before_end_date")
     heads_up = body.get("heads_up")
+    end = parse_date(body["end_date"], field="end_date", now=timezone.now())
+    latest_end = None
+    if body.get("flex_duration") is not None:
+        # berth's flexible lease: flex_duration seconds, starting as early as
+        # fits within [start_date, end_date].
+        seconds = as_int(body["flex_duration"], field="flex_duration")
+        if seconds < 60:
+            raise Invalid("Invalid input for field 'flex_duration': at least 60 seconds.")
+        if before_end:
+            raise Invalid(
+                "Invalid input for field 'before_end_date': a flexible lease has no fixed end; "
+                "its before-end notice is the default one."
+            )
+        latest_end, end = end, start + timedelta(seconds=seconds)
     return services.LeaseRequest(
         name=body["name"],
         start=start,
-        end=parse_date(body["end_date"], field="end_date", now=timezone.now()),
+        end=end,
+        flex_latest_end=latest_end,
         before_end=parse_date(before_end, field="before_end_date", now=now) if before_end else None,
         heads_up_seconds=as_int(heads_up, field="heads_up") if heads_up is not None else None,
         reservations=[reservation_request(r) for r in reservations],
@@ -261,6 +276,13 @@ class LeaseSerializer(serializers.Serializer):
             "status": lease.status,
             "status_reason": lease.status_reason,
             "degraded": lease.degraded,
+            # berth's flexible lease: where it may start and end by, or null.
+            "flexible": {
+                "earliest_start": lease_date(lease.flex_earliest_start),
+                "latest_end": lease_date(lease.flex_latest_end),
+            }
+            if lease.flex_latest_end
+            else None,
             "user_id": lease.user_id,
             "project_id": lease.project_id.hex,
             "trust_id": None,
