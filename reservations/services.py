@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
@@ -502,10 +502,32 @@ def _relaxations(request: LeaseRequest, constraints: list[dict]) -> list[tuple]:
     return found
 
 
-def _reallocate(lease: Lease, started: bool) -> None:
+@dataclass(frozen=True)
+class Swap:
+    """A pending lease's hold on a host this lease needs to extend, and an
+    equivalent free host (its reservation's properties) it could take."""
+
+    lease_id: str
+    lease_name: str
+    host: str
+    replacement: str
+
+
+class ExtensionBlocked(Conflict):
+    """A started lease cannot keep its hosts over its new dates: pending
+    leases hold them. ``swaps`` moves each hold to an equivalent free host
+    (empty when some hold has none)."""
+
+    def __init__(self, message: str, swaps: list[Swap]):
+        super().__init__(message)
+        self.swaps = swaps
+
+
+def _reallocate(lease: Lease, started: bool, swap: bool = False) -> None:
     """Fit every reservation to the lease's new window. A started lease keeps
     its hosts (its servers run there) and when each was taken; a pending one
-    may move."""
+    may move. A started lease blocked by pending leases on its hosts moves
+    their holds to equivalent free hosts if ``swap``."""
     for reservation in lease.reservations.all():
         # The hosts healing replaced stay as they were: history, not held.
         mine = selectors.current_allocations().filter(reservation=reservation)
@@ -513,17 +535,22 @@ def _reallocate(lease: Lease, started: bool) -> None:
             hosts = list(mine.values_list("host_id", flat=True))
             # A replacement holds its host only from when it took over.
             since = mine.aggregate(since=Max("start_at"))["since"] if started else None
-            still_free = allocation.host_candidates(
-                start=since or lease.start_at,
-                end=lease.end_at,
-                where=Q(host_id__in=hosts),
-                ignore=reservation,
-            ).count()
-            if still_free == len(hosts) and reservation.min <= len(hosts) <= reservation.max:
-                window = {"end_at": lease.end_at + allocation.buffer()}
+            window = (since or lease.start_at, lease.end_at)
+            if started and _still_free(reservation, hosts, *window) < len(hosts):
+                swaps = _extension_swaps(lease, reservation, hosts, *window)
+                if not swap or not swaps:
+                    raise ExtensionBlocked(
+                        "Not enough hosts available: a host of this lease is reserved by "
+                        "another lease during the new dates.",
+                        swaps,
+                    )
+                _swap(lease, swaps)
+            free = _still_free(reservation, hosts, *window)
+            if free == len(hosts) and reservation.min <= len(hosts) <= reservation.max:
+                held = {"end_at": lease.end_at + allocation.buffer()}
                 if not started:
-                    window["start_at"] = lease.start_at
-                mine.update(**window)
+                    held["start_at"] = lease.start_at
+                mine.update(**held)
                 continue
             if started:
                 raise Conflict(
@@ -532,6 +559,75 @@ def _reallocate(lease: Lease, started: bool) -> None:
                 )
         mine.delete()
         _allocate(reservation, lease)
+
+
+def _still_free(reservation, hosts: list, start: datetime, end: datetime) -> int:
+    """How many of the reservation's ``hosts`` nothing else holds in the window."""
+    return allocation.host_candidates(
+        start=start, end=end, where=Q(host_id__in=hosts), ignore=reservation
+    ).count()
+
+
+def _extension_swaps(lease, reservation, hosts, start, end) -> list[Swap]:
+    """For each other hold on ``hosts`` during [start, end): an equivalent
+    free host for its whole window, if it belongs to a lease that has not
+    started; [] if some hold cannot move."""
+    blocking = (
+        HostAllocation.objects.filter(allocation.overlapping(start, end), host_id__in=hosts)
+        .exclude(reservation=reservation)
+        .select_related("host", "reservation__lease")
+    )
+    swaps, taken = [], set(hosts)
+    for hold in blocking:
+        other = hold.reservation.lease
+        if (
+            other.status != LeaseStatus.PENDING
+            or hold.reservation.resource_type != ResourceType.HOST
+        ):
+            return []
+        free = (
+            allocation.host_candidates(
+                start=hold.start_at,
+                end=hold.end_at - allocation.buffer(),
+                where=properties.reservation_filter(hold.reservation),
+            )
+            .exclude(host_id__in=taken)
+            .first()
+        )
+        if free is None:
+            return []
+        taken.add(free.host_id)
+        swaps.append(Swap(str(other.pk), other.name, hold.host.name, free.host.name))
+    return swaps
+
+
+def _swap(lease: Lease, swaps: list[Swap]) -> None:
+    """Each pending lease's hold moved to its equivalent host, under its
+    lease's lock (taken without waiting: a lease busy elsewhere is a
+    Conflict to retry, not a wait that could deadlock), and its project told."""
+    for swap in sorted(swaps, key=lambda s: s.lease_id):
+        try:
+            with transaction.atomic():
+                locked = Lease.objects.select_for_update(nowait=True).filter(pk=swap.lease_id)
+                other = locked.select_related("project").first()
+        except OperationalError:
+            raise Conflict(f"Lease {swap.lease_id} is being changed; try again.") from None
+        if other is None or other.status != LeaseStatus.PENDING:
+            raise Conflict(f"Lease {swap.lease_id} changed meanwhile; try again.")
+        replacement = Host.objects.get(name=swap.replacement)
+        moved = HostAllocation.objects.filter(
+            reservation__lease=other, host__name=swap.host, replaced_by=None
+        ).update(host=replacement)
+        if not moved:
+            raise Conflict(f"Lease {swap.lease_id} changed meanwhile; try again.")
+        notify(
+            project=other.project,
+            event_type="lease.host_replaced",
+            lease=other,
+            lost_host=swap.host,
+            new_host=swap.replacement,
+            reason=f"an equivalent host, so that lease {lease.pk} could extend",
+        )
 
 
 UNSET = object()
@@ -546,10 +642,13 @@ def lease_update(
     before_end=UNSET,
     heads_up_seconds: int | None = None,
     reservations: list[dict] | None = None,
+    swap: bool = False,
     now: datetime | None = None,
 ) -> Lease:
     """Extend, shrink, defer, rename, change min/max or amount: the whole
-    change fits, or the lease is left as it was (409)."""
+    change fits, or the lease is left as it was (409). An extension that
+    pending leases block on its hosts moves their holds to equivalent free
+    hosts if ``swap`` (ExtensionBlocked names those swaps otherwise)."""
     now = now or timezone.now()
     with transaction.atomic():
         lease = Lease.objects.select_for_update().get(pk=lease.pk)
@@ -585,7 +684,7 @@ def lease_update(
         for change in reservations or []:
             _change_reservation(lease, change)
         lease.save()
-        _reallocate(lease, started)
+        _reallocate(lease, started, swap=swap)
         _lease_changed(lease, "lease.update", now)
     return lease
 

@@ -188,6 +188,9 @@ LeaseUpdateRequest = shape(
         "before_end_date": typed({**REQUEST_DATE, "nullable": True}, required=False),
         "heads_up": f.IntegerField(min_value=0, required=False, allow_null=True),
         "reservations": ReservationChange(many=True, required=False),
+        # berth: an extension that pending leases block on this lease's
+        # hosts moves their holds to equivalent free hosts.
+        "swap": f.BooleanField(required=False),
     },
 )
 # berth's answers to a lease that does not fit (in a dry run, and beside
@@ -204,6 +207,15 @@ LeaseConstraint = shape(
         "reason": text(),
     },
 )
+LeaseSwap = shape(
+    "LeaseSwap",
+    {
+        "lease_id": f.UUIDField(),
+        "lease_name": f.CharField(),
+        "host": f.CharField(),
+        "replacement": f.CharField(),
+    },
+)
 LeaseAlternative = shape(
     "LeaseAlternative",
     {
@@ -215,6 +227,9 @@ ANSWERS = {
     "constraints": LeaseConstraint(many=True, required=False),
     "hosts_fit_now": f.IntegerField(required=False, allow_null=True),
     "alternatives": LeaseAlternative(many=True, required=False),
+    # An extension that pending leases block: their holds, and where each
+    # would move.
+    "swaps": LeaseSwap(many=True, required=False),
 }
 DryRun = shape(
     "LeaseDryRun",
@@ -366,7 +381,7 @@ lease_schema = extend_schema_view(
             409: LeaseRefused,
         },
     ),
-    update=extend_schema(request=LeaseUpdateRequest, responses=LEASE),
+    update=extend_schema(request=LeaseUpdateRequest, responses={200: LEASE, 409: LeaseRefused}),
     destroy=extend_schema(responses={204: None}),
     report_faulty_host=extend_schema(
         summary="Report a host of this active lease as faulty (berth's extension)",

@@ -395,3 +395,34 @@ def answers(original: dict, asked: services.LeaseRequest, result: services.DryRu
             for alternative in result.alternatives
         ],
     }
+
+
+def as_bool(value, *, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid(f"Invalid input for field '{field}': true or false, not {shown(value)}.")
+    return value
+
+
+def swap_answers(original: dict, swaps: list) -> dict:
+    """An extension that pending leases block: the swaps that would free
+    this lease's hosts, and the request that performs them."""
+    found = {
+        "swaps": [
+            {
+                "lease_id": swap.lease_id,
+                "lease_name": swap.lease_name,
+                "host": swap.host,
+                "replacement": swap.replacement,
+            }
+            for swap in swaps
+        ],
+        "alternatives": [],
+    }
+    if swaps:
+        found["alternatives"].append(
+            {
+                "why": "the blocking leases move to equivalent free hosts",
+                "request": {**original, "swap": True},
+            }
+        )
+    return found

@@ -110,7 +110,15 @@ class LeaseViewSet(DestroyMixin, BlazarViewSet):
             changes["reservations"] = [s.reservation_change(r) for r in body["reservations"]]
         if not changes:
             raise Invalid("No values to update passed.")
-        return self.respond(services.lease_update(lease=lease, now=now, **changes))
+        if "swap" in body:
+            # berth: move pending leases' holds on this lease's hosts to
+            # equivalent free hosts if they block the extension.
+            changes["swap"] = s.as_bool(body["swap"], field="swap")
+        try:
+            return self.respond(services.lease_update(lease=lease, now=now, **changes))
+        except services.ExtensionBlocked as refusal:
+            refusal.details = {"answers": s.swap_answers(body, refusal.swaps)}
+            raise
 
     def perform_destroy(self, lease):
         services.lease_delete(lease=lease)
