@@ -65,7 +65,12 @@ def quota_enforce(*, project: Project, requested: dict[str, int]) -> None:
     if all(limits.get(resource, -1) < 0 or amount <= 0 for resource, amount in requested.items()):
         return
     with transaction.atomic(savepoint=False):
-        list(Project.objects.select_for_update().filter(pk=project.pk).values_list("pk"))
+        # FOR NO KEY UPDATE: consumers of the quota wait for each other, but
+        # rows that only reference the project (a notification, a lease
+        # another transaction writes while it holds other locks) do not
+        # wait for it, which would close a lock cycle with them.
+        rows = Project.objects.select_for_update(no_key=True).filter(pk=project.pk)
+        list(rows.values_list("pk"))
         quota_check(project=project, requested=requested, limits=limits)
 
 
@@ -87,9 +92,11 @@ def quota_fit(
     """How many units (e.g. instances of one flavor) fit the project's
     quotas, between ``wanted_min`` and ``wanted_max``: as many as possible,
     all or nothing at ``wanted_min`` (Nova's multi-create). Takes the
-    project's row lock; call inside the consuming transaction."""
+    project's row lock (as quota_enforce); call inside the consuming
+    transaction."""
     with transaction.atomic(savepoint=False):
-        list(Project.objects.select_for_update().filter(pk=project.pk).values_list("pk"))
+        rows = Project.objects.select_for_update(no_key=True).filter(pk=project.pk)
+        list(rows.values_list("pk"))
         limits = quota_limits(project=project)
         fits, short = wanted_max, None
         for resource, each in per_unit.items():

@@ -61,6 +61,14 @@ def _lock(reservables: list[ReservableHost]) -> None:
     list(ReservableHost.objects.select_for_update().filter(pk__in=ids).order_by("pk").values("pk"))
 
 
+def lock_hosts(host_ids: list) -> None:
+    """The reservable rows of these hosts locked, as allocators lock them
+    (in id order): a lease keeping its hosts over new dates checks and
+    writes with no allocator in between."""
+    rows = ReservableHost.objects.select_for_update().filter(host_id__in=host_ids)
+    list(rows.order_by("pk").values("pk"))
+
+
 def allocate_hosts(
     *,
     reservation: Reservation,

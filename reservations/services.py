@@ -536,6 +536,9 @@ def _reallocate(lease: Lease, started: bool, swap: bool = False) -> None:
             # A replacement holds its host only from when it took over.
             since = mine.aggregate(since=Max("start_at"))["since"] if started else None
             window = (since or lease.start_at, lease.end_at)
+            # The allocators' locks on these hosts, so that none takes them
+            # between the check below and the write.
+            allocation.lock_hosts(hosts)
             if started and _still_free(reservation, hosts, *window) < len(hosts):
                 swaps = _extension_swaps(lease, reservation, hosts, *window)
                 if not swap or not swaps:

@@ -41,8 +41,11 @@ def test_unlimited(caller, settings):
 
 
 def project_locks(queries) -> list[str]:
+    # FOR NO KEY UPDATE: rows that reference the project do not wait for it.
     return [
-        q["sql"] for q in queries if "identity_project" in q["sql"] and "FOR UPDATE" in q["sql"]
+        q["sql"]
+        for q in queries
+        if "identity_project" in q["sql"] and "FOR NO KEY UPDATE" in q["sql"]
     ]
 
 

@@ -171,3 +171,59 @@ def test_two_faulty_reports_racing_for_the_last_free_host_swap_once(transactiona
     assert held.filter(host__name=free).count() == 1
     holders = list(held.values_list("host_id", flat=True))
     assert len(holders) == len(set(holders))
+
+
+EXTEND_OR_BOOK = """
+import sys
+from datetime import timedelta
+import django; django.setup()
+from django.utils import timezone
+from config.errors import Conflict
+from identity.auth import RequestContext
+from reservations import services
+from reservations.models import Lease
+from datetime import datetime
+lease = Lease.objects.select_related("project").get(name="running")
+# Both from the end the lease had before either ran.
+end = datetime.fromisoformat(sys.argv[2])
+later = end + timedelta(hours=1)
+try:
+    if sys.argv[1] == "extend":
+        services.lease_update(lease=lease, end=later)
+    else:
+        context = RequestContext(user_id="u", project=lease.project, role="member")
+        request = services.LeaseRequest(
+            name="all-four", start=end + timedelta(minutes=10), end=later,
+            reservations=[services.HostRequest(min=4, max=4)])
+        services.lease_create(context=context, request=request)
+    print("ok")
+except Conflict:
+    print("refused")
+"""
+
+
+@pytest.mark.postgres
+def test_an_extension_racing_a_new_lease_for_its_host_one_wins(transactional_db, pool):
+    """A started lease extends over the hour in which a new lease wants
+    every host, its own included: exactly one of the two gets it."""
+    start = timezone.now() - timedelta(seconds=1)
+    request = services.LeaseRequest(
+        name="running",
+        start=start,
+        end=start + timedelta(hours=1),
+        reservations=[services.HostRequest(min=1, max=1)],
+    )
+    services.lease_create(context=pool, request=request, now=start)
+    events.sweep()
+    end = Lease.objects.get(name="running").end_at.isoformat()
+    outputs = run_all(EXTEND_OR_BOOK, ("extend", end), ("book", end))
+    outcome = dict(zip(("extend", "book"), outputs, strict=True))
+    assert sorted(o.strip() for o in outcome.values()) == ["ok", "refused"], outcome
+    running = Lease.objects.get(name="running")
+    extended = running.end_at > start + timedelta(hours=1)
+    assert extended == (outcome["extend"].strip() == "ok")
+    assert Lease.objects.filter(name="all-four").exists() == (not extended)
+    rows = list(HostAllocation.objects.values_list("host_id", "start_at", "end_at"))
+    for n, (host, begin, end) in enumerate(rows):
+        for other, other_begin, other_end in rows[n + 1 :]:
+            assert host != other or end <= other_begin or other_end <= begin
