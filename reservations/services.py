@@ -540,7 +540,7 @@ def _reallocate(lease: Lease, started: bool, swap: bool = False) -> None:
             # between the check below and the write.
             allocation.lock_hosts(hosts)
             if started and _still_free(reservation, hosts, *window) < len(hosts):
-                swaps = _extension_swaps(lease, reservation, hosts, *window)
+                swaps = _extension_swaps(reservation, hosts, *window)
                 if not swap or not swaps:
                     raise ExtensionBlocked(
                         "Not enough hosts available: a host of this lease is reserved by "
@@ -571,7 +571,7 @@ def _still_free(reservation, hosts: list, start: datetime, end: datetime) -> int
     ).count()
 
 
-def _extension_swaps(lease, reservation, hosts, start, end) -> list[Swap]:
+def _extension_swaps(reservation, hosts: list, start: datetime, end: datetime) -> list[Swap]:
     """For each other hold on ``hosts`` during [start, end): an equivalent
     free host for its whole window, if it belongs to a lease that has not
     started; [] if some hold cannot move."""
