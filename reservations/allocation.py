@@ -55,16 +55,11 @@ def host_candidates(
     )
 
 
-def _lock(reservables: list[ReservableHost]) -> None:
-    # In id order, so two allocators never wait on each other in a cycle.
-    ids = sorted(r.pk for r in reservables)
-    list(ReservableHost.objects.select_for_update().filter(pk__in=ids).order_by("pk").values("pk"))
-
-
 def lock_hosts(host_ids: list) -> None:
-    """The reservable rows of these hosts locked, as allocators lock them
-    (in id order): a lease keeping its hosts over new dates checks and
-    writes with no allocator in between."""
+    """The reservable rows of these hosts locked, in id order so that two
+    lockers never wait on each other in a cycle: by allocators before they
+    check again, and by a lease keeping its hosts over new dates, so that it
+    checks and writes with no allocator in between."""
     rows = ReservableHost.objects.select_for_update().filter(host_id__in=host_ids)
     list(rows.order_by("pk").values("pk"))
 
@@ -91,7 +86,7 @@ def allocate_hosts(
             )
             if len(seen) < count_min:
                 break
-            _lock(seen)
+            lock_hosts([r.host_id for r in seen])
             free = list(
                 host_candidates(start=start, end=end, where=where).filter(
                     pk__in=[r.pk for r in seen]
@@ -204,7 +199,7 @@ def allocate_slots(
     size = SlotSize(reservation.vcpus, reservation.memory_mb, reservation.disk_gb)
     with transaction.atomic():
         candidates = free_slots(start=start, end=end, where=where, size=size)
-        _lock(list(candidates))
+        lock_hosts([r.host_id for r in candidates])
         free = free_slots(start=start, end=end, where=where, size=size)
         plan = _plan(free, amount, affinity)
         if plan is None:

@@ -11,7 +11,7 @@ HTTP server: the figures are berth's own work), p50/p95 of:
   made by create_token: a Keystone token costs no more than berth's own.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/berth_bench \\
-        .venv/bin/python bench/identity.py [--requests 500]
+        .venv/bin/python bench/sign_ins.py [--requests 500]
 """
 
 import argparse
