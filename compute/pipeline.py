@@ -245,6 +245,16 @@ def _finish(run: StepRun, result: str, details: str = "", host: str = "") -> Non
 # --- ports ---------------------------------------------------------------------
 
 
+def _address_holder(instance: Instance) -> uuid.UUID | None:
+    """The reservation the instance asked for, as networking's holder of
+    addresses: a lease's addresses go to its own servers' ports (of its
+    project only: networking checks that)."""
+    try:
+        return uuid.UUID(instance.reservation_id) if instance.reservation_id else None
+    except ValueError:
+        return None
+
+
 def _ensure_ports(instance: Instance, nics: list[InstanceNic]) -> None:
     """Get the user's ports and create the missing ones, recording which
     compute created. Idempotent: NICs that have a port are skipped."""
@@ -263,6 +273,7 @@ def _ensure_ports(instance: Instance, nics: list[InstanceNic]) -> None:
                 device_id=device,
                 device_owner=DEVICE_OWNER,
                 binding_vnic_type=VnicType.BAREMETAL if instance.baremetal else VnicType.NORMAL,
+                holder=_address_holder(instance),
             )
             nic.created_by_compute = True
         nic.save(update_fields=["port", "created_by_compute"])
@@ -471,7 +482,9 @@ def bind_ports(instance_id, attempt: int) -> Outcome:
             nics = _nics(instance, "port")
         for nic in nics:
             try:
-                port = net_services.port_bind(port=nic.port, host=host)
+                port = net_services.port_bind(
+                    port=nic.port, host=host, holder=_address_holder(instance)
+                )
             except BerthError as error:
                 # A segment out of addresses is the network's doing, not the
                 # host's: it does not weigh the host down.

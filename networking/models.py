@@ -323,3 +323,36 @@ class BaremetalNic(models.Model):
 
     def __str__(self) -> str:
         return f"{self.agent.host}:{self.mac_address}"
+
+
+class AddressHold(models.Model):
+    """An address of a subnet promised to a holder over [start_at, end_at):
+    a lease's reservation (the holder's id is opaque here: networking knows
+    nothing of leases). No port but the holder's may take it from the
+    moment it is held until the hold ends; the holder's ports take it while
+    the hold runs. On PostgreSQL an exclusion constraint (migration 0002)
+    forbids two overlapping holds of one address; everywhere the holding
+    service checks under the subnet's row lock."""
+
+    # Deleting a subnet is refused while a hold runs or is to come
+    # (networking.services); ended holds go with it.
+    subnet = models.ForeignKey(Subnet, on_delete=models.CASCADE, related_name="holds")
+    address = models.GenericIPAddressField()
+    holder = models.UUIDField(db_index=True)
+    project = models.ForeignKey(
+        "identity.Project", on_delete=models.CASCADE, related_name="address_holds"
+    )
+    start_at = models.DateTimeField()
+    end_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["subnet", "address"]
+        indexes = [models.Index(fields=["subnet", "address", "end_at"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(end_at__gt=models.F("start_at")), name="hold_ends_after_start"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.address} for {self.holder}"

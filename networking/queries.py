@@ -6,7 +6,7 @@ import json
 from django.db import connection
 from django.utils import timezone
 
-from networking.models import IPAllocation, Subnet
+from networking.models import AddressHold, IPAllocation, Subnet
 
 
 def _param(model, field: str, value):
@@ -16,24 +16,40 @@ def _param(model, field: str, value):
 # The ORM has no INSERT ... ON CONFLICT DO NOTHING that returns the new row's
 # id (bulk_create(ignore_conflicts=True) returns none), and a create that
 # survives a duplicate needs a savepoint: two round trips more per address.
-ADDRESS_INSERT = (
+# The same statement skips an address a lease holds (networking_addresshold)
+# from now on; the holder's variant lets through one its holder (of the
+# port's project) holds now and no one after it.
+_ADDRESS_INSERT = (
     "INSERT INTO networking_ipallocation (port_id, subnet_id, address, created_at) "
-    "VALUES (%s, %s, %s, %s) ON CONFLICT (subnet_id, address) DO NOTHING RETURNING id"
+    "SELECT %(port)s, %(subnet)s, %(address)s, %(now)s WHERE NOT EXISTS ("
+    "SELECT 1 FROM networking_addresshold h WHERE h.subnet_id = %(subnet)s "
+    "AND h.address = %(address)s AND h.end_at > %(now)s{mine}) "
+    "ON CONFLICT (subnet_id, address) DO NOTHING RETURNING id"
+)
+ADDRESS_INSERT = _ADDRESS_INSERT.format(mine="")
+ADDRESS_INSERT_FOR_HOLDER = _ADDRESS_INSERT.format(
+    mine=" AND (h.holder <> %(holder)s OR h.project_id <> %(project)s OR h.start_at > %(now)s)"
 )
 
 
-def address_insert(*, port_id, subnet_id, address: str) -> int | None:
+def address_insert(*, port, subnet_id, address: str, holder=None) -> int | None:
     """The new allocation's id, or None if the subnet has the address already
-    (the unique constraint settles a race in the same statement). Stamped
-    now, as auto_now_add would."""
-    params = [
-        _param(IPAllocation, "port", port_id),
-        _param(IPAllocation, "subnet", subnet_id),
-        _param(IPAllocation, "address", address),
-        _param(IPAllocation, "created_at", timezone.now()),
-    ]
+    (the unique constraint settles a race in the same statement) or a lease
+    other than ``holder`` holds it. Stamped now, as auto_now_add would."""
+    now = timezone.now()
+    params = {
+        "port": _param(IPAllocation, "port", port.pk),
+        "subnet": _param(IPAllocation, "subnet", subnet_id),
+        "address": _param(IPAllocation, "address", address),
+        "now": _param(IPAllocation, "created_at", now),
+    }
+    statement = ADDRESS_INSERT
+    if holder is not None:
+        statement = ADDRESS_INSERT_FOR_HOLDER
+        params["holder"] = _param(AddressHold, "holder", holder)
+        params["project"] = _param(AddressHold, "project", port.project_id)
     with connection.cursor() as cursor:
-        cursor.execute(ADDRESS_INSERT, params)
+        cursor.execute(statement, params)
         inserted = cursor.fetchone()
     return inserted[0] if inserted else None
 

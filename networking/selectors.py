@@ -12,12 +12,14 @@ from identity.auth import RequestContext
 from networking import ipam
 from networking.binding import HostView, Nic, PhysnetLink, SegmentView
 from networking.models import (
+    AddressHold,
     BaremetalNic,
     HostAgent,
     HostPhysnet,
     HostVnicType,
     IPAllocation,
     Network,
+    NetworkType,
     Port,
     Segment,
     Subnet,
@@ -368,6 +370,8 @@ class SegmentUsage:
     subnets: list[SubnetUsage]
     availability: Availability
     hosts: list[HostReach]
+    # Addresses leases hold on it now or later (no other port may take them).
+    held: int = 0
 
     @property
     def fill(self) -> float | None:
@@ -437,8 +441,10 @@ def segment_usage(*, network: Network) -> NetworkUsage:
             for a in HostAgent.objects.exclude(tunnel_types=[])
         ]
 
+    held = holds_per_segment(network_ids=[network.pk], start=timezone.now())
     rows = [
         SegmentUsage(
+            held=held.get(segment.pk, {}).get("held", 0),
             segment=segment,
             subnets=[s for s in subnets if not routed or s.subnet.segment_id == segment.id],
             availability=per_segment[segment.id],
@@ -453,3 +459,118 @@ def segment_usage(*, network: Network) -> NetworkUsage:
     rows.sort(key=lambda row: 1 if row.fill is None else -row.fill)
     unplaced = [s for s in subnets if s.subnet.segment_id is None] if routed or not segments else []
     return NetworkUsage(routed=routed, segments=rows, unplaced=unplaced)
+
+
+# --- address holds ---------------------------------------------------------------
+
+
+def addresses_held_now(*, holder, subnet_id, project_id) -> list[str]:
+    """The holder's addresses of the subnet it holds now for the project
+    and no port has."""
+    now = timezone.now()
+    given = IPAllocation.objects.filter(subnet_id=subnet_id, address=OuterRef("address"))
+    held = (
+        AddressHold.objects.filter(
+            holder=holder, subnet_id=subnet_id, project_id=project_id, start_at__lte=now
+        )
+        .filter(end_at__gt=now)
+        .exclude(Exists(given))
+    )
+    return [str(a) for a in held.values_list("address", flat=True)[:8]]
+
+
+def address_holder_now(*, subnet_id, address: str, project_id):
+    """The holder that holds the address now for the project, or None."""
+    now = timezone.now()
+    held = AddressHold.objects.filter(
+        subnet_id=subnet_id, address=address, project_id=project_id, start_at__lte=now
+    )
+    return held.filter(end_at__gt=now).values_list("holder", flat=True).first()
+
+
+def address_holds(*, holders: list) -> list[AddressHold]:
+    """The holds of these holders, with their subnets, by address."""
+    holds = AddressHold.objects.filter(holder__in=holders).select_related("subnet")
+    return list(holds.order_by("subnet__segment_id", "subnet_id", "address"))
+
+
+def free_addresses(*, subnets: list[Subnet], start, end) -> dict:
+    """{subnet id: addresses of its pools a new hold over [start, end) could
+    take}: its pool size less the addresses ports have and those held then
+    that no port has. Two queries, whatever the number of subnets."""
+    used = dict(
+        IPAllocation.objects.filter(subnet__in=subnets)
+        .values("subnet")
+        .annotate(n=Count("id"))
+        .values_list("subnet", "n")
+    )
+    given = IPAllocation.objects.filter(subnet=OuterRef("subnet"), address=OuterRef("address"))
+    held = dict(
+        AddressHold.objects.filter(subnet__in=subnets, start_at__lt=end, end_at__gt=start)
+        .exclude(Exists(given))
+        .values("subnet")
+        .annotate(n=Count("address", distinct=True))
+        .values_list("subnet", "n")
+    )
+    return {
+        s.id: max(0, ipam.pool_size(s.allocation_pools) - used.get(s.id, 0) - held.get(s.id, 0))
+        for s in subnets
+    }
+
+
+@dataclass(frozen=True)
+class PlacementSegment:
+    """A segment of a network and the subnets a port on it draws from."""
+
+    segment: Segment
+    subnets: list[Subnet]
+
+
+def placement_segments(*, network_id) -> list[PlacementSegment]:
+    """The network's segments with the subnets their ports draw addresses
+    from: on a routed network each its own, on a plain one all of them.
+    IPv4 first: a host's addresses are counted in its first version."""
+    network_subnets = sorted(
+        Subnet.objects.filter(network_id=network_id), key=lambda s: (s.ip_version, s.created_at)
+    )
+    routed = any(s.segment_id for s in network_subnets)
+    return [
+        PlacementSegment(
+            segment, [s for s in network_subnets if not routed or s.segment_id == segment.pk]
+        )
+        for segment in Segment.objects.filter(network_id=network_id).order_by("created_at", "id")
+    ]
+
+
+def hosts_on_segment(*, segment: Segment, host_field: str) -> Exists:
+    """A condition true where ``host_field`` names a host whose agent is up
+    administratively and plugs into the segment: through its physical
+    network, or for an overlay through a tunnel."""
+    if segment.network_type == NetworkType.VXLAN:
+        wired = ~Q(tunnel_types=[])
+    else:
+        wired = Q(physnets__physical_network=segment.physical_network)
+    return Exists(HostAgent.objects.filter(wired, host=OuterRef(host_field), admin_state_up=True))
+
+
+def holds_per_segment(*, network_ids: list | None = None, start, end=None) -> dict:
+    """{segment id: {network and segment names, "held": distinct addresses
+    held, "holders": how many hold them}} for holds running after ``start`` (and before ``end``), on
+    the networks given or all; one query."""
+    holds = AddressHold.objects.filter(end_at__gt=start, subnet__segment__isnull=False)
+    if end is not None:
+        holds = holds.filter(start_at__lt=end)
+    if network_ids is not None:
+        holds = holds.filter(subnet__network_id__in=network_ids)
+    counted = holds.values(
+        "subnet__segment", "subnet__segment__name", "subnet__network__name"
+    ).annotate(held=Count("address", distinct=True), holders=Count("holder", distinct=True))
+    return {
+        row["subnet__segment"]: {
+            "network": row["subnet__network__name"],
+            "segment": row["subnet__segment__name"] or str(row["subnet__segment"]),
+            "held": row["held"],
+            "holders": row["holders"],
+        }
+        for row in counted.order_by("subnet__network__name", "subnet__segment__name")
+    }

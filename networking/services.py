@@ -14,7 +14,7 @@ from datetime import datetime
 import netaddr
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Exists, F, Min, OuterRef
 from django.db.models.deletion import ProtectedError
 from django.utils import timezone
 
@@ -24,6 +24,7 @@ from identity.models import Project
 from identity.quotas import quota_enforce
 from networking import binding, ipam, queries, selectors
 from networking.models import (
+    AddressHold,
     BaremetalNic,
     HostAgent,
     HostPhysnet,
@@ -96,8 +97,9 @@ def network_delete(*, network: Network) -> None:
             "There are one or more ports still in use on the network.",
             type="NetworkInUse",
         )
-    Subnet.objects.filter(network=network).delete()
+    _refuse_held([network.pk], f"Unable to complete operation on network {network.pk}", "Network")
     try:
+        Subnet.objects.filter(network=network).delete()
         network.delete()
     except ProtectedError as error:
         # Raised before any row is deleted; the subnets come back with the
@@ -356,7 +358,24 @@ def subnet_delete(*, subnet: Subnet) -> None:
             "allocation from this subnet.",
             type="SubnetInUse",
         )
+    _refuse_held(
+        [subnet.network_id],
+        f"Unable to complete operation on subnet {subnet.pk}",
+        "Subnet",
+        subnet=subnet,
+    )
     subnet.delete()
+
+
+def _refuse_held(network_ids: list, what: str, kind: str, subnet: Subnet | None = None) -> None:
+    """A network or subnet with addresses a lease holds now or later stays."""
+    holds = AddressHold.objects.filter(subnet__network_id__in=network_ids)
+    if subnet is not None:
+        holds = holds.filter(subnet=subnet)
+    if holds.filter(end_at__gt=timezone.now()).exists():
+        raise Conflict(
+            f"{what}: one or more of its IP addresses are held by a lease.", type=f"{kind}InUse"
+        )
 
 
 # --- IP allocation --------------------------------------------------------------
@@ -373,10 +392,19 @@ def _exhausted(subnets: list[Subnet]) -> Conflict:
 
 
 def _taken(subnet_id, addresses: list[str]) -> set[str]:
+    """Of ``addresses``, those a port has or a lease holds from now on."""
     if not addresses:
         return set()
     found = IPAllocation.objects.filter(subnet_id=subnet_id, address__in=addresses)
-    return {str(address) for address in found.values_list("address", flat=True)}
+    held = AddressHold.objects.filter(
+        subnet_id=subnet_id, address__in=addresses, end_at__gt=timezone.now()
+    )
+    return {
+        str(address)
+        for address in found.order_by()
+        .values_list("address", flat=True)
+        .union(held.order_by().values_list("address", flat=True))
+    }
 
 
 def _pick_free_address(subnet_id, pools: list[dict], skip: set[str]) -> str | None:
@@ -406,22 +434,36 @@ def _check_fixed_address(subnet: Subnet, address: netaddr.IPAddress) -> None:
         raise Invalid(f"IP address {address} is reserved in subnet {subnet.pk}.")
 
 
-def _allocate(*, port: Port, subnet: Subnet, address: str | None) -> IPAllocation | None:
+def _allocate(
+    *, port: Port, subnet: Subnet, address: str | None, holder=None
+) -> IPAllocation | None:
     """The requested address, or a free one from the pools; None when the
     pools are exhausted (no exception: callers may try another subnet in the
-    same transaction)."""
+    same transaction). A port of ``holder`` (a lease's reservation) takes
+    an address the holder holds now first; no port takes one another
+    holder holds."""
     with transaction.atomic(savepoint=False):
         if address is not None:
             locked = Subnet.objects.select_for_update().get(pk=subnet.pk)
             wanted = ipam.parse_ip(address)
             _check_fixed_address(locked, wanted)
             inserted = queries.address_insert(
-                port_id=port.pk, subnet_id=subnet.pk, address=str(wanted)
+                port=port, subnet_id=subnet.pk, address=str(wanted), holder=holder
             )
+            own = selectors.address_holder_now(
+                subnet_id=subnet.pk, address=str(wanted), project_id=port.project_id
+            )
+            if inserted is None and own is not None and own != holder:
+                # An address its project's lease holds now: the port takes
+                # it for that lease (how a held floating-style address is used).
+                inserted = queries.address_insert(
+                    port=port, subnet_id=subnet.pk, address=str(wanted), holder=own
+                )
             if inserted is None:
+                used = IPAllocation.objects.filter(subnet=subnet, address=str(wanted)).exists()
                 raise Conflict(
                     f"Unable to complete operation for network {locked.network_id}. The IP "
-                    f"address {wanted} is in use.",
+                    f"address {wanted} is " + ("in use." if used else "held by a lease."),
                     type="IpAddressAlreadyAllocated",
                 )
             return IPAllocation(pk=inserted, port=port, subnet=locked, address=str(wanted))
@@ -433,15 +475,26 @@ def _allocate(*, port: Port, subnet: Subnet, address: str | None) -> IPAllocatio
         # address is almost always free, and the unique constraint says when
         # it is not. That is the floor's two statements.
         lost: set[str] = set()
-        for picked in ipam.random_candidates(pools, 3, _rng):
-            inserted = queries.address_insert(port_id=port.pk, subnet_id=subnet.pk, address=picked)
+        held = (
+            selectors.addresses_held_now(
+                holder=holder, subnet_id=subnet.pk, project_id=port.project_id
+            )
+            if holder
+            else []
+        )
+        for picked in held + ipam.random_candidates(pools, 3, _rng):
+            inserted = queries.address_insert(
+                port=port, subnet_id=subnet.pk, address=picked, holder=holder
+            )
             if inserted is not None:
                 return IPAllocation(pk=inserted, port=port, subnet=subnet, address=picked)
             lost.add(picked)
         # A pool that full: check candidates in bulk, then walk it in order,
         # which also proves exhaustion.
         while (picked := _pick_free_address(subnet.pk, pools, lost)) is not None:
-            inserted = queries.address_insert(port_id=port.pk, subnet_id=subnet.pk, address=picked)
+            inserted = queries.address_insert(
+                port=port, subnet_id=subnet.pk, address=picked, holder=holder
+            )
             if inserted is not None:
                 return IPAllocation(pk=inserted, port=port, subnet=subnet, address=picked)
             lost.add(picked)
@@ -457,21 +510,21 @@ def ip_allocate(*, port: Port, subnet: Subnet, address: str | None = None) -> IP
     return allocation
 
 
-def _allocate_from_any(*, port: Port, subnets: list[Subnet]) -> IPAllocation:
+def _allocate_from_any(*, port: Port, subnets: list[Subnet], holder=None) -> IPAllocation:
     """An address from the first of ``subnets`` that has one left."""
     for subnet in subnets:
-        allocation = _allocate(port=port, subnet=subnet, address=None)
+        allocation = _allocate(port=port, subnet=subnet, address=None, holder=holder)
         if allocation is not None:
             return allocation
     raise _exhausted(subnets)
 
 
-def _allocate_per_version(*, port: Port, subnets: list[Subnet]) -> None:
+def _allocate_per_version(*, port: Port, subnets: list[Subnet], holder=None) -> None:
     """One address of each IP version the subnets offer."""
     for version in (4, 6):
         candidates = [s for s in subnets if s.ip_version == version]
         if candidates:
-            _allocate_from_any(port=port, subnets=candidates)
+            _allocate_from_any(port=port, subnets=candidates, holder=holder)
 
 
 def _check_fixed_ips_count(fixed_ips: list[dict] | None) -> None:
@@ -521,6 +574,153 @@ def _assign_fixed_ips(*, port: Port, requests: list[dict]) -> None:
         ip_allocate(port=port, subnet=subnet, address=address)
 
 
+# --- address holds ------------------------------------------------------------
+#
+# A lease holds addresses with its hosts (reservations.allocation). The
+# subnets' rows are locked FOR UPDATE while holds are taken or moved: that
+# waits for the ports picking addresses there (FOR SHARE) and makes them
+# wait, so a hold never takes an address a port is being given.
+
+
+def _lock_subnets(subnet_ids) -> None:
+    rows = Subnet.objects.select_for_update().filter(pk__in=list(subnet_ids))
+    list(rows.order_by("pk").values("pk"))
+
+
+def _out_of_addresses(count: int, found: int, subnets: list[Subnet]) -> Conflict:
+    where = ", ".join(sorted({str(s.segment_id or s.pk) for s in subnets}))
+    return Conflict(
+        f"Not enough IP addresses available: {count} needed on {where}, {found} free.",
+        type="IpAddressGenerationFailure",
+    )
+
+
+def _free_over(subnet: Subnet, start: datetime, end: datetime, count: int) -> list[str]:
+    """Up to ``count`` addresses of the subnet's pools, lowest first, that
+    no port has and no hold takes during [start, end)."""
+    found: list[str] = []
+    for chunk in ipam.addresses_in_order(subnet.allocation_pools, 1024):
+        used = IPAllocation.objects.filter(subnet=subnet, address__in=chunk)
+        held = AddressHold.objects.filter(
+            subnet=subnet, address__in=chunk, start_at__lt=end, end_at__gt=start
+        )
+        taken = {
+            str(a)
+            for a in used.order_by()
+            .values_list("address", flat=True)
+            .union(held.order_by().values_list("address", flat=True))
+        }
+        found += [a for a in chunk if a not in taken][: count - len(found)]
+        if len(found) == count:
+            break
+    return found
+
+
+def _requested_addresses(subnets: list[Subnet], addresses: list[str], start, end) -> list:
+    """(subnet, address) for each address asked for by name: in one of the
+    subnets, neither reserved nor a port's nor held during [start, end)."""
+    picked = []
+    for text in addresses:
+        wanted = ipam.parse_ip(text, field="required_floatingips")
+        subnet = next((s for s in subnets if wanted in netaddr.IPNetwork(s.cidr)), None)
+        if subnet is None:
+            raise Invalid(
+                f"Invalid input for field 'required_floatingips': {wanted} is in no subnet "
+                "of the network."
+            )
+        _check_fixed_address(subnet, wanted)
+        if not _free_over_one(subnet, str(wanted), start, end):
+            raise Conflict(f"IP address {wanted} is in use or held during the lease.")
+        picked.append((subnet, str(wanted)))
+    return picked
+
+
+def _free_over_one(subnet: Subnet, address: str, start, end) -> bool:
+    used = IPAllocation.objects.filter(subnet=subnet, address=address)
+    held = AddressHold.objects.filter(
+        subnet=subnet, address=address, start_at__lt=end, end_at__gt=start
+    )
+    return not used.exists() and not held.exists()
+
+
+def address_holds_take(
+    *,
+    holder,
+    project: Project,
+    subnets: list[Subnet],
+    start: datetime,
+    end: datetime,
+    count: int = 0,
+    addresses: list[str] | None = None,
+) -> list[AddressHold]:
+    """Hold for ``holder`` over [start, end) the ``addresses`` named, or
+    ``count`` free ones of the subnets (the first subnets first): all of
+    them or none (Conflict IpAddressGenerationFailure)."""
+    with transaction.atomic():
+        _lock_subnets(s.pk for s in subnets)
+        if addresses is not None:
+            picked = _requested_addresses(subnets, addresses, start, end)
+        else:
+            picked = []
+            for subnet in subnets:
+                if len(picked) == count:
+                    break
+                free = _free_over(subnet, start, end, count - len(picked))
+                picked += [(subnet, address) for address in free]
+            if len(picked) < count:
+                raise _out_of_addresses(count, len(picked), subnets)
+        try:
+            with transaction.atomic():
+                return AddressHold.objects.bulk_create(
+                    AddressHold(
+                        subnet=subnet,
+                        address=address,
+                        holder=holder,
+                        project=project,
+                        start_at=start,
+                        end_at=end,
+                    )
+                    for subnet, address in picked
+                )
+        except IntegrityError:
+            # The exclusion constraint caught an overlap the lock should
+            # have prevented (a row written outside this service).
+            raise _out_of_addresses(len(picked), 0, subnets) from None
+
+
+def address_holds_move(*, holder, end: datetime, start: datetime | None = None) -> bool:
+    """The holder's holds over a new window (the start kept if None): False,
+    with nothing changed, when another hold takes one of them then."""
+    with transaction.atomic():
+        holds = AddressHold.objects.filter(holder=holder)
+        _lock_subnets(set(holds.values_list("subnet_id", flat=True)))
+        window_start = start if start is not None else holds.aggregate(m=Min("start_at"))["m"]
+        if window_start is None:
+            return True
+        clash = AddressHold.objects.filter(
+            subnet=OuterRef("subnet"),
+            address=OuterRef("address"),
+            start_at__lt=end,
+            end_at__gt=window_start,
+        ).exclude(holder=holder)
+        if holds.filter(Exists(clash)).exists():
+            return False
+        changes = {"end_at": end} if start is None else {"start_at": start, "end_at": end}
+        holds.update(**changes)
+        return True
+
+
+def address_holds_release(*, holder, at: datetime) -> None:
+    """End the holder's holds at ``at``; those that had not started go."""
+    holds = AddressHold.objects.filter(holder=holder)
+    holds.filter(start_at__gte=at).delete()
+    holds.filter(end_at__gt=at).update(end_at=at)
+
+
+def address_holds_drop(*, holder) -> None:
+    AddressHold.objects.filter(holder=holder).delete()
+
+
 # --- ports --------------------------------------------------------------------
 
 
@@ -546,11 +746,13 @@ def port_create(
     mac_address: str | None = None,
     fixed_ips: list[dict] | None = None,
     binding_host: str = "",
+    holder=None,
     **fields,
 ) -> Port:
     """A port on the network. Without fixed_ips it gets one address per IP
     version at once, or none until it is bound if the network is routed
-    (the address must come from the segment of the host it lands on).
+    (the address must come from the segment of the host it lands on);
+    one ``holder`` (a lease's reservation) holds, if any.
 
     The MAC is the user's or a random one; the unique constraint on
     (network, MAC) says whether it is free, so a port costs no lookup of
@@ -567,6 +769,7 @@ def port_create(
                 mac=mac,
                 fixed_ips=fixed_ips,
                 binding_host=binding_host,
+                holder=holder,
                 **fields,
             )
         except IntegrityError:
@@ -582,7 +785,7 @@ def port_create(
 
 @transaction.atomic
 def _port_create(
-    *, project: Project, network: Network, mac: str, fixed_ips, binding_host: str, **fields
+    *, project: Project, network: Network, mac: str, fixed_ips, binding_host: str, holder, **fields
 ) -> Port:
     """port_create with its MAC, all or nothing (a savepoint inside the
     caller's transaction, which a refused MAC rolls back to)."""
@@ -601,9 +804,9 @@ def _port_create(
     if fixed_ips:
         _assign_fixed_ips(port=port, requests=fixed_ips)
     elif mode == IpAllocationMode.IMMEDIATE:
-        _allocate_per_version(port=port, subnets=subnets)
+        _allocate_per_version(port=port, subnets=subnets, holder=holder)
     if binding_host:
-        port = port_bind(port=port, host=binding_host)
+        port = port_bind(port=port, host=binding_host, holder=holder)
     return port
 
 
@@ -658,7 +861,9 @@ def port_delete(*, port: Port) -> None:
     Port.objects.filter(pk=port.pk).delete()
 
 
-def _addresses_on(port: Port, segment: Segment, subnets: list[Subnet], current: list) -> bool:
+def _addresses_on(
+    port: Port, segment: Segment, subnets: list[Subnet], current: list, holder
+) -> bool:
     """Give a routed-network port its addresses from ``segment`` (whose
     ``subnets`` are given): keep ones already there, re-request ones on
     another segment (the port moved). False, with nothing changed, when the
@@ -678,7 +883,13 @@ def _addresses_on(port: Port, segment: Segment, subnets: list[Subnet], current: 
     for version in (4, 6):
         candidates = [s for s in subnets if s.segment_id == segment.pk and s.ip_version == version]
         found = next(
-            (a for a in (_allocate(port=port, subnet=s, address=None) for s in candidates) if a),
+            (
+                a
+                for a in (
+                    _allocate(port=port, subnet=s, address=None, holder=holder) for s in candidates
+                )
+                if a
+            ),
             None,
         )
         if candidates and found is None:
@@ -734,10 +945,11 @@ def _locked_port(port_id) -> Port:
     )
 
 
-def port_bind(*, port: Port, host: str) -> Port:
+def port_bind(*, port: Port, host: str, holder=None) -> Port:
     """Bind the port on the host: choose a segment the host reaches, give the
-    port an address there if the network is routed, and ask the drivers how
-    to plug it. No driver fits -> vif_type binding_failed with the reason.
+    port an address there if the network is routed (one ``holder``, a
+    lease's reservation, holds there if any), and ask the drivers how to
+    plug it. No driver fits -> vif_type binding_failed with the reason.
 
     Raises Conflict HostNotConnectedToAnySegment (routed network the host
     does not reach), MacAddressInUse (a baremetal NIC's MAC is taken) or
@@ -777,7 +989,7 @@ def port_bind(*, port: Port, host: str) -> Port:
         moves_mac = result.mac_address and result.mac_address != port.mac_address
         if moves_mac and _mac_taken(port.network_id, result.mac_address):
             raise _mac_in_use(port.network, result.mac_address)
-        if routed and not _addresses_on(port, segment, subnets, current):
+        if routed and not _addresses_on(port, segment, subnets, current, holder):
             exhausted = _exhausted([s for s in subnets if s.segment_id == segment.pk])
             continue
         chosen = result

@@ -12,15 +12,21 @@ SQLite alike never double-book; on PostgreSQL an exclusion constraint makes
 a double booking impossible whatever the code does.
 """
 
-from collections import defaultdict
+import operator
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import reduce
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from config.errors import Conflict
+from config.errors import Conflict, Invalid
+from networking import ipam
+from networking import selectors as net_selectors
+from networking import services as net_services
+from networking.selectors import PlacementSegment
 from reservations.models import HostAllocation, ReservableHost, Reservation
 
 
@@ -119,6 +125,244 @@ def _create(
         # The exclusion constraint caught an overlap the locks should have
         # prevented (e.g. a row written outside the service).
         raise NoCapacity("Not enough hosts available: a host was taken meanwhile.") from None
+
+
+# --- hosts on a network, with their addresses ---------------------------------------
+
+
+def reaching(segment) -> Q:
+    """Reservable hosts whose agent plugs into the segment."""
+    return Q(net_selectors.hosts_on_segment(segment=segment, host_field="host__name"))
+
+
+def address_subnets(place: PlacementSegment) -> list:
+    """The subnets a host's addresses are held in on this segment: those of
+    its first IP version (IPv4 where it has any)."""
+    versions = sorted({s.ip_version for s in place.subnets})
+    return [s for s in place.subnets if versions and s.ip_version == versions[0]]
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentRoom:
+    """A segment of the reservation's network and for how many hosts it
+    has addresses free over the window (None: no addresses asked for)."""
+
+    place: PlacementSegment
+    hosts: int | None
+
+    def fits(self, count: int) -> bool:
+        return self.hosts is None or self.hosts >= count
+
+    @property
+    def label(self) -> str:
+        segment = self.place.segment
+        return f"segment {segment.name or segment.pk}"
+
+
+def segment_rooms(reservation: Reservation, start: datetime, end: datetime) -> list[SegmentRoom]:
+    """The network's segments, roomiest first. Refuses (400, naming the
+    field) addresses_per_host more than any segment could ever hold for
+    the reservation's min hosts."""
+    per_host = reservation.addresses_per_host
+    places = net_selectors.placement_segments(network_id=reservation.network_id)
+    if not per_host:
+        return [SegmentRoom(place, None) for place in places]
+    subnets = {s.pk: s for place in places for s in address_subnets(place)}
+    free = net_selectors.free_addresses(subnets=list(subnets.values()), start=start, end=end)
+    ever = max(
+        (
+            sum(ipam.pool_size(s.allocation_pools) for s in address_subnets(place))
+            for place in places
+        ),
+        default=0,
+    )
+    if ever < per_host * reservation.min:
+        raise Invalid(
+            f"Invalid input for field 'addresses_per_host': {per_host} addresses for each of "
+            f"{reservation.min} hosts is more than any segment of network "
+            f"{reservation.network_id} holds ({ever} at most)."
+        )
+    rooms = [
+        SegmentRoom(place, sum(free[s.pk] for s in address_subnets(place)) // per_host)
+        for place in places
+    ]
+    return sorted(rooms, key=lambda room: -room.hosts)
+
+
+def _hold_addresses(reservation: Reservation, room: SegmentRoom, hosts: int, start, end) -> None:
+    if reservation.addresses_per_host and hosts:
+        net_services.address_holds_take(
+            holder=reservation.pk,
+            project=reservation.lease.project,
+            subnets=address_subnets(room.place),
+            start=start,
+            end=end,
+            count=hosts * reservation.addresses_per_host,
+        )
+
+
+def allocate_hosts_on_network(
+    *,
+    reservation: Reservation,
+    start: datetime,
+    end: datetime,
+    where: Q,
+    count_min: int,
+    count_max: int,
+) -> list[HostAllocation]:
+    """Hold hosts that reach the reservation's network, and on the segment
+    each reaches addresses_per_host addresses for it: all on one segment
+    (same_segment; the roomiest that fits is taken and recorded), or spread
+    over the segments, round robin. Hosts and addresses together, or
+    neither (NoCapacity)."""
+    rooms = segment_rooms(reservation, start, end)
+    if reservation.same_segment:
+        return _on_one_segment(reservation, rooms, start, end, where, count_min, count_max)
+    return _spread(reservation, rooms, start, end, where, count_min, count_max)
+
+
+def _on_one_segment(reservation, rooms, start, end, where, count_min, count_max):
+    refusals = []
+    for room in rooms:
+        if not room.fits(count_min):
+            refusals.append(f"{room.label} has addresses for {room.hosts} hosts")
+            continue
+        most = count_max if room.hosts is None else min(count_max, room.hosts)
+        try:
+            with transaction.atomic():
+                taken = allocate_hosts(
+                    reservation=reservation,
+                    start=start,
+                    end=end,
+                    where=where & reaching(room.place.segment),
+                    count_min=count_min,
+                    count_max=most,
+                )
+                _hold_addresses(reservation, room, len(taken), start, end)
+        except Conflict as refused:
+            refusals.append(f"{room.label}: {refused.message}")
+            continue
+        Reservation.objects.filter(pk=reservation.pk).update(segment=room.place.segment)
+        reservation.segment = room.place.segment
+        return taken
+    _check_one_segment_can_fit(reservation, rooms, where, count_min)
+    raise NoCapacity(
+        f"Not enough hosts with addresses available on one segment of network "
+        f"{reservation.network_id}: {count_min} needed from {start:%Y-%m-%d %H:%M} to "
+        f"{end:%Y-%m-%d %H:%M}. " + ("; ".join(refusals) or "It has no segment.")
+    )
+
+
+def _check_one_segment_can_fit(reservation, rooms, where, count_min) -> None:
+    """A refusal that no wait would lift is bad input (400, naming the
+    field): no segment of the network is reached by enough matching
+    reservable hosts, whatever they hold."""
+    reached = [
+        ReservableHost.objects.filter(where & reaching(room.place.segment)).count()
+        for room in rooms
+    ]
+    if max(reached, default=0) < count_min:
+        raise Invalid(
+            f"Invalid input for field 'same_segment': no segment of network "
+            f"{reservation.network_id} is reached by {count_min} reservable hosts with these "
+            f"properties ({max(reached, default=0)} at most)."
+        )
+
+
+def network_reach(reservation: Reservation) -> Q | None:
+    """Where a host of the reservation must plug in: its segment if it
+    holds one, any segment of its network otherwise, None without one."""
+    if reservation.network_id is None:
+        return None
+    if reservation.segment_id is not None:
+        return reaching(reservation.segment)
+    places = net_selectors.placement_segments(network_id=reservation.network_id)
+    return reduce(operator.or_, (reaching(p.segment) for p in places), Q(pk__in=[]))
+
+
+def _spread(reservation, rooms, start, end, where, count_min, count_max):
+    """Free hosts of each segment with room, taken one segment at a time in
+    turn, so that the hosts spread over the segments."""
+    queues = [
+        (
+            room,
+            list(
+                host_candidates(start=start, end=end, where=where & reaching(room.place.segment))
+                .order_by()
+                .values_list("host_id", flat=True)[: count_max + 8]
+            ),
+        )
+        for room in rooms
+        if room.fits(1)
+    ]
+    placed: dict = {}  # host id -> its segment's room
+    load: Counter = Counter()
+    while len(placed) < count_max:
+        progress = False
+        for room, queue in queues:
+            while queue and queue[0] in placed:
+                queue.pop(0)
+            if queue and room.fits(load[room] + 1) and len(placed) < count_max:
+                placed[queue.pop(0)] = room
+                load[room] += 1
+                progress = True
+        if not progress:
+            break
+    if len(placed) < count_min:
+        raise NoCapacity(
+            f"Not enough hosts with addresses available on network {reservation.network_id}: "
+            f"{count_min} needed from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}, "
+            f"{len(placed)} free."
+        )
+    taken = allocate_hosts(
+        reservation=reservation,
+        start=start,
+        end=end,
+        where=Q(host_id__in=list(placed)),
+        count_min=count_min,
+        count_max=len(placed),
+    )
+    per_room = Counter(placed[a.host_id] for a in taken)
+    try:
+        for room, hosts in per_room.items():
+            _hold_addresses(reservation, room, hosts, start, end)
+    except Conflict as refused:
+        raise NoCapacity(refused.message) from None
+    return taken
+
+
+def hold_addresses(*, reservation: Reservation, start: datetime, end: datetime) -> None:
+    """A reservation of addresses alone: those named, then as many more free
+    ones of the network as its amount asks for."""
+    subnets = [
+        s
+        for place in net_selectors.placement_segments(network_id=reservation.network_id)
+        for s in place.subnets
+    ]
+    subnets = list({s.pk: s for s in sorted(subnets, key=lambda s: s.ip_version)}.values())
+    named = reservation.required_floatingips
+    try:
+        with transaction.atomic():
+            if named:
+                net_services.address_holds_take(
+                    holder=reservation.pk,
+                    project=reservation.lease.project,
+                    subnets=subnets,
+                    start=start,
+                    end=end,
+                    addresses=named,
+                )
+            if reservation.amount > len(named):
+                net_services.address_holds_take(
+                    holder=reservation.pk,
+                    project=reservation.lease.project,
+                    subnets=subnets,
+                    start=start,
+                    end=end,
+                    count=reservation.amount - len(named),
+                )
+    except Conflict as refused:
+        raise NoCapacity(f"Not enough addresses available: {refused.message}") from None
 
 
 # --- instance reservations -------------------------------------------------------
@@ -237,3 +481,4 @@ def release(*, reservation: Reservation, at: datetime) -> None:
     allocations = HostAllocation.objects.filter(reservation=reservation)
     allocations.filter(start_at__gte=at).delete()
     allocations.filter(end_at__gt=at + buffer()).update(end_at=at + buffer())
+    net_services.address_holds_release(holder=reservation.pk, at=at)

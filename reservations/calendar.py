@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from config.errors import Invalid
+from networking import selectors as net_selectors
 from reservations import allocation, properties, selectors
 from reservations.models import (
     EventType,
@@ -99,6 +100,8 @@ class Calendar:
     free: list[tuple[datetime, int]]
     markers: list[Marker]
     free_hosts: list[str]
+    # Per segment, the addresses leases hold during the window.
+    addresses: list[dict]
 
 
 def calendar_window(
@@ -199,6 +202,12 @@ def calendar_data(*, window: Window, query: str = "") -> Calendar:
         free=free,
         markers=[Marker(lease, MARKERS[kind], at, host) for lease, kind, at, host in events],
         free_hosts=list(free_hosts.values_list("host__name", flat=True)),
+        addresses=[
+            {"segment_id": str(segment_id), **row}
+            for segment_id, row in net_selectors.holds_per_segment(
+                start=window.start, end=window.end
+            ).items()
+        ],
     )
 
 
@@ -231,6 +240,7 @@ def calendar_json(*, calendar: Calendar) -> dict:
             for m in calendar.markers
         ],
         "free_hosts": calendar.free_hosts,
+        "addresses": calendar.addresses,
     }
 
 

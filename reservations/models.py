@@ -100,6 +100,8 @@ class Lease(models.Model):
 class ResourceType(models.TextChoices):
     HOST = "physical:host"
     INSTANCE = "virtual:instance"
+    # Addresses alone (Blazar's floating IP reservations), on any network.
+    FLOATINGIP = "virtual:floatingip"
 
 
 class ReservationStatus(models.TextChoices):
@@ -128,7 +130,29 @@ class Reservation(models.Model):
     hypervisor_properties = models.TextField(blank=True)
     resource_properties = models.TextField(blank=True)
     before_end = models.CharField(max_length=16, default="default")
-    # virtual:instance
+    # physical:host on a network (berth's extension): every host reaches a
+    # segment of it with addresses_per_host addresses held there for the
+    # lease; all on one segment (recorded in ``segment``) if same_segment,
+    # spread over its segments otherwise. virtual:floatingip: the network.
+    network = models.ForeignKey(
+        "networking.Network",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="reservations",
+    )
+    same_segment = models.BooleanField(default=False)
+    addresses_per_host = models.PositiveIntegerField(default=0)
+    segment = models.ForeignKey(
+        "networking.Segment",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="reservations",
+    )
+    # virtual:floatingip: addresses asked for by name (amount counts them).
+    required_floatingips = models.JSONField(default=list, blank=True)
+    # virtual:instance, virtual:floatingip
     amount = models.PositiveIntegerField(null=True, blank=True)
     vcpus = models.PositiveIntegerField(null=True, blank=True)
     memory_mb = models.PositiveIntegerField(null=True, blank=True)

@@ -176,13 +176,13 @@ def lease_readiness(*, lease: Lease, now: datetime) -> dict:
     held = (
         _held_hosts()
         .filter(reservation__lease=lease, replaced_by=None, end_at__gt=now)
-        .select_related("host")
+        .select_related("host", "reservation__segment")
         .select_for_update(of=("self",))
         .order_by("host__name")
     )
     checked, swapped, missing = [], [], []
     for reserved in held:
-        problems = host_problems(reserved.host)
+        problems = host_problems(reserved.host) + _network_problems(reserved)
         checked.append({"host": reserved.host.name, "problems": problems})
         if not problems:
             continue
@@ -192,6 +192,18 @@ def lease_readiness(*, lease: Lease, now: datetime) -> dict:
         else:
             swapped.append({"host": reserved.host.name, "replaced_by": new_host})
     return {"checked": checked, "swapped": swapped, "missing": missing}
+
+
+def _network_problems(reserved: HostAllocation) -> list[str]:
+    """A host of a reservation on a network that no longer plugs into the
+    reservation's segment (its agent reported other wiring, or was set
+    down) cannot give its servers their addresses."""
+    reservation = reserved.reservation
+    reach = allocation.network_reach(reservation)
+    if reach is None or ReservableHost.objects.filter(reach, host=reserved.host).exists():
+        return []
+    where = f"segment {reservation.segment_id}" if reservation.segment_id else "its network"
+    return [f"not reaching {where}"]
 
 
 # How a host drained by a member's report starts its disabled reason.
@@ -243,6 +255,11 @@ def _replace(lost: HostAllocation, lease: Lease, now: datetime) -> str | None:
     start = max(now, lost.start_at)
     where = properties.reservation_filter(reservation)
     where &= host_up("host__") & ~Q(host=lost.host)
+    # Its topology kept: the replacement plugs in where the lost host did
+    # (the addresses held for it stay where they are).
+    reach = allocation.network_reach(reservation)
+    if reach is not None:
+        where &= reach
     old_host = Host.objects.get(pk=lost.host_id).name
     try:
         with transaction.atomic():

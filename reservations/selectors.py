@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 
 from compute.models import Host
 from identity.auth import RequestContext, scope_to_project
+from networking import selectors as net_selectors
 from reservations import allocation, properties
 from reservations.models import (
     Delivery,
@@ -148,3 +149,13 @@ def free_capacity(
         if not steps or steps[-1][1] != free:
             steps.append((instant, free))
     return steps
+
+
+def reservation_addresses(*, lease: Lease) -> dict:
+    """{reservation id: the address holds for it, with their subnets}, in
+    one query."""
+    ids = list(lease.reservations.values_list("pk", flat=True))
+    found: dict = {}
+    for hold in net_selectors.address_holds(holders=ids):
+        found.setdefault(hold.holder, []).append(hold)
+    return found

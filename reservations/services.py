@@ -18,10 +18,13 @@ from django.utils import timezone
 from compute import selectors as compute_selectors
 from compute import services as compute
 from compute.models import Host
-from config.errors import Conflict, Invalid, NotFound
+from config.errors import Conflict, Invalid, NotFound, shown
 from identity.auth import RequestContext
 from identity.models import Project
 from identity.quotas import quota_enforce, quota_limits
+from networking import selectors as net_selectors
+from networking import services as net_services
+from networking.models import Network
 from reservations import allocation, events, placement, properties, selectors
 from reservations.models import (
     RESERVATION_FLAVOR,
@@ -88,6 +91,20 @@ class HostRequest:
     hypervisor_properties: str = ""
     resource_properties: str = ""
     before_end: str = "default"
+    # berth's network-aware hosts (see Reservation).
+    network_id: str | None = None
+    same_segment: bool = False
+    addresses_per_host: int = 0
+
+
+@dataclass
+class FloatingIpRequest:
+    """Addresses alone (Blazar's virtual:floatingip): ``amount`` of the
+    network's, the ``required_floatingips`` among them."""
+
+    network_id: str
+    amount: int
+    required_floatingips: list = field(default_factory=list)
 
 
 @dataclass
@@ -171,9 +188,14 @@ def _check_bounds(
 def _allocate(reservation: Reservation, lease: Lease) -> None:
     """Hold what the reservation asks for over the lease's window (Conflict
     if it does not fit)."""
+    if reservation.resource_type == ResourceType.FLOATINGIP:
+        allocation.hold_addresses(reservation=reservation, start=lease.start_at, end=lease.end_at)
+        return
     where = properties.reservation_filter(reservation)
     if reservation.resource_type == ResourceType.HOST:
-        allocation.allocate_hosts(
+        on_network = reservation.network_id is not None
+        allocate = allocation.allocate_hosts_on_network if on_network else allocation.allocate_hosts
+        allocate(
             reservation=reservation,
             start=lease.start_at,
             end=lease.end_at,
@@ -192,6 +214,37 @@ def _allocate(reservation: Reservation, lease: Lease) -> None:
         )
 
 
+def _network(context: RequestContext, network_id) -> Network:
+    """The network a reservation names, if the caller may use it: another
+    project's unshared network is an unknown one, as in Neutron."""
+    found = net_selectors.network_list(context=context).filter(pk=_uuid_or_none(network_id))
+    network = found.first()
+    if network is None:
+        raise Invalid(
+            f"Invalid input for field 'network_id': network {shown(network_id)} not found."
+        )
+    return network
+
+
+def _uuid_or_none(value):
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def _host_network(request: HostRequest, context: RequestContext) -> Network | None:
+    if request.network_id is None:
+        for name, value in (
+            ("same_segment", request.same_segment),
+            ("addresses_per_host", request.addresses_per_host),
+        ):
+            if value:
+                raise Invalid(f"Invalid input for field '{name}': it needs a network_id.")
+        return None
+    return _network(context, request.network_id)
+
+
 def _reserve(lease: Lease, request, context: RequestContext) -> Reservation:
     if isinstance(request, HostRequest):
         if request.min < 1 or request.min > request.max:
@@ -204,6 +257,22 @@ def _reserve(lease: Lease, request, context: RequestContext) -> Reservation:
             hypervisor_properties=request.hypervisor_properties,
             resource_properties=request.resource_properties,
             before_end=request.before_end,
+            network=_host_network(request, context),
+            same_segment=request.same_segment,
+            addresses_per_host=request.addresses_per_host,
+        )
+    elif isinstance(request, FloatingIpRequest):
+        if request.amount < max(1, len(request.required_floatingips)):
+            raise Invalid(
+                "Invalid input for field 'amount': at least 1, and at least as many as "
+                "required_floatingips."
+            )
+        reservation = Reservation.objects.create(
+            lease=lease,
+            resource_type=ResourceType.FLOATINGIP,
+            network=_network(context, request.network_id),
+            amount=request.amount,
+            required_floatingips=request.required_floatingips,
         )
     else:
         if request.amount < 1 or min(request.vcpus, request.memory_mb) < 1 or request.disk_gb < 0:
@@ -469,12 +538,20 @@ def _with_reservation(request: LeaseRequest, index: int, **changes) -> LeaseRequ
 
 
 def _relaxations(request: LeaseRequest, constraints: list[dict]) -> list[tuple]:
-    """Changes to try, each to one host reservation short of hosts: as many
-    hosts as are free now, or one of its resource properties dropped."""
+    """Changes to try, each to one host reservation short of hosts: its
+    hosts on several segments rather than one, as many hosts as are free
+    now, or one of its resource properties dropped."""
     found = []
     for constraint in constraints:
         index, free = constraint["reservation"], constraint["free"]
         wanted = request.reservations[index]
+        if wanted.same_segment:
+            found.append(
+                (
+                    "hosts spread over the network's segments instead of all on one",
+                    _with_reservation(request, index, same_segment=False),
+                )
+            )
         if free >= wanted.min:
             continue
         if free:
@@ -529,6 +606,9 @@ def _reallocate(lease: Lease, started: bool, swap: bool = False) -> None:
     may move. A started lease blocked by pending leases on its hosts moves
     their holds to equivalent free hosts if ``swap``."""
     for reservation in lease.reservations.all():
+        if reservation.resource_type == ResourceType.FLOATINGIP:
+            _reallocate_addresses(reservation, lease, started)
+            continue
         # The hosts healing replaced stay as they were: history, not held.
         mine = selectors.current_allocations().filter(reservation=reservation)
         if reservation.resource_type == ResourceType.HOST:
@@ -549,7 +629,11 @@ def _reallocate(lease: Lease, started: bool, swap: bool = False) -> None:
                     )
                 _swap(lease, swaps)
             free = _still_free(reservation, hosts, *window)
-            if free == len(hosts) and reservation.min <= len(hosts) <= reservation.max:
+            if (
+                free == len(hosts)
+                and reservation.min <= len(hosts) <= reservation.max
+                and _addresses_follow(reservation, lease, started)
+            ):
                 held = {"end_at": lease.end_at + allocation.buffer()}
                 if not started:
                     held["start_at"] = lease.start_at
@@ -557,11 +641,36 @@ def _reallocate(lease: Lease, started: bool, swap: bool = False) -> None:
                 continue
             if started:
                 raise Conflict(
-                    "Not enough hosts available: a host of this lease is reserved by another "
-                    "lease during the new dates."
+                    "Not enough hosts available: a host or an address of this lease is reserved "
+                    "by another lease during the new dates."
                 )
+        net_services.address_holds_drop(holder=reservation.pk)
         mine.delete()
         _allocate(reservation, lease)
+
+
+def _addresses_follow(reservation: Reservation, lease: Lease, started: bool) -> bool:
+    """The reservation's addresses held over the lease's new window (a
+    started lease keeps when it took them); False, nothing changed, when
+    another lease holds one of them then."""
+    return net_services.address_holds_move(
+        holder=reservation.pk, end=lease.end_at, start=None if started else lease.start_at
+    )
+
+
+def _reallocate_addresses(reservation: Reservation, lease: Lease, started: bool) -> None:
+    """A reservation of addresses over the lease's new window: the same
+    addresses if they are free then, others if it has not started."""
+    held = len(net_selectors.address_holds(holders=[reservation.pk]))
+    if held == reservation.amount and _addresses_follow(reservation, lease, started):
+        return
+    if started:
+        raise Conflict(
+            "Not enough addresses available: an address of this lease is held by another "
+            "lease during the new dates, or its amount changed after it started."
+        )
+    net_services.address_holds_drop(holder=reservation.pk)
+    _allocate(reservation, lease)
 
 
 def _still_free(reservation, hosts: list, start: datetime, end: datetime) -> int:
@@ -734,6 +843,14 @@ def _change_reservation(lease: Lease, change: dict) -> None:
                 setattr(reservation, key, change[key])
         if reservation.min < 1 or reservation.min > reservation.max:
             raise Invalid("Invalid values for min/max of hosts.")
+    elif reservation.resource_type == ResourceType.FLOATINGIP:
+        if "amount" in change:
+            if change["amount"] < max(1, len(reservation.required_floatingips)):
+                raise Invalid(
+                    "Invalid input for field 'amount': at least 1, and at least as many as "
+                    "required_floatingips."
+                )
+            reservation.amount = change["amount"]
     else:
         if "amount" in change:
             if change["amount"] < 1:
@@ -758,6 +875,8 @@ def lease_delete(*, lease: Lease, now: datetime | None = None) -> None:
         flavors = [
             r.flavor for r in lease.reservations.exclude(flavor=None).select_related("flavor")
         ]
+        for reservation_id in lease.reservations.values_list("pk", flat=True):
+            net_services.address_holds_drop(holder=reservation_id)
         lease.delete()
         for flavor in flavors:
             compute.flavor_delete(flavor=flavor)

@@ -44,6 +44,17 @@ def stamp(**kwargs) -> f.RegexField:
     return f.RegexField(STAMP, **kwargs)
 
 
+HeldAddress = shape(
+    "HeldAddress",
+    {
+        "address": f.IPAddressField(),
+        "subnet_id": f.UUIDField(),
+        "segment_id": f.UUIDField(allow_null=True),
+        "start_date": lease_date(),
+        "end_date": lease_date(),
+    },
+)
+
 ReplacedHost = shape(
     "ReplacedHost",
     {"host": f.CharField(), "replaced_by": f.CharField(), "replaced_at": lease_date()},
@@ -70,7 +81,16 @@ Reservation = shape(
         "max": f.IntegerField(required=False, allow_null=True),
         "hypervisor_properties": text(required=False),
         "before_end": f.CharField(required=False),
-        # virtual:instance reservations.
+        # berth: physical:host on a network, and virtual:floatingip (Blazar's
+        # addresses alone): the network, the segment the hosts share, and
+        # the addresses held for the lease (no other port takes them).
+        "network_id": f.UUIDField(required=False),
+        "same_segment": f.BooleanField(required=False),
+        "addresses_per_host": f.IntegerField(required=False),
+        "segment_id": f.UUIDField(required=False, allow_null=True),
+        "required_floatingips": strings(required=False),
+        "addresses": HeldAddress(many=True, required=False),
+        # virtual:instance reservations (amount: also virtual:floatingip).
         "amount": f.IntegerField(required=False, allow_null=True),
         "vcpus": f.IntegerField(required=False, allow_null=True),
         "memory_mb": f.IntegerField(required=False, allow_null=True),
@@ -149,6 +169,14 @@ ReservationRequest = shape(
             required=False,
         ),
         "server_template": mapping(required=False, allow_null=True),
+        # berth: hosts that reach a segment of this network with
+        # addresses_per_host addresses held for each, all on one segment if
+        # same_segment (else spread over them). virtual:floatingip: the
+        # network of the addresses, and those wanted by name.
+        "network_id": f.CharField(required=False),
+        "same_segment": typed({"oneOf": [{"type": "boolean"}, {"type": "string"}]}, required=False),
+        "addresses_per_host": typed(INTEGER_OR_TEXT, required=False),
+        "required_floatingips": strings(required=False),
     },
 )
 LeaseCreateRequest = shape(
@@ -375,6 +403,46 @@ lease_schema = extend_schema_view(
     retrieve=extend_schema(responses=LEASE),
     create=extend_schema(
         request=LeaseCreateRequest,
+        examples=[
+            OpenApiExample(
+                "Four hosts on one segment, two addresses each",
+                request_only=True,
+                value={
+                    "name": "rack-local",
+                    "start_date": "2030-01-01 12:00",
+                    "end_date": "2030-01-02 12:00",
+                    "reservations": [
+                        {
+                            "resource_type": "physical:host",
+                            "min": 4,
+                            "max": 4,
+                            "network_id": "5f2e8c1a-3b4d-4e6f-8a9b-0c1d2e3f4a5b",
+                            "same_segment": True,
+                            "addresses_per_host": 2,
+                        }
+                    ],
+                    "events": [],
+                },
+            ),
+            OpenApiExample(
+                "Addresses alone",
+                request_only=True,
+                value={
+                    "name": "public-ips",
+                    "start_date": "2030-01-01 12:00",
+                    "end_date": "2030-01-02 12:00",
+                    "reservations": [
+                        {
+                            "resource_type": "virtual:floatingip",
+                            "network_id": "5f2e8c1a-3b4d-4e6f-8a9b-0c1d2e3f4a5b",
+                            "amount": 2,
+                            "required_floatingips": ["203.0.113.10"],
+                        }
+                    ],
+                    "events": [],
+                },
+            ),
+        ],
         responses={
             201: LEASE,
             200: envelope("LeaseDryRunEnvelope", "dry_run", DryRun),

@@ -3,6 +3,7 @@
 created/updated as ``%Y-%m-%d %H:%M:%S``; request dates are
 ``%Y-%m-%d %H:%M`` (UTC) or ``now``."""
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -63,7 +64,7 @@ def as_int(value, *, field: str) -> int:
     return number
 
 
-def as_affinity(value) -> bool | None:
+def as_affinity(value, *, field: str = "affinity") -> bool | None:
     """The CLI sends "False"/"True" as strings, the SDK booleans, or none."""
     if value in (None, "", "None", "none"):
         return None
@@ -73,7 +74,27 @@ def as_affinity(value) -> bool | None:
         return True
     if str(value).lower() in ("false", "0", "no"):
         return False
-    raise Invalid(f"affinity must be true, false or none, not {shown(value)}.")
+    raise Invalid(f"{field} must be true, false or none, not {shown(value)}.")
+
+
+def as_network_id(value, *, required: bool) -> str | None:
+    if value in (None, "") and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise Invalid("Invalid input for field 'network_id': a network's id is required.")
+    return value
+
+
+def as_addresses(value) -> list[str]:
+    """required_floatingips: a list of addresses (the CLI may send one
+    address, or the list as JSON text)."""
+    if value in (None, "", []):
+        return []
+    if isinstance(value, str):
+        value = json.loads(value) if value.startswith("[") else [value]
+    if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+        raise Invalid("Invalid input for field 'required_floatingips': a list of IP addresses.")
+    return value
 
 
 def as_text(value, *, field: str) -> str:
@@ -133,6 +154,23 @@ def reservation_request(body: dict):
                 body.get("resource_properties"), field="resource_properties"
             ),
             before_end=before_end_action(body.get("before_end")),
+            network_id=as_network_id(body.get("network_id"), required=False),
+            same_segment=bool(as_affinity(body.get("same_segment"), field="same_segment")),
+            addresses_per_host=as_int(
+                body.get("addresses_per_host", 0), field="addresses_per_host"
+            ),
+        )
+    if kind == ResourceType.FLOATINGIP:
+        try:
+            required = as_addresses(body.get("required_floatingips"))
+        except ValueError:
+            raise Invalid(
+                "Invalid input for field 'required_floatingips': a list of IP addresses."
+            ) from None
+        return services.FloatingIpRequest(
+            network_id=as_network_id(body.get("network_id"), required=True),
+            amount=as_int(body.get("amount", len(required) or 1), field="amount"),
+            required_floatingips=required,
         )
     if kind == ResourceType.INSTANCE:
         template = server_template(body.get("server_template"))
@@ -218,10 +256,24 @@ def lease_request(body: dict) -> services.LeaseRequest:
     )
 
 
+def held_addresses(holds: list) -> list[dict]:
+    return [
+        {
+            "address": hold.address,
+            "subnet_id": str(hold.subnet_id),
+            "segment_id": str(hold.subnet.segment_id) if hold.subnet.segment_id else None,
+            "start_date": lease_date(hold.start_at),
+            "end_date": lease_date(hold.end_at),
+        }
+        for hold in holds
+    ]
+
+
 class LeaseSerializer(serializers.Serializer):
     def to_representation(self, lease: Lease) -> dict:
         reservations = []
         hosts = selectors.reservation_hosts(lease=lease)
+        addresses = selectors.reservation_addresses(lease=lease)
         for r in lease.reservations.all():
             held = hosts.get(r.id, selectors.ReservationHosts())
             data = {
@@ -251,6 +303,22 @@ class LeaseSerializer(serializers.Serializer):
                     hypervisor_properties=r.hypervisor_properties,
                     resource_properties=r.resource_properties,
                     before_end=r.before_end,
+                )
+                if r.network_id:
+                    # berth's network-aware hosts: the addresses held for them.
+                    data.update(
+                        network_id=str(r.network_id),
+                        same_segment=r.same_segment,
+                        addresses_per_host=r.addresses_per_host,
+                        segment_id=str(r.segment_id) if r.segment_id else None,
+                        addresses=held_addresses(addresses.get(r.id, [])),
+                    )
+            elif r.resource_type == ResourceType.FLOATINGIP:
+                data.update(
+                    network_id=str(r.network_id),
+                    amount=r.amount,
+                    required_floatingips=r.required_floatingips,
+                    addresses=held_addresses(addresses.get(r.id, [])),
                 )
             else:
                 data.update(
@@ -370,6 +438,7 @@ def alternative_body(
             "min": wanted.min,
             "max": wanted.max,
             "resource_properties": wanted.resource_properties,
+            **({"same_segment": wanted.same_segment} if wanted.network_id else {}),
         }
         if isinstance(wanted, services.HostRequest)
         else sent

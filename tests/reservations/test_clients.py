@@ -145,3 +145,28 @@ def test_openstack_cli_lease_lifecycle(cli):
     for name in ("renamed", "vms"):
         assert cli(*f"reservation lease delete {name}".split()) == f"Deleted lease: {name}"
     assert not Lease.objects.exists()
+
+
+def test_addresses_alone_through_blazarclient(bz):
+    """Blazar's floating IP reservation (virtual:floatingip): the client
+    sends network_id, amount and required_floatingips as they are."""
+    from tests.factories import NetworkFactory
+
+    project = Lease._meta.get_field("project").related_model.objects.get(name="lab")
+    network = NetworkFactory(project=project, vlan=True)
+    wanted = {
+        "resource_type": "virtual:floatingip",
+        "network_id": str(network.pk),
+        "amount": 2,
+        "required_floatingips": ["10.7.0.50"],
+    }
+    lease = bz.lease.create("ips", later(60), later(120), [wanted], [])
+    (reservation,) = lease["reservations"]
+    assert reservation["resource_type"] == "virtual:floatingip" and reservation["amount"] == 2
+    held = [a["address"] for a in bz.lease.get(lease["id"])["reservations"][0]["addresses"]]
+    assert len(held) == 2 and "10.7.0.50" in held
+    with pytest.raises(blazar_exception.BlazarClientException) as raised:
+        bz.lease.create("again", later(90), later(150), [wanted], [])
+    assert "10.7.0.50" in str(raised.value)
+    bz.lease.delete(lease["id"])
+    assert not Reservation.objects.exists()

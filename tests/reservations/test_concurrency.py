@@ -227,3 +227,53 @@ def test_an_extension_racing_a_new_lease_for_its_host_one_wins(transactional_db,
     for n, (host, begin, end) in enumerate(rows):
         for other, other_begin, other_end in rows[n + 1 :]:
             assert host != other or end <= other_begin or other_end <= begin
+
+
+HOLD = """
+import sys
+from datetime import timedelta
+import django; django.setup()
+from django.utils import timezone
+from identity.auth import RequestContext
+from config.errors import Conflict
+from identity.models import Project
+from reservations import services
+project = Project.objects.get(name="lab")
+context = RequestContext(user_id="u", project=project, role="member")
+start = timezone.now().replace(second=0, microsecond=0) + timedelta(days=1)
+request = services.LeaseRequest(
+    name=sys.argv[1], start=start, end=start + timedelta(hours=1),
+    reservations=[services.HostRequest(
+        min=1, max=1, network_id=sys.argv[2], same_segment=True, addresses_per_host=3)])
+try:
+    services.lease_create(context=context, request=request)
+    print("booked")
+except Conflict as refused:
+    print("refused", refused.message)
+"""
+
+
+@pytest.mark.postgres
+def test_two_leases_racing_for_the_last_addresses_of_a_segment_one_wins(transactional_db, pool):
+    """Four hosts but four addresses on the only segment: of four leases
+    asking for one host with three addresses each at once, exactly one gets
+    them, and no address is held twice."""
+    from networking.models import AddressHold
+    from tests.factories import NetworkFactory, vlan_segment
+
+    network = NetworkFactory(
+        project=pool.project,
+        segments=[vlan_segment("physnet1", 9, "only")],
+        subnets=[
+            {
+                "cidr": "10.9.0.0/24",
+                "segment": "only",
+                "allocation_pools": [{"start": "10.9.0.10", "end": "10.9.0.13"}],
+            }
+        ],
+    )
+    outputs = run_all(HOLD, *[(f"racer{i}", str(network.pk)) for i in range(4)])
+    assert sorted(o.split()[0] for o in outputs) == ["booked", "refused", "refused", "refused"]
+    held = list(AddressHold.objects.values_list("address", flat=True))
+    assert len(held) == len(set(held)) == 3
+    assert HostAllocation.objects.count() == 1 and Lease.objects.count() == 1

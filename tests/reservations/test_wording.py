@@ -19,11 +19,12 @@ from tests.reservations.test_api import V1, lease_body
         (
             {"resource_type": "physical:toaster"},
             'Invalid resource type "physical:toaster"; '
-            "use one of: physical:host, virtual:instance.",
+            "use one of: physical:host, virtual:instance, virtual:floatingip.",
         ),
         (
             {"resource_type": None},
-            "Invalid resource type null; use one of: physical:host, virtual:instance.",
+            "Invalid resource type null; use one of: physical:host, virtual:instance, "
+            "virtual:floatingip.",
         ),
         ({"min": None}, "min must be an integer, not null."),
         ({"min": {"n": 1}}, 'min must be an integer, not {"n": 1}.'),
