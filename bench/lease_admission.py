@@ -10,8 +10,14 @@ spread over the hosts and the next 365 days (and a bit), four hosts per
 lease, never two of one host overlapping (the exclusion constraint would
 refuse them). If p95 misses the goal, the candidate search's plan is shown.
 
+With --topology the hosts are cabled to a routed network of 20 segments
+(host n on segment n mod 20, each with a /22 of 1,000 addresses) and each
+admission asks for its hosts on one segment with two addresses each held
+for the lease (same_segment, addresses_per_host 2): the segments' free
+addresses, the host search on the roomiest segment, and the holds.
+
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/berth_bench \\
-        .venv/bin/python bench/lease_admission.py [--sizes 1000,10000] [--calls 200]
+        .venv/bin/python bench/lease_admission.py [--sizes 1000,10000] [--calls 200] [--topology]
 """
 
 import argparse
@@ -34,6 +40,9 @@ DAYS = 365
 FILTER = '["==", "$node_type", "compute"]'
 MAX_HOSTS = 2
 GOAL_MS = 50
+SEGMENTS = 20
+NETWORK = "bench-lease-admission-racks"
+ADDRESSES_PER_HOST = 2
 WARMUP = 5
 BATCH = 5000
 
@@ -70,15 +79,20 @@ def leases_delete(*, everything: bool = False) -> None:
     from django.db import connection, transaction
 
     from identity.models import Project
+    from networking.models import AddressHold, HostAgent, Network, Subnet
 
     statements = LEASE_CLEANUP + (PROJECT_CLEANUP if everything else [])
     with transaction.atomic(), connection.cursor() as cursor:
+        AddressHold.objects.filter(project__name__in=[PROJECT, OTHERS]).delete()
         for project_id in Project.objects.filter(name__in=[PROJECT, OTHERS]).values_list(
             "pk", flat=True
         ):
             for statement in statements:
                 cursor.execute(statement, {"p": project_id})
         if everything:
+            Subnet.objects.filter(network__name=NETWORK).delete()
+            Network.objects.filter(name=NETWORK).delete()
+            HostAgent.objects.filter(host__startswith=HOST_PREFIX).delete()
             for statement in HOST_CLEANUP:
                 cursor.execute(statement, {"h": HOST_PREFIX + "%"})
 
@@ -199,6 +213,62 @@ def allocations_add(others, size: int, now) -> None:
         )
 
 
+def topology_add(project, size: int):
+    """The routed network and the hosts' agents, host n on segment n mod
+    SEGMENTS (hosts already cabled, from an earlier size, are kept)."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from networking.models import HostAgent, HostPhysnet, Network, Segment, Subnet
+
+    with transaction.atomic():
+        network = Network.objects.filter(name=NETWORK).first()
+        if network is None:
+            network = Network.objects.create(project=project, name=NETWORK)
+            segments = Segment.objects.bulk_create(
+                Segment(
+                    network=network,
+                    name=f"rack-{k:02d}",
+                    network_type="vlan",
+                    physical_network=f"bench-physnet-{k:02d}",
+                    segmentation_id=1000 + k,
+                )
+                for k in range(SEGMENTS)
+            )
+            Subnet.objects.bulk_create(
+                Subnet(
+                    network=network,
+                    segment=segment,
+                    project=project,
+                    ip_version=4,
+                    cidr=f"10.{100 + k}.0.0/22",
+                    gateway_ip=f"10.{100 + k}.0.1",
+                    allocation_pools=[
+                        {"start": f"10.{100 + k}.0.10", "end": f"10.{100 + k}.3.249"}
+                    ],
+                )
+                for k, segment in enumerate(segments)
+            )
+        cabled = set(HostAgent.objects.filter(host__startswith=HOST_PREFIX).values_list("host"))
+        names = [f"{HOST_PREFIX}{n:05d}" for n in range(size)]
+        now = timezone.now()
+        agents = HostAgent.objects.bulk_create(
+            (HostAgent(host=name, heartbeat_at=now) for name in names if (name,) not in cabled),
+            batch_size=BATCH,
+        )
+        HostPhysnet.objects.bulk_create(
+            (
+                HostPhysnet(
+                    agent=agent,
+                    physical_network=f"bench-physnet-{int(agent.host[-5:]) % SEGMENTS:02d}",
+                )
+                for agent in agents
+            ),
+            batch_size=BATCH,
+        )
+    return network
+
+
 def vacuum() -> None:
     # Statistics and visibility as autovacuum would leave them: right after
     # a bulk insert the planner would still plan for empty tables, and the
@@ -211,21 +281,34 @@ def vacuum() -> None:
         "reservations_reservation",
         "reservations_hostallocation",
         "reservations_leaseevent",
+        "networking_hostagent",
+        "networking_hostphysnet",
+        "networking_addresshold",
     )
 
 
-def request(name: str, now, rng: random.Random):
+def request(name: str, now, rng: random.Random, network=None):
     """A lease of one or two compute hosts, 1 hour to 1 day, starting in
-    the coming year (a day or more ahead)."""
+    the coming year (a day or more ahead); on one segment of ``network``
+    with their addresses, if given."""
     from reservations.services import HostRequest, LeaseRequest
 
     start = (now + timedelta(days=rng.uniform(1, DAYS - 3))).replace(second=0, microsecond=0)
     end = start + timedelta(hours=rng.uniform(1, 24))
+    topology = (
+        {
+            "network_id": str(network.pk),
+            "same_segment": True,
+            "addresses_per_host": ADDRESSES_PER_HOST,
+        }
+        if network is not None
+        else {}
+    )
     return LeaseRequest(
         name=name,
         start=start,
         end=end.replace(second=0, microsecond=0),
-        reservations=[HostRequest(min=1, max=MAX_HOSTS, resource_properties=FILTER)],
+        reservations=[HostRequest(min=1, max=MAX_HOSTS, resource_properties=FILTER, **topology)],
     )
 
 
@@ -245,7 +328,7 @@ def explain(now) -> str:
         return "\n".join(row[0] for row in cursor.fetchall())
 
 
-def measure(context, size: int, calls: int, deadline: float):
+def measure(context, size: int, calls: int, deadline: float, network=None):
     """Admission latencies (s), refusals (Conflict), and the queries of one
     admission: (count, [(ms, sql)] slowest first)."""
     from django.db import connection
@@ -257,14 +340,14 @@ def measure(context, size: int, calls: int, deadline: float):
 
     rng, now = random.Random(size + 1), timezone.now()
     for n in range(WARMUP):
-        lease_create(context=context, request=request(f"warm-{size}-{n}", now, rng))
+        lease_create(context=context, request=request(f"warm-{size}-{n}", now, rng, network))
     with CaptureQueriesContext(connection) as queries:
-        lease_create(context=context, request=request(f"probe-{size}", now, rng))
+        lease_create(context=context, request=request(f"probe-{size}", now, rng, network))
     latencies, refused = [], 0
     for n in range(calls):
         if time.monotonic() > deadline:
             sys.exit(f"time limit reached after {n} admissions at {size} hosts")
-        wanted = request(f"admit-{size}-{n}", now, rng)
+        wanted = request(f"admit-{size}-{n}", now, rng, network)
         t0 = time.perf_counter()
         try:
             lease_create(context=context, request=wanted)
@@ -285,6 +368,12 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=200, help="per size (default: 200)")
     parser.add_argument(
         "--time-limit", type=float, default=300, help="seconds for the whole run (default: 300)"
+    )
+    parser.add_argument(
+        "--topology",
+        action="store_true",
+        help=f"hosts on {SEGMENTS} segments; each lease on one, {ADDRESSES_PER_HOST} addresses "
+        "held per host",
     )
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -318,9 +407,10 @@ def main() -> int:
             have = size
             t0 = time.monotonic()
             allocations_add(others, size, timezone.now())
+            network = topology_add(project, size) if args.topology else None
             built = time.monotonic() - t0
             vacuum()
-            latencies, refused, queries = measure(context, size, args.calls, deadline)
+            latencies, refused, queries = measure(context, size, args.calls, deadline, network)
             rows.append((size, built, latencies, refused, queries))
             # A miss is explained on the fixture that caused it.
             if benchdb.percentile(latencies, 95) * 1000 >= GOAL_MS:
@@ -328,9 +418,14 @@ def main() -> int:
     finally:
         leases_delete(everything=True)
 
+    on = (
+        f", on one of {SEGMENTS} segments with {ADDRESSES_PER_HOST} addresses per host"
+        if args.topology
+        else ""
+    )
     print(
-        f"Lease admission (lease_create, 1-2 compute hosts, random window in {DAYS} days) with "
-        f"{ALLOCATIONS} existing allocations; PostgreSQL {connection.pg_version // 10000}, "
+        f"Lease admission (lease_create, 1-2 compute hosts{on}, random window in {DAYS} days) "
+        f"with {ALLOCATIONS} existing allocations; PostgreSQL {connection.pg_version // 10000}, "
         f"{os.cpu_count()} CPUs, load average {load:.1f} at start"
     )
     print(

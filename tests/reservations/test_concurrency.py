@@ -277,3 +277,72 @@ def test_two_leases_racing_for_the_last_addresses_of_a_segment_one_wins(transact
     held = list(AddressHold.objects.values_list("address", flat=True))
     assert len(held) == len(set(held)) == 3
     assert HostAllocation.objects.count() == 1 and Lease.objects.count() == 1
+
+
+BUILD_OR_REPORT = """
+import sys
+import django; django.setup()
+from identity.auth import RequestContext
+from compute import services as compute
+from compute.models import Flavor
+from reservations import services
+from reservations.models import Lease
+lease = Lease.objects.select_related("project").get(name="running")
+context = RequestContext(user_id="u", project=lease.project, role="member")
+if sys.argv[1] == "build":
+    from tests.compute.conftest import run_pipeline
+    built = compute.server_create(
+        context=context, name="racer", flavor=Flavor.objects.get(pk="small"), nics=[],
+        reservation_id=sys.argv[2], min_count=6, max_count=6)
+    for instance in built:
+        run_pipeline(instance)
+    print("built")
+else:
+    report = services.lease_host_report_faulty(
+        context=context, lease=lease, host=sys.argv[2], reason="race")
+    print(report["replaced_by"])
+"""
+
+
+@pytest.mark.postgres
+def test_a_swap_racing_a_build_loses_no_server_and_no_claim(transactional_db, pool):
+    """Six servers of a running lease build while a member reports one of
+    its two hosts faulty: the report swaps it for a free host, and every
+    server ends ACTIVE on a host the lease held or in ERROR saying why;
+    the hosts' claimed resources match the servers they run."""
+    from compute import services as compute
+    from compute.models import Instance, InstanceStatus
+
+    compute.flavor_create(id="small", name="small", vcpus=1, ram=512, disk=1)
+    start = timezone.now() - timedelta(seconds=1)
+    request = services.LeaseRequest(
+        name="running",
+        start=start,
+        end=start + timedelta(hours=1),
+        reservations=[services.HostRequest(min=2, max=2)],
+    )
+    lease = services.lease_create(context=pool, request=request, now=start)
+    events.sweep()
+    reservation = lease.reservations.get()
+    held = sorted(HostAllocation.objects.values_list("host__name", flat=True))
+    outputs = run_all(BUILD_OR_REPORT, ("build", str(reservation.pk)), ("report", held[0]))
+    replacement = outputs[1].strip()
+    now = timezone.now()
+    holds_now = set(
+        HostAllocation.objects.filter(replaced_by=None, end_at__gt=now).values_list(
+            "host__name", flat=True
+        )
+    )
+    assert holds_now == {held[1], replacement} and replacement not in held
+    servers = list(Instance.objects.filter(reservation_id=str(reservation.pk)))
+    assert len(servers) == 6
+    for server in servers:
+        assert server.status in (InstanceStatus.ACTIVE, InstanceStatus.ERROR), server.status
+        if server.status == InstanceStatus.ACTIVE:
+            assert server.host.name in {*held, replacement}
+        else:
+            assert server.last_failure
+    for host in Host.objects.all():
+        running = [s for s in servers if s.host_id == host.pk and s.status == "ACTIVE"]
+        assert host.running_instances == len(running), host.name
+        assert host.vcpus_used == len(running), host.name
