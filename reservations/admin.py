@@ -14,6 +14,7 @@ from config.admin import (
     with_seconds,
 )
 from config.errors import BerthError, Invalid
+from networking import selectors as net_selectors
 from reservations import calendar, events, notifications, selectors, services
 from reservations.models import (
     Delivery,
@@ -178,6 +179,12 @@ class ReservationAdmin(ServiceAdmin):
         "hypervisor_properties",
         "resource_properties",
         "before_end",
+        "network",
+        "same_segment",
+        "addresses_per_host",
+        "segment",
+        "required_floatingips",
+        "held_addresses",
         "amount",
         "vcpus",
         "memory_mb",
@@ -197,7 +204,14 @@ class ReservationAdmin(ServiceAdmin):
     def get_change_fields(self, request, reservation):
         if reservation.resource_type == ResourceType.HOST:
             return ("min", "max", "hypervisor_properties", "resource_properties")
+        if reservation.resource_type == ResourceType.FLOATINGIP:
+            return ("amount",)
         return ("amount", "resource_properties")
+
+    @admin.display(description="addresses held")
+    def held_addresses(self, reservation) -> str:
+        holds = net_selectors.address_holds(holders=[reservation.pk])
+        return ", ".join(hold.address for hold in holds) or "-"
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)

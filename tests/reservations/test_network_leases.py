@@ -270,6 +270,12 @@ def test_held_addresses_show_on_the_network_view_and_the_calendar(racks, admin_c
         "/admin/reservations/calendar/", {"start": f"{T0:%Y-%m-%d}", "zoom": "day"}
     )
     assert '<tr data-segment="rack2">' in page.content.decode()
+    (reservation,) = Lease.objects.get().reservations.all()
+    page = admin_client.get(
+        reverse("admin:reservations_reservation_change", args=[reservation.pk])
+    ).content.decode()
+    for address in AddressHold.objects.values_list("address", flat=True):
+        assert address in page
 
 
 def test_readiness_swaps_a_host_cut_off_from_the_segment_for_one_on_it(racks):
