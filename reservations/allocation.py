@@ -271,13 +271,16 @@ def _check_one_segment_can_fit(reservation, rooms, where, count_min) -> None:
 
 def network_reach(reservation: Reservation) -> Q | None:
     """Where a host of the reservation must plug in: its segment if it
-    holds one, any segment of its network otherwise, None without one."""
+    holds one; spread, a segment it holds addresses on (any of the
+    network's if it holds none); None without a network."""
     if reservation.network_id is None:
         return None
     if reservation.segment_id is not None:
         return reaching(reservation.segment)
     places = net_selectors.placement_segments(network_id=reservation.network_id)
-    return reduce(operator.or_, (reaching(p.segment) for p in places), Q(pk__in=[]))
+    holding = {h.subnet.segment_id for h in net_selectors.address_holds(holders=[reservation.pk])}
+    segments = [p.segment for p in places if not holding or p.segment.pk in holding]
+    return reduce(operator.or_, (reaching(segment) for segment in segments), Q(pk__in=[]))
 
 
 def _spread(reservation, rooms, start, end, where, count_min, count_max):
