@@ -169,9 +169,9 @@ def test_query_count_does_not_grow_with_segments_and_hosts(
     admin_client, context, routed, django_assert_max_num_queries
 ):
     # Session, user, the network, then the selector: the network with its
-    # segments and subnets, the used counts, the hosts on the physical
-    # networks, the tunnelling hosts.
-    budget = 9
+    # segments and subnets, the used counts, the addresses leases hold per
+    # segment, the hosts on the physical networks, the tunnelling hosts.
+    budget = 10
     with django_assert_max_num_queries(budget):
         admin_client.get(view_url(routed.pk))
     project = context.project

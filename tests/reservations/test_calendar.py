@@ -276,8 +276,9 @@ def test_query_count_does_not_grow_with_leases(pool, admin_client, django_assert
     with django_assert_max_num_queries(len(few)):
         svg = svg_of(admin_client.get(PAGE, params))
     assert len(bars_of(svg)) == 13
-    # Hosts, allocations, markers, free capacity (two) and free hosts; the
-    # page adds the session, the user and the capability keys.
-    assert len(few) <= 9
-    with django_assert_max_num_queries(6):
+    # Hosts, allocations, markers, free capacity (two), free hosts and the
+    # addresses held per segment; the page adds the session, the user and
+    # the capability keys.
+    assert len(few) <= 10
+    with django_assert_max_num_queries(7):
         calendar.calendar_data(window=calendar.calendar_window(start=TUESDAY, zoom="week"))
