@@ -180,7 +180,7 @@ class ReservationAdmin(ServiceAdmin):
         "resource_properties",
         "before_end",
         "network",
-        "same_segment",
+        "hosts_placed",
         "addresses_per_host",
         "segment",
         "required_floatingips",
@@ -207,6 +207,13 @@ class ReservationAdmin(ServiceAdmin):
         if reservation.resource_type == ResourceType.FLOATINGIP:
             return ("amount",)
         return ("amount", "resource_properties")
+
+    @admin.display(description="hosts placed")
+    def hosts_placed(self, reservation) -> str:
+        # same_segment as what it means, not as a red cross when false.
+        if reservation.network_id is None:
+            return "-"
+        return "on one segment" if reservation.same_segment else "spread over the segments"
 
     @admin.display(description="addresses held")
     def held_addresses(self, reservation) -> str:
