@@ -1,5 +1,5 @@
 """Event firing: 100,000 pending events, 10,000 due at once: lateness p50/p99
-and events/s with two sweepers and one worker.
+(all, and the heads-ups alone) and events/s with two sweepers and one worker.
 
 As deployed with beat: one Celery worker (prefork, concurrency 2) on Redis
 and PostgreSQL, and two processes standing in for two beats, each sending
@@ -7,9 +7,10 @@ the task "reservations.events.sweep" every 0.5 s, by name, as beat does.
 25,000 leases have 4 pending events each; 5,000 of them (heads_up 0) are set
 to start at one instant T a few seconds after the sweepers run, so their
 heads-up and start, 10,000 events, fall due at T together. Lateness is
-fired_at - T per event (fired_at is taken as fire() starts; its batch of up
-to 200 commits later, so the time all are visible as fired is shown too).
-Every one must fire exactly once.
+fired_at - T per event (fired_at is when the event's batch of up to 200
+writes its rows, just before it commits; the time all are visible as
+fired is shown too). The heads-ups' lateness is shown apart: it is what
+users wait for. Every one must fire exactly once.
 
 The broker's Redis database is flushed before and after the run: give the
 benchmark one of its own (the default is database 12).
@@ -164,19 +165,27 @@ def wait_fired(project, deadline: float) -> None:
 
 
 def results(project, when) -> dict:
-    """Lateness (s) of the due events, and the counts that prove each fired once."""
-    from reservations.models import EventStatus, LeaseEvent, Notification
+    """Lateness (s) of the due events, all and the heads-ups alone, and the
+    counts that prove each fired once."""
+    from reservations.models import EventStatus, EventType, LeaseEvent, Notification
 
     events = LeaseEvent.objects.filter(lease__project=project)
     fired = list(
-        events.exclude(status=EventStatus.UNDONE).values_list("status", "time", "fired_at")
+        events.exclude(status=EventStatus.UNDONE).values_list(
+            "event_type", "status", "time", "fired_at"
+        )
     )
     notes = Notification.objects.filter(project=project, event_type__startswith="lease.event.")
     return {
-        "lateness": [(f - t).total_seconds() for _, t, f in fired if t == when],
-        "not_due": sum(1 for _, t, _ in fired if t != when),
-        "done": sum(1 for s, _, _ in fired if s == EventStatus.DONE),
-        "last": max(f for _, _, f in fired),
+        "lateness": [(f - t).total_seconds() for _, _, t, f in fired if t == when],
+        "heads_up": [
+            (f - t).total_seconds()
+            for kind, _, t, f in fired
+            if t == when and kind == EventType.HEADS_UP
+        ],
+        "not_due": sum(1 for _, _, t, _ in fired if t != when),
+        "done": sum(1 for _, s, _, _ in fired if s == EventStatus.DONE),
+        "last": max(f for _, _, _, f in fired),
         "pending": events.filter(status=EventStatus.UNDONE).count(),
         "notifications": notes.count(),
         "distinct": notes.values("payload__event_id").distinct().count(),
@@ -249,6 +258,11 @@ def main() -> int:
         f"lateness (fired_at - due) first {min(lateness):.2f} s, "
         f"p50 {benchdb.percentile(lateness, 50):.2f} s, "
         f"p99 {benchdb.percentile(lateness, 99):.2f} s, max {max(lateness):.2f} s"
+    )
+    heads_up = out["heads_up"]
+    print(
+        f"heads-up lateness ({len(heads_up)}) p50 {benchdb.percentile(heads_up, 50):.2f} s, "
+        f"p99 {benchdb.percentile(heads_up, 99):.2f} s, max {max(heads_up):.2f} s"
     )
     print(
         f"events/s: {len(lateness) / span:.0f} ({len(lateness)} from due to last fired_at, "

@@ -6,13 +6,19 @@ transaction, so two sweepers (two beats, or a sweep that overran its
 second) never fire one event twice: the second skips what the first holds
 and finds it DONE afterwards. Never one beat entry per event (beat reloads
 every entry on each change and stalls at 10^4 entries).
+
+Firing is done a batch at a time (fire_claimed): what every event needs
+(its lease locked, the hosts to check, the event's row, its notification)
+is read or written for the whole batch in one statement each, so that an
+event costs only what its handler must do.
 """
 
+from collections import defaultdict
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import prefetch_related_objects
 from django.utils import timezone
 
 from compute import selectors as compute_selectors
@@ -21,7 +27,7 @@ from compute.models import Instance, InstanceStatus, TaskState
 from config.errors import BerthError
 from identity.auth import RequestContext
 from identity.models import Role
-from reservations import allocation, placement
+from reservations import allocation, notifications, placement
 from reservations.models import (
     EVENT_ORDER,
     EventStatus,
@@ -29,9 +35,10 @@ from reservations.models import (
     Lease,
     LeaseEvent,
     LeaseStatus,
+    Reservation,
     ReservationStatus,
 )
-from reservations.notifications import notify
+from reservations.notifications import notifications_batched, notify
 
 
 def plan(lease: Lease, now: datetime) -> dict[str, datetime]:
@@ -85,13 +92,9 @@ def sweep(*, now: datetime | None = None, batch: int = 200) -> int:
                 .select_for_update(skip_locked=True)
                 .order_by("time", "rank")[:batch]
             )
-            for event in claimed:
-                if event.lease_id in busy:
-                    continue
-                count = fire(event, now=now)
-                fired += count
-                if not count:
-                    busy.add(event.lease_id)
+            count, held = fire_claimed(claimed, now=now)
+            fired += count
+            busy |= held
         if len(claimed) < batch:
             return fired
 
@@ -111,33 +114,106 @@ def fire_now(*, event: LeaseEvent) -> None:
 def fire(event: LeaseEvent, now: datetime | None = None) -> int:
     """Fire a claimed (locked, UNDONE) event, and first the earlier events
     of its lease, so a lease never ends before it started; returns how many
-    fired, 0 (nothing done) when a lease operation holds the lease. A
-    failure leaves the event ERROR and the reason on the lease."""
-    now = now or timezone.now()
-    # Lease operations lock the lease, then its events; this holds an event
-    # already, so it must not wait for the lease (the two would deadlock).
-    lease = (
-        Lease.objects.select_for_update(of=("self",), skip_locked=True)
+    fired, 0 (nothing done) when another transaction holds the lease. An
+    earlier event another transaction holds is waited for: the caller
+    (fire_now) locked the lease before any event, as lease operations do."""
+    return fire_claimed([event], now=now, wait=True)[0]
+
+
+def fire_claimed(
+    claimed: list[LeaseEvent], now: datetime | None = None, *, wait: bool = False
+) -> tuple[int, set]:
+    """Fire claimed (locked, UNDONE) events, each after the earlier events
+    of its lease, in (time, rank) order. The leases, their earlier events,
+    the hosts the readiness checks read, the events' rows and their
+    notifications take a few statements for the whole batch, not several
+    for each event. Returns how many fired and the leases left alone
+    because another transaction holds them or (unless ``wait``) one of
+    their earlier events: a lease operation, or a second sweeper. A
+    failure leaves the event ERROR and the reason on the lease. fired_at
+    is when the batch's rows are written, just before its commit."""
+    wanted = {event.lease_id for event in claimed}
+    # Lease operations lock the lease, then its events; this holds events
+    # already, so it must not wait for a lease (the two would deadlock).
+    leases = {
+        lease.pk: lease
+        for lease in Lease.objects.select_for_update(of=("self",), skip_locked=True)
         .select_related("project")
-        .filter(pk=event.lease_id)
-        .first()
+        .filter(pk__in=wanted)
+    }
+    mine = [event for event in claimed if event.lease_id in leases]
+    earlier, held = _earlier_events(mine, wait=wait)
+    busy = wanted - leases.keys() | held
+    ordered = sorted(
+        (event for event in mine + earlier if event.lease_id not in busy),
+        key=lambda event: (event.time, event.rank),
     )
-    if lease is None:
-        return 0
-    earlier = (
-        LeaseEvent.objects.select_for_update()
-        .filter(lease_id=event.lease_id, status=EventStatus.UNDONE)
-        .filter(Q(time__lt=event.time) | Q(time=event.time, rank__lt=event.rank))
-        .order_by("time", "rank")
+    # What the handlers read, for the whole batch: each lease's reservations
+    # (start and end go through them), and the hosts the heads-up and the
+    # start check.
+    firing = {event.lease_id: leases[event.lease_id] for event in ordered}
+    prefetch_related_objects(list(firing.values()), "reservations")
+    checking = {EventType.HEADS_UP, EventType.START}
+    hosts = placement.held_by_lease(
+        lease_ids={event.lease_id for event in ordered if event.event_type in checking},
+        now=now or timezone.now(),
     )
-    previous_events = list(earlier)
-    fired = sum(fire(previous, now=now) for previous in previous_events)
-    if previous_events:
-        lease.refresh_from_db()  # firing them changed it
+    with notifications_batched():
+        for event in ordered:
+            _fire_one(event, firing[event.lease_id], now or timezone.now(), hosts)
+    # One UPDATE per outcome (nearly always one: DONE), not one per event.
+    outcomes = defaultdict(list)
+    for event in ordered:
+        outcomes[event.status, event.error].append(event.pk)
+    fired_at = now or timezone.now()
+    for (status, error), ids in outcomes.items():
+        LeaseEvent.objects.filter(pk__in=ids).update(status=status, error=error, fired_at=fired_at)
+    return len(ordered), busy
+
+
+def _earlier_events(claimed: list[LeaseEvent], *, wait: bool) -> tuple[list[LeaseEvent], set]:
+    """The UNDONE events of the claimed events' leases (locked by the
+    caller) that come before one of them and were not claimed with them:
+    another sweeper claimed them, or a lease operation moved them earlier
+    since the claim. Those this locks, and the leases for which one was
+    held elsewhere (left whole, so that their events keep their order).
+    Unless ``wait``, a held one is passed by, not waited for: two sweepers
+    each holding a lease and an earlier event of the other's would
+    deadlock."""
+    last: dict = {}
+    for event in claimed:
+        at = (event.time, event.rank)
+        last[event.lease_id] = max(last.get(event.lease_id, at), at)
+    if not last:
+        return [], set()
+    candidates = (
+        LeaseEvent.objects.filter(
+            lease_id__in=last,
+            status=EventStatus.UNDONE,
+            time__lte=max(time for time, _ in last.values()),
+        )
+        .exclude(pk__in=[event.pk for event in claimed])
+        .values_list("pk", "lease_id", "time", "rank")
+    )
+    before = {pk: lease_id for pk, lease_id, *at in candidates if tuple(at) < last[lease_id]}
+    if not before:
+        return [], set()
+    locked = list(
+        LeaseEvent.objects.select_for_update(skip_locked=not wait).filter(
+            pk__in=before, status=EventStatus.UNDONE
+        )
+    )
+    taken = {event.pk for event in locked}
+    return locked, {lease_id for pk, lease_id in before.items() if pk not in taken}
+
+
+def _fire_one(event: LeaseEvent, lease: Lease, now: datetime, hosts: dict) -> None:
+    """Run the event's handler on its lease (locked) and write its
+    notification; the caller writes the event's outcome."""
     try:
-        with transaction.atomic():
+        with notifications.atomic():
             # What the handler checked or changed goes into the notification.
-            found = HANDLERS[event.event_type](lease, now) or {}
+            found = HANDLERS[event.event_type](lease, now, hosts=hosts) or {}
             notify(
                 project=lease.project,
                 event_type=f"lease.event.{event.event_type}",
@@ -158,27 +234,31 @@ def fire(event: LeaseEvent, now: datetime | None = None) -> int:
         notify(
             project=lease.project, event_type="lease.error", lease=lease, reason=lease.status_reason
         )
-    event.fired_at = now
-    event.save(update_fields=["status", "error", "fired_at"])
-    return fired + 1
 
 
-def _heads_up(lease: Lease, now: datetime) -> dict:
+def _heads_up(lease: Lease, now: datetime, hosts: dict | None = None) -> dict:
     """The lease's hosts checked, and a failed one swapped, before the
     start; the notification says what was checked and swapped (seed 002:
     tools that prepare hosts listen for it)."""
-    return placement.lease_readiness(lease=lease, now=now)
+    return placement.lease_readiness(lease=lease, now=now, held=hosts)
 
 
-def _start(lease: Lease, now: datetime) -> dict:
+def _start(lease: Lease, now: datetime, hosts: dict | None = None) -> dict:
     """Checked again (a host may have failed since the heads-up): the lease
     starts on no host known to be down or disabled, degraded if one could
     not be swapped."""
-    readiness = placement.lease_readiness(lease=lease, now=now)
+    readiness = placement.lease_readiness(lease=lease, now=now, held=hosts)
     lease.status = LeaseStatus.STARTING
-    lease.reservations.update(status=ReservationStatus.ACTIVE)
-    for reservation in lease.reservations.exclude(server_template=None):
-        _boot_template(lease, reservation)
+    # Read once (fire_claimed prefetches them for its batch); none to
+    # update is no statement.
+    reservations = list(lease.reservations.all())
+    if reservations:
+        Reservation.objects.filter(pk__in=[r.pk for r in reservations]).update(
+            status=ReservationStatus.ACTIVE
+        )
+    for reservation in reservations:
+        if reservation.server_template is not None:
+            _boot_template(lease, reservation)
     lease.status = LeaseStatus.ACTIVE
     lease.save(update_fields=["status", "updated_at"])
     return readiness
@@ -204,7 +284,7 @@ def _boot_template(lease: Lease, reservation) -> None:
     )
 
 
-def _before_end(lease: Lease, now: datetime) -> None:
+def _before_end(lease: Lease, now: datetime, hosts: dict | None = None) -> None:
     """Only the notification: the lease's users may save their work."""
 
 
@@ -216,7 +296,7 @@ def lease_servers(lease: Lease):
     return servers.exclude(status=InstanceStatus.DELETED)
 
 
-def _end(lease: Lease, now: datetime) -> None:
+def _end(lease: Lease, now: datetime, hosts: dict | None = None) -> None:
     lease.status = LeaseStatus.TERMINATING
     if settings.BERTH_LEASE_END_DELETES_SERVERS:
         context = RequestContext(user_id=lease.user_id, project=lease.project, role=Role.MEMBER)

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from compute import services as compute
@@ -166,22 +166,45 @@ def host_problems(host: Host) -> list[str]:
     return problems
 
 
-def lease_readiness(*, lease: Lease, now: datetime) -> dict:
+def _readiness_held(now: datetime):
+    """The allocations a readiness check goes through: held from now on,
+    locked, by host name."""
+    return (
+        _held_hosts()
+        .filter(replaced_by=None, end_at__gt=now)
+        .select_related("host", "reservation__segment")
+        .select_for_update(of=("self",))
+        .order_by("host__name")
+    )
+
+
+def held_by_lease(*, lease_ids, now: datetime) -> dict:
+    """What lease_readiness checks, for many leases (locked by the caller)
+    in one query: lease id -> its allocations, locked (every id, [] for a
+    lease that holds none)."""
+    held = {lease_id: [] for lease_id in lease_ids}
+    listed = _readiness_held(now).filter(reservation__lease_id__in=held)
+    for reserved in listed.annotate(held_for=F("reservation__lease_id")):
+        held[reserved.held_for].append(reserved)
+    return held
+
+
+def lease_readiness(*, lease: Lease, now: datetime, held: dict | None = None) -> dict:
     """Each host the lease (locked by the caller) holds from now on, checked;
     a failed one swapped for a free matching host (its reservation's
     properties kept), or left missing with the lease degraded. Run by the
     heads-up and the start, so a lease starts on no host known to be down
     or disabled. Returns what the notification says: checked, swapped,
-    missing."""
-    held = (
-        _held_hosts()
-        .filter(reservation__lease=lease, replaced_by=None, end_at__gt=now)
-        .select_related("host", "reservation__segment")
-        .select_for_update(of=("self",))
-        .order_by("host__name")
-    )
+    missing.
+
+    ``held``: held_by_lease's answer for a batch of leases, this one among
+    them, read instead of the database. A check that found a problem drops
+    the lease from it: a swap changed the lease's allocations."""
+    listed = held.get(lease.pk) if held is not None else None
+    if listed is None:
+        listed = _readiness_held(now).filter(reservation__lease=lease)
     checked, swapped, missing = [], [], []
-    for reserved in held:
+    for reserved in listed:
         problems = host_problems(reserved.host) + _network_problems(reserved)
         checked.append({"host": reserved.host.name, "problems": problems})
         if not problems:
@@ -191,6 +214,8 @@ def lease_readiness(*, lease: Lease, now: datetime) -> dict:
             missing.append(reserved.host.name)
         else:
             swapped.append({"host": reserved.host.name, "replaced_by": new_host})
+    if held is not None and (swapped or missing):
+        held.pop(lease.pk, None)
     return {"checked": checked, "swapped": swapped, "missing": missing}
 
 
