@@ -7,7 +7,7 @@ the task "reservations.events.sweep" every 0.5 s, by name, as beat does.
 25,000 leases have 4 pending events each; 5,000 of them (heads_up 0) are set
 to start at one instant T a few seconds after the sweepers run, so their
 heads-up and start, 10,000 events, fall due at T together. Lateness is
-fired_at - T per event (fired_at is when the event's batch of up to 200
+fired_at - T per event (fired_at is when the event's batch of up to 500
 writes its rows, just before it commits; the time all are visible as
 fired is shown too). The heads-ups' lateness is shown apart: it is what
 users wait for. Every one must fire exactly once.

@@ -8,17 +8,21 @@ and finds it DONE afterwards. Never one beat entry per event (beat reloads
 every entry on each change and stalls at 10^4 entries).
 
 Firing is done a batch at a time (fire_claimed): what every event needs
-(its lease locked, the hosts to check, the event's row, its notification)
-is read or written for the whole batch in one statement each, so that an
-event costs only what its handler must do.
+(its lease locked, with the claim; its reservations and the hosts to check;
+the event's row, its lease's new state and its notification) is read or
+written for the whole batch in one statement each, so that an event costs
+only what its handler must do. The batch runs in one savepoint; when a
+handler fails, the batch is undone and fired again with each event in a
+savepoint of its own, so that only the failed one is rolled back.
 """
 
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import prefetch_related_objects
+from django.db.models import Q
 from django.utils import timezone
 
 from compute import selectors as compute_selectors
@@ -79,20 +83,24 @@ def due(now: datetime):
     return LeaseEvent.objects.filter(status=EventStatus.UNDONE, time__lte=now)
 
 
-def sweep(*, now: datetime | None = None, batch: int = 200) -> int:
+def sweep(*, now: datetime | None = None, batch: int = 500) -> int:
     """Fire every due event; returns how many fired. Events whose lease a
     lease operation holds are left for the next sweep."""
     fired = 0
     busy: set = set()
     while True:
         with transaction.atomic():
+            # The events and their leases locked in one statement; an event
+            # whose lease a lease operation holds is not claimed.
             claimed = list(
                 due(now or timezone.now())
                 .exclude(lease_id__in=busy)
-                .select_for_update(skip_locked=True)
+                .select_related("lease")
+                .select_for_update(of=("self", "lease"), skip_locked=True)
                 .order_by("time", "rank")[:batch]
             )
-            count, held = fire_claimed(claimed, now=now)
+            leases = {event.lease_id: event.lease for event in claimed}
+            count, held = fire_claimed(claimed, now=now, leases=leases)
             fired += count
             busy |= held
         if len(claimed) < batch:
@@ -121,7 +129,11 @@ def fire(event: LeaseEvent, now: datetime | None = None) -> int:
 
 
 def fire_claimed(
-    claimed: list[LeaseEvent], now: datetime | None = None, *, wait: bool = False
+    claimed: list[LeaseEvent],
+    now: datetime | None = None,
+    *,
+    wait: bool = False,
+    leases: dict | None = None,
 ) -> tuple[int, set]:
     """Fire claimed (locked, UNDONE) events, each after the earlier events
     of its lease, in (time, rank) order. The leases, their earlier events,
@@ -131,16 +143,21 @@ def fire_claimed(
     because another transaction holds them or (unless ``wait``) one of
     their earlier events: a lease operation, or a second sweeper. A
     failure leaves the event ERROR and the reason on the lease. fired_at
-    is when the batch's rows are written, just before its commit."""
+    is when the batch's rows are written, just before its commit.
+
+    ``leases``: the events' leases by id, locked with them; else they are
+    locked here."""
     wanted = {event.lease_id for event in claimed}
-    # Lease operations lock the lease, then its events; this holds events
-    # already, so it must not wait for a lease (the two would deadlock).
-    leases = {
-        lease.pk: lease
-        for lease in Lease.objects.select_for_update(of=("self",), skip_locked=True)
-        .select_related("project")
-        .filter(pk__in=wanted)
-    }
+    if leases is None:
+        # Lease operations lock the lease, then its events; this holds
+        # events already, so it must not wait for a lease (the two would
+        # deadlock).
+        leases = {
+            lease.pk: lease
+            for lease in Lease.objects.select_for_update(skip_locked=True).filter(pk__in=wanted)
+        }
+    # The batch writes the states the handlers leave, once, at its end.
+    was = {pk: (lease.status, lease.status_reason) for pk, lease in leases.items()}
     mine = [event for event in claimed if event.lease_id in leases]
     earlier, held = _earlier_events(mine, wait=wait)
     busy = wanted - leases.keys() | held
@@ -148,26 +165,37 @@ def fire_claimed(
         (event for event in mine + earlier if event.lease_id not in busy),
         key=lambda event: (event.time, event.rank),
     )
-    # What the handlers read, for the whole batch: each lease's reservations
-    # (start and end go through them), and the hosts the heads-up and the
-    # start check.
+    if not ordered:
+        return 0, busy
     firing = {event.lease_id: leases[event.lease_id] for event in ordered}
-    prefetch_related_objects(list(firing.values()), "reservations")
-    checking = {EventType.HEADS_UP, EventType.START}
-    hosts = placement.held_by_lease(
-        lease_ids={event.lease_id for event in ordered if event.event_type in checking},
-        now=now or timezone.now(),
-    )
     with notifications_batched():
-        for event in ordered:
-            _fire_one(event, firing[event.lease_id], now or timezone.now(), hosts)
-    # One UPDATE per outcome (nearly always one: DONE), not one per event.
+        try:
+            # Nearly always every handler succeeds: one savepoint for the
+            # batch, not one per event (two statements each).
+            with notifications.atomic():
+                _fire_batch(ordered, firing, now, apart=False)
+        except BerthError:
+            # One failed: the batch is undone and fired again from what the
+            # database holds, each event in a savepoint of its own, so that
+            # only the failed ones are rolled back.
+            firing = Lease.objects.in_bulk(firing)
+            _fire_batch(ordered, firing, now, apart=True)
+    # One UPDATE per outcome (nearly always one: DONE), not one per event;
+    # the same for the leases' new states.
+    fired_at = now or timezone.now()
     outcomes = defaultdict(list)
     for event in ordered:
         outcomes[event.status, event.error].append(event.pk)
-    fired_at = now or timezone.now()
     for (status, error), ids in outcomes.items():
         LeaseEvent.objects.filter(pk__in=ids).update(status=status, error=error, fired_at=fired_at)
+    states = defaultdict(list)
+    for lease in firing.values():
+        if (lease.status, lease.status_reason) != was[lease.pk]:
+            states[lease.status, lease.status_reason].append(lease.pk)
+    for (status, reason), ids in states.items():
+        Lease.objects.filter(pk__in=ids).update(
+            status=status, status_reason=reason, updated_at=timezone.now()
+        )
     return len(ordered), busy
 
 
@@ -186,16 +214,21 @@ def _earlier_events(claimed: list[LeaseEvent], *, wait: bool) -> tuple[list[Leas
         last[event.lease_id] = max(last.get(event.lease_id, at), at)
     if not last:
         return [], set()
-    candidates = (
-        LeaseEvent.objects.filter(
-            lease_id__in=last,
-            status=EventStatus.UNDONE,
-            time__lte=max(time for time, _ in last.values()),
-        )
-        .exclude(pk__in=[event.pk for event in claimed])
-        .values_list("pk", "lease_id", "time", "rank")
-    )
-    before = {pk: lease_id for pk, lease_id, *at in candidates if tuple(at) < last[lease_id]}
+    # Only those before the latest claimed are candidates: in a batch of
+    # events due together (a heads-up and a start at one instant) that is
+    # nearly always none.
+    latest_time, latest_rank = max(last.values())
+    candidates = LeaseEvent.objects.filter(
+        Q(time__lt=latest_time) | Q(time=latest_time, rank__lt=latest_rank),
+        lease_id__in=last,
+        status=EventStatus.UNDONE,
+    ).values_list("pk", "lease_id", "time", "rank")
+    mine = {event.pk for event in claimed}
+    before = {
+        pk: lease_id
+        for pk, lease_id, *at in candidates
+        if tuple(at) < last[lease_id] and pk not in mine
+    }
     if not before:
         return [], set()
     locked = list(
@@ -207,51 +240,89 @@ def _earlier_events(claimed: list[LeaseEvent], *, wait: bool) -> tuple[list[Leas
     return locked, {lease_id for pk, lease_id in before.items() if pk not in taken}
 
 
-def _fire_one(event: LeaseEvent, lease: Lease, now: datetime, hosts: dict) -> None:
-    """Run the event's handler on its lease (locked) and write its
-    notification; the caller writes the event's outcome."""
-    try:
-        with notifications.atomic():
-            # What the handler checked or changed goes into the notification.
-            found = HANDLERS[event.event_type](lease, now, hosts=hosts) or {}
-            notify(
-                project=lease.project,
-                event_type=f"lease.event.{event.event_type}",
-                lease=lease,
-                event_id=str(event.pk),
-                time=event.time.isoformat(),
-                status=lease.status,
-                **found,
+@dataclass
+class BatchReads:
+    """What the handlers read, for the whole batch: each lease's
+    reservations (start and end go through them), and the hosts the
+    heads-up and the start check (placement.held_by_lease)."""
+
+    reservations: dict
+    hosts: dict
+
+
+def _batch_reads(ordered: list[LeaseEvent], leases: dict, now: datetime) -> BatchReads:
+    reservations = defaultdict(list)
+    for reservation in Reservation.objects.filter(lease_id__in=leases):
+        reservation.lease = leases[reservation.lease_id]
+        reservations[reservation.lease_id].append(reservation)
+    # A lease without reservations holds no host.
+    checking = {EventType.HEADS_UP, EventType.START}
+    hosts = {lease_id: [] for lease_id in leases if lease_id not in reservations}
+    hosts |= placement.held_by_lease(
+        lease_ids={
+            event.lease_id
+            for event in ordered
+            if event.event_type in checking and event.lease_id in reservations
+        },
+        now=now,
+    )
+    return BatchReads(reservations=reservations, hosts=hosts)
+
+
+def _fire_batch(ordered: list[LeaseEvent], leases: dict, now: datetime | None, *, apart: bool):
+    """Run each event's handler on its lease (locked) and write its
+    notification. ``apart``: each event in a savepoint of its own, a failed
+    one left ERROR with the reason on its lease; else a failure raises."""
+    reads = _batch_reads(ordered, leases, now or timezone.now())
+    for event in ordered:
+        lease = leases[event.lease_id]
+        if not apart:
+            _fire_one(event, lease, now or timezone.now(), reads)
+            continue
+        try:
+            with notifications.atomic():
+                _fire_one(event, lease, now or timezone.now(), reads)
+        except BerthError as error:
+            event.status, event.error = EventStatus.ERROR, error.message
+            lease.status, lease.status_reason = (
+                LeaseStatus.ERROR,
+                f"{event.event_type} failed: {error.message}",
             )
-        event.status = EventStatus.DONE
-    except BerthError as error:
-        event.status, event.error = EventStatus.ERROR, error.message
-        lease.status, lease.status_reason = (
-            LeaseStatus.ERROR,
-            f"{event.event_type} failed: {error.message}",
-        )
-        lease.save(update_fields=["status", "status_reason", "updated_at"])
-        notify(
-            project=lease.project, event_type="lease.error", lease=lease, reason=lease.status_reason
-        )
+            notify(
+                event_type="lease.error",
+                lease=lease,
+                reason=lease.status_reason,
+            )
 
 
-def _heads_up(lease: Lease, now: datetime, hosts: dict | None = None) -> dict:
+def _fire_one(event: LeaseEvent, lease: Lease, now: datetime, reads: BatchReads) -> None:
+    # What the handler checked or changed goes into the notification.
+    found = HANDLERS[event.event_type](lease, now, reads) or {}
+    notify(
+        event_type=f"lease.event.{event.event_type}",
+        lease=lease,
+        event_id=str(event.pk),
+        time=event.time.isoformat(),
+        status=lease.status,
+        **found,
+    )
+    event.status = EventStatus.DONE
+
+
+def _heads_up(lease: Lease, now: datetime, reads: BatchReads) -> dict:
     """The lease's hosts checked, and a failed one swapped, before the
     start; the notification says what was checked and swapped (seed 002:
     tools that prepare hosts listen for it)."""
-    return placement.lease_readiness(lease=lease, now=now, held=hosts)
+    return placement.lease_readiness(lease=lease, now=now, held=reads.hosts)
 
 
-def _start(lease: Lease, now: datetime, hosts: dict | None = None) -> dict:
+def _start(lease: Lease, now: datetime, reads: BatchReads) -> dict:
     """Checked again (a host may have failed since the heads-up): the lease
     starts on no host known to be down or disabled, degraded if one could
     not be swapped."""
-    readiness = placement.lease_readiness(lease=lease, now=now, held=hosts)
+    readiness = placement.lease_readiness(lease=lease, now=now, held=reads.hosts)
     lease.status = LeaseStatus.STARTING
-    # Read once (fire_claimed prefetches them for its batch); none to
-    # update is no statement.
-    reservations = list(lease.reservations.all())
+    reservations = reads.reservations.get(lease.pk, [])
     if reservations:
         Reservation.objects.filter(pk__in=[r.pk for r in reservations]).update(
             status=ReservationStatus.ACTIVE
@@ -260,7 +331,6 @@ def _start(lease: Lease, now: datetime, hosts: dict | None = None) -> dict:
         if reservation.server_template is not None:
             _boot_template(lease, reservation)
     lease.status = LeaseStatus.ACTIVE
-    lease.save(update_fields=["status", "updated_at"])
     return readiness
 
 
@@ -284,7 +354,7 @@ def _boot_template(lease: Lease, reservation) -> None:
     )
 
 
-def _before_end(lease: Lease, now: datetime, hosts: dict | None = None) -> None:
+def _before_end(lease: Lease, now: datetime, reads: BatchReads) -> None:
     """Only the notification: the lease's users may save their work."""
 
 
@@ -296,17 +366,20 @@ def lease_servers(lease: Lease):
     return servers.exclude(status=InstanceStatus.DELETED)
 
 
-def _end(lease: Lease, now: datetime, hosts: dict | None = None) -> None:
-    lease.status = LeaseStatus.TERMINATING
+def _end(lease: Lease, now: datetime, reads: BatchReads) -> None:
+    lease.status = LeaseStatus.TERMINATED
+    reservations = reads.reservations.get(lease.pk, [])
+    if not reservations:
+        return
     if settings.BERTH_LEASE_END_DELETES_SERVERS:
         context = RequestContext(user_id=lease.user_id, project=lease.project, role=Role.MEMBER)
         for instance in lease_servers(lease).exclude(task_state=TaskState.DELETING):
             compute.server_delete(context=context, instance=instance)
-    for reservation in lease.reservations.all():
+    for reservation in reservations:
         allocation.release(reservation=reservation, at=now)
-    lease.reservations.update(status=ReservationStatus.DELETED)
-    lease.status = LeaseStatus.TERMINATED
-    lease.save(update_fields=["status", "updated_at"])
+    Reservation.objects.filter(pk__in=[r.pk for r in reservations]).update(
+        status=ReservationStatus.DELETED
+    )
 
 
 HANDLERS = {

@@ -43,14 +43,23 @@ _batched: ContextVar[list[Notification] | None] = ContextVar("batched_notificati
 
 
 def notify(
-    *, project: Project, event_type: str, lease: Lease | None = None, **payload
+    *,
+    event_type: str,
+    project: Project | None = None,
+    lease: Lease | None = None,
+    **payload,
 ) -> Notification:
     """Write a notification and its deliveries; deliveries go out after commit.
-    Within notifications_batched the rows are written when it ends."""
+    Within notifications_batched the rows are written when it ends. The
+    project is the lease's unless given (by id: the lease's project need
+    not be read)."""
     if lease is not None:
         payload = {"lease_id": str(lease.pk), "lease_name": lease.name, **payload}
     notification = Notification(
-        project=project, event_type=event_type, lease=lease, payload=payload
+        project_id=project.pk if project is not None else lease.project_id,
+        event_type=event_type,
+        lease=lease,
+        payload=payload,
     )
     batched = _batched.get()
     if batched is None:

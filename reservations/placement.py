@@ -183,6 +183,8 @@ def held_by_lease(*, lease_ids, now: datetime) -> dict:
     in one query: lease id -> its allocations, locked (every id, [] for a
     lease that holds none)."""
     held = {lease_id: [] for lease_id in lease_ids}
+    if not held:
+        return held
     listed = _readiness_held(now).filter(reservation__lease_id__in=held)
     for reserved in listed.annotate(held_for=F("reservation__lease_id")):
         held[reserved.held_for].append(reserved)

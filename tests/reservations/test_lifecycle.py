@@ -113,28 +113,30 @@ def test_reserved_hosts_take_only_their_lease_instances(pool):
     assert inside.task_state == "deleting"  # the lease's end deletes its servers
 
 
-def test_instance_reservation_boots_its_template_at_start(pool):
-    network = net_services.network_create(context=pool, project=pool.project)
-    net_services.subnet_create(project=pool.project, network=network, cidr="10.9.0.0/24")
+def template_lease(context, network, *, amount, **template):
+    """A lease from at(1) to at(2) of ``amount`` instance slots whose
+    servers, booted at its start, are on ``network``."""
     request = services.LeaseRequest(
         name="vms",
         start=at(1),
         end=at(2),
         reservations=[
             services.InstanceRequest(
-                amount=2,
+                amount=amount,
                 vcpus=2,
                 memory_mb=2048,
                 disk_gb=10,
-                server_template={
-                    "name": "worker",
-                    "networks": [{"uuid": str(network.pk)}],
-                    "count": 2,
-                },
+                server_template={"networks": [{"uuid": str(network.pk)}], **template},
             )
         ],
     )
-    lease = services.lease_create(context=pool, request=request, now=T0)
+    return services.lease_create(context=context, request=request, now=T0)
+
+
+def test_instance_reservation_boots_its_template_at_start(pool):
+    network = net_services.network_create(context=pool, project=pool.project)
+    net_services.subnet_create(project=pool.project, network=network, cidr="10.9.0.0/24")
+    lease = template_lease(pool, network, amount=2, name="worker", count=2)
     with time_machine.travel(at(1), tick=False):
         for host in Host.objects.all():
             compute.host_report(
@@ -156,6 +158,31 @@ def test_instance_reservation_boots_its_template_at_start(pool):
     with time_machine.travel(at(1) + timedelta(seconds=10), tick=False):
         extra = run_pipeline(boot(pool, network, lease.reservations.get().flavor))
     assert extra.status == "ERROR" and "no free slot" in extra.fault["message"]
+
+
+def test_a_failed_start_rolls_back_its_own_lease_only(pool):
+    """Two leases start in one sweep; one's servers can no longer be booted
+    (the network of its template was deleted). That lease alone is ERROR,
+    the reason on it and on its event, and nothing of its start is written;
+    the other starts, notified once."""
+    network = net_services.network_create(context=pool, project=pool.project)
+    failing = template_lease(pool, network, amount=1)
+    starting = host_lease(pool, name="hosts", start=1, end=2)
+    net_services.network_delete(network=network)
+
+    assert sweep_at(at(1)) == 4  # both heads-ups and both starts
+    failing.refresh_from_db()
+    starting.refresh_from_db()
+    assert failing.status == "ERROR"
+    assert failing.status_reason.startswith("start_lease failed:")
+    event = LeaseEvent.objects.get(lease=failing, event_type="start_lease")
+    assert event.status == EventStatus.ERROR and event.error in failing.status_reason
+    assert set(failing.reservations.values_list("status", flat=True)) == {"pending"}
+    assert not Instance.objects.exists()
+    assert kinds(failing) == ["lease.create", "lease.event.heads_up", "lease.error"]
+    assert starting.status == "ACTIVE"
+    assert set(starting.reservations.values_list("status", flat=True)) == {"active"}
+    assert kinds(starting) == ["lease.create", "lease.event.heads_up", "lease.event.start_lease"]
 
 
 def test_healing_replaces_a_disabled_host_or_degrades(pool):
