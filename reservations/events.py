@@ -382,6 +382,14 @@ def _end(lease: Lease, now: datetime, reads: BatchReads) -> None:
     )
 
 
+def end_at_once(*, lease: Lease, now: datetime) -> None:
+    """What the end does, for a lease (locked by the caller) ended outside
+    the sweep: its servers deleted, its hosts and addresses released. The
+    caller writes the lease's state (lease_delete deletes it)."""
+    reads = BatchReads(reservations={lease.pk: list(lease.reservations.all())}, hosts={})
+    _end(lease, now, reads)
+
+
 HANDLERS = {
     EventType.HEADS_UP: _heads_up,
     EventType.START: _start,

@@ -870,7 +870,7 @@ def lease_delete(*, lease: Lease, now: datetime | None = None) -> None:
     with transaction.atomic():
         lease = Lease.objects.select_for_update().get(pk=lease.pk)
         if lease.status not in (LeaseStatus.PENDING, LeaseStatus.TERMINATED):
-            events.HANDLERS[events.EventType.END](lease, now)
+            events.end_at_once(lease=lease, now=now)
         notify(project=lease.project, event_type="lease.delete", lease=lease)
         flavors = [
             r.flavor for r in lease.reservations.exclude(flavor=None).select_related("flavor")
