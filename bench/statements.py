@@ -1,12 +1,14 @@
 """Statements per build: what one build asks of PostgreSQL, step by step.
 
 Builds servers one after another in this process, through the pipeline's
-table as the worker runs it (the conductor, then spawn), on the same world
-as build_throughput.py (50 hosts, a routed network of two segments, one NIC
-per server, the fake driver), and counts what Django sends for each hop:
-statements (BEGIN and COMMIT aside), of which savepoints, and transactions
-(BEGIN/COMMIT pairs and statements that commit by themselves). No worker
-and no broker: the hand-off to the host's queue goes to an in-memory one.
+table as the workers run it (the conductor; then the spawn on the host,
+which asks nothing of the database; then spawn_done, which records it), on
+the same world as build_throughput.py (50 hosts, a routed network of two
+segments, one NIC per server, the fake driver), and counts what Django
+sends for each hop that uses the database: statements (BEGIN and COMMIT
+aside), of which savepoints, and transactions (BEGIN/COMMIT pairs and
+statements that commit by themselves). No worker and no broker: the
+hand-off to the host's queue goes to an in-memory one.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/berth_bench \\
         .venv/bin/python bench/statements.py [--builds 50]
@@ -53,12 +55,27 @@ def main() -> int:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from compute import pipeline
+    from compute import agent, pipeline
     from compute import services as compute
     from compute.models import Instance
 
+    def spawn_done(instance_id) -> None:
+        # The host's part, as its agent runs it, with no statement counted:
+        # what the conductor sent it, then the driver.
+        instance = Instance.objects.select_related("host").get(pk=instance_id)
+        request = pipeline.spawn_request(instance).to_message()
+        result = agent.spawn_result(request, instance.host.virt_driver)
+        with CaptureQueriesContext(connection) as captured:
+            pipeline.spawn_done(instance_id, instance.attempt, instance.host.name, result)
+        return captured
+
+    def conduct(instance_id):
+        with CaptureQueriesContext(connection) as captured:
+            pipeline.conduct(instance_id)
+        return captured
+
     world.cleanup()
-    per_hop: dict[str, list[Counter]] = {"conductor": [], "spawn": []}
+    per_hop: dict[str, list[Counter]] = {"conductor": [], "spawn_done": []}
     try:
         context, flavor, network = world.setup()
         benchdb.vacuum_analyze()
@@ -69,12 +86,8 @@ def main() -> int:
                 flavor=flavor,
                 nics=[compute.NicRequest(network=network)],
             )
-            for hop, run in (
-                ("conductor", lambda i=instance: pipeline.conduct(i.pk)),
-                ("spawn", lambda i=instance: pipeline.spawn(i.pk, 1)),
-            ):
-                with CaptureQueriesContext(connection) as captured:
-                    run()
+            for hop, run in (("conductor", conduct), ("spawn_done", spawn_done)):
+                captured = run(instance.pk)
                 sent = [q["sql"] for q in captured.captured_queries]
                 if args.show and n == args.builds - 1:
                     print(f"--- {hop}", *sent, sep="\n")

@@ -538,13 +538,17 @@ def spawn_done(instance_id, attempt: int, host: str, result: dict) -> Outcome:
     instance lives there."""
     started = datetime.fromisoformat(result["started"])
     if "error" not in result:
-        instance = _load(instance_id, "host")
-        if _in_step(instance, attempt, TaskState.SPAWNING) and instance.host.name == host:
-            if _spawned(instance, result, started):
-                return Outcome.NEXT
+        # One transaction: a worker stopped in the middle leaves nothing of
+        # it (not an ACTIVE server with DOWN ports and no spawn in its
+        # log), and the result sent again records it whole.
+        with transaction.atomic():
             instance = _load(instance_id, "host")
-        _destroy_stray(instance, host, instance_id=str(instance_id))
-        return Outcome.STOP
+            if _in_step(instance, attempt, TaskState.SPAWNING) and instance.host.name == host:
+                if _spawned(instance, result, started):
+                    return Outcome.NEXT
+                instance = _load(instance_id, "host")
+            _destroy_stray(instance, host, instance_id=str(instance_id))
+            return Outcome.STOP
     with transaction.atomic():
         instance = _lock(instance_id, attempt, TaskState.SPAWNING, "host")
         if instance is None or instance.host.name != host:

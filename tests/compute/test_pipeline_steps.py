@@ -212,6 +212,30 @@ def test_steps_are_idempotent_and_ignore_stale_attempts(cloud):
     assert instance.actions.get().events.filter(event="compute_spawn").count() == 1
 
 
+def test_a_spawn_is_recorded_whole_or_not_at_all(cloud, monkeypatch):
+    """The worker stops while it records a spawn (here the ports' update
+    fails, after the instance's): none of it is kept, and the result sent
+    again records it whole: ACTIVE, its port ACTIVE, the spawn logged once."""
+    instance = boot(cloud)[0]
+    for step in (pipeline.prepare_ports, pipeline.schedule, pipeline.bind_ports):
+        assert step(instance.pk, 1) is pipeline.Outcome.NEXT
+
+    def worker_stops(**kwargs):
+        raise RuntimeError("worker stopped")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(pipeline.net_services, "device_ports_set_status", worker_stops)
+        with pytest.raises(RuntimeError):
+            host_spawn(instance)
+    instance.refresh_from_db()
+    assert (instance.status, instance.task_state) == ("BUILD", "spawning")
+    assert host_spawn(instance) is pipeline.Outcome.NEXT
+    instance.refresh_from_db()
+    assert instance.status == "ACTIVE"
+    assert instance.nics.get().port.status == "ACTIVE"
+    assert instance.actions.get().events.filter(event="compute_spawn").count() == 1
+
+
 def test_legacy_fleet_creates_ports_at_bind_time(cloud):
     HostFactory(name="h1", physnets=["physnet1"], service_version=1)
     instance = boot(cloud)[0]
