@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -77,12 +78,28 @@ def received(worker, task: str) -> int:
     return len(re.findall(rf"Task compute\.{task}\[[0-9a-f-]+\] received", worker.log.read_text()))
 
 
+def spawn_running(worker) -> bool:
+    """A pool process is asleep in the fake driver's spawn delay. Where the
+    kernel does not say what a process waits on, the delivery must do."""
+    waits = []
+    for pid in pool_children(worker):
+        wait = ""
+        with contextlib.suppress(OSError):
+            wait = Path(f"/proc/{pid}/wchan").read_text().strip()
+        waits.append(wait)
+    hidden = bool(waits) and all(wait in ("", "0") for wait in waits)
+    return "hrtimer_nanosleep" in waits or hidden
+
+
 def held_in_step(conn, worker, step: str, deliveries: int):
     """Wait until the ``deliveries``-th delivery of the step's task is in
     the step's middle."""
     wait_for(lambda: received(worker, task_of(step)) >= deliveries, 60, f"{step} delivery")
     if step not in HOLD:  # spawn: the fake driver takes 2 s
         time.sleep(0.5)
+        # Received is not running: after a kill, the pool's new process
+        # may not have taken the spawn yet, and a kill then misses it.
+        wait_for(lambda: spawn_running(worker), 30, f"{step} to run in a pool process")
         return
     try:
         wait_for(lambda: lock_waiters(conn) > 0, 60, f"{step} to wait on the held row")
