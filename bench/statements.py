@@ -59,7 +59,7 @@ def main() -> int:
     from compute import services as compute
     from compute.models import Instance
 
-    def spawn_done(instance_id) -> None:
+    def spawn_done(instance_id) -> CaptureQueriesContext:
         # The host's part, as its agent runs it, with no statement counted:
         # what the conductor sent it, then the driver.
         instance = Instance.objects.select_related("host").get(pk=instance_id)
@@ -69,7 +69,7 @@ def main() -> int:
             pipeline.spawn_done(instance_id, instance.attempt, instance.host.name, result)
         return captured
 
-    def conduct(instance_id):
+    def conduct(instance_id) -> CaptureQueriesContext:
         with CaptureQueriesContext(connection) as captured:
             pipeline.conduct(instance_id)
         return captured

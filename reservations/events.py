@@ -180,7 +180,7 @@ def fire_claimed(
             # only the failed ones are rolled back.
             firing = Lease.objects.in_bulk(firing)
             _fire_batch(ordered, firing, now, apart=True)
-    # One UPDATE per outcome (nearly always one: DONE), not one per event;
+    # One write per outcome (nearly always one: DONE), not one per event;
     # the same for the leases' new states.
     fired_at = now or timezone.now()
     outcomes = defaultdict(list)
