@@ -70,8 +70,10 @@ def main() -> int:
         return captured
 
     def conduct(instance_id) -> CaptureQueriesContext:
+        # As the message sent when the server was requested says.
+        state, attempt = Instance.objects.values_list("task_state", "attempt").get(pk=instance_id)
         with CaptureQueriesContext(connection) as captured:
-            pipeline.conduct(instance_id)
+            pipeline.conduct(instance_id, state, attempt)
         return captured
 
     world.cleanup()

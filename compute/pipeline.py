@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from compute import scheduler
@@ -109,24 +110,48 @@ def _nics(instance: Instance, *related: str) -> list[InstanceNic]:
 
 
 def _with_nics(
-    instance_id, attempt: int, state: str, *related: str, nic_rows=(), lock: bool = True
+    instance_id,
+    attempt: int,
+    state: str,
+    *related: str,
+    nic_rows=(),
+    lock: bool = True,
+    lock_ports: bool = False,
 ) -> tuple:
     """As ``_lock`` (or, without ``lock``, as ``_load`` then the same
     check), and the instance's NICs in order with their ``nic_rows`` (what
     the step reads of them: each row joined costs every step that reads it),
     in one statement (the instance's row locked through the join): (None,
-    []) when the step has no work."""
+    []) when the step has no work. With ``lock_ports``, the NICs' ports are
+    locked in the same statement, after the instance's row, as a delete
+    locks them; only when every NIC has one (a row is locked only through
+    an inner join): where some NIC has none (the legacy order, a port
+    deleted meanwhile), they are read without the ports' locks."""
     nics = InstanceNic.objects.select_related(
         "instance", *nic_rows, *(f"instance__{r}" for r in related)
     ).filter(instance_id=instance_id)
-    nics = list(nics.select_for_update(of=("instance",)) if lock else nics)
-    if not nics:  # an instance without NICs (or none at all)
+    found = _with_locked_ports(nics) if lock and lock_ports else []
+    if not found:
+        found = list(nics.select_for_update(of=("instance",)) if lock else nics)
+    if not found:  # an instance without NICs (or none at all)
         instance = _load(instance_id, *related, lock=lock)
     else:
-        instance = nics[0].instance
-        for nic in nics:
+        instance = found[0].instance
+        for nic in found:
             nic.instance = instance
-    return (instance, nics) if _in_step(instance, attempt, state) else (None, [])
+    return (instance, found) if _in_step(instance, attempt, state) else (None, [])
+
+
+def _with_locked_ports(nics) -> list[InstanceNic]:
+    """``nics`` locked with the instance and their ports, or none if some NIC
+    of the instance has no port."""
+    portless = InstanceNic.objects.filter(instance_id=OuterRef("instance_id"), port__isnull=True)
+    found = list(
+        nics.filter(port__isnull=False)
+        .annotate(some_portless=Exists(portless))
+        .select_for_update(of=("instance", "port"))
+    )
+    return [] if found and found[0].some_portless else found
 
 
 def _lock(instance_id, attempt: int, state: str, *related: str) -> Instance | None:
@@ -166,16 +191,17 @@ PIPELINE_FIELDS = [
 ]
 
 
-def _move(instance: Instance, state: str | None) -> None:
+def _move(instance: Instance, state: str | None, nics: list[InstanceNic] | None = None) -> None:
     """Save the instance in step ``state`` (None: no step runs); where the
-    hop changes, the next hop's task is sent once this commits."""
+    hop changes, the next hop's task is sent once this commits (with the
+    instance's ``nics`` as the step read them, if given)."""
     before = instance.task_state
     instance.enter(state, step_deadline(state) if state else None)
     instance.save(update_fields=PIPELINE_FIELDS)
     if state in STEPS and (before not in STEPS or STEPS[before].hop != STEPS[state].hop):
         from compute import tasks  # the Celery side, which imports this module
 
-        tasks.send_step(instance)
+        tasks.send_step(instance, nics)
 
 
 # --- the action log ------------------------------------------------------------
@@ -464,7 +490,12 @@ def schedule(instance_id, attempt: int) -> Outcome:
 def bind_ports(instance_id, attempt: int) -> Outcome:
     with transaction.atomic():
         instance, nics = _with_nics(
-            instance_id, attempt, TaskState.BINDING, "host", nic_rows=("port",)
+            instance_id,
+            attempt,
+            TaskState.BINDING,
+            "host",
+            nic_rows=("port__network",),
+            lock_ports=True,
         )
         if instance is None:
             return Outcome.STOP
@@ -479,7 +510,14 @@ def bind_ports(instance_id, attempt: int) -> Outcome:
         if instance.baremetal:
             _baremetal_ports(instance)
         if instance.baremetal or any(nic.port is None for nic in nics):
-            nics = _nics(instance, "port")
+            # Ports made or swapped just now: read again, locked as the rest.
+            _, nics = _with_nics(
+                instance_id,
+                attempt,
+                TaskState.BINDING,
+                nic_rows=("port__network",),
+                lock_ports=True,
+            )
         for nic in nics:
             try:
                 port = net_services.port_bind(
@@ -499,15 +537,17 @@ def bind_ports(instance_id, attempt: int) -> Outcome:
                 return _retry_or_fail(
                     instance, TaskState.BINDING, f"port {port.pk}: {port.binding_failure}", event
                 )
+            nic.port = port  # as bound, with its network: what the host is sent
         _finish(event, "Success", host=host)
-        _move(instance, TaskState.SPAWNING)
+        _move(instance, TaskState.SPAWNING, nics)
         return Outcome.NEXT
 
 
-def spawn_request(instance: Instance) -> SpawnRequest:
-    """What the host needs to start the instance (read with its host): the
-    message carries it whole, as the host reads no database."""
-    ports = [nic.port for nic in _nics(instance, "port__network")]
+def spawn_request(instance: Instance, nics: list[InstanceNic] | None = None) -> SpawnRequest:
+    """What the host needs to start the instance (read with its host, and
+    with its NICs' ports and their networks unless given): the message
+    carries it whole, as the host reads no database."""
+    ports = [nic.port for nic in nics or _nics(instance, "port__network")]
     return SpawnRequest(
         instance_id=str(instance.pk),
         instance_name=instance.name,
@@ -799,24 +839,39 @@ NEXT = {step.state: later for step, later in zip(PIPELINE, PIPELINE[1:], strict=
 CONDUCTED = {step for step in PIPELINE if step.hop == CONDUCTOR}
 
 
-def conduct(instance_id) -> None:
-    """Run the build's conductor steps from wherever it is, each in its own
-    transaction, until it is handed to its host (or failed, or found done by
-    another run). Where it is is read, not taken from the message: a
-    message redelivered after its worker died carries the state it was sent
-    in, and the build may be further on. A reschedule after a failed bind
-    loops here with the next attempt."""
+def _where(instance_id) -> tuple[str | None, int | None]:
+    """The step a build is in and its attempt; (None, None) if it is not
+    building."""
     found = (
         Instance.objects.filter(pk=instance_id, status=InstanceStatus.BUILD)
         .values_list("task_state", "attempt")
         .first()
     )
-    if found is None:
-        return
-    state, attempt = found
+    return found or (None, None)
+
+
+def conduct(instance_id, state: str | None = None, attempt: int | None = None) -> None:
+    """Run the build's conductor steps from ``state`` for ``attempt`` (what
+    the message says), each in its own transaction, until it is handed to
+    its host (or failed, or found done by another run). A reschedule after
+    a failed bind loops here with the next attempt.
+
+    The message is trusted only as far as its first step: a message
+    redelivered after its worker died carries the state it was sent in,
+    and the build may be further on. That step then finds nothing to do,
+    and the run goes on from where the build is, read then (read first
+    when the message does not say)."""
+    sent = state is not None
+    if not sent:
+        state, attempt = _where(instance_id)
     step = STEPS.get(state)
     while step in CONDUCTED:
         outcome = step.run(instance_id, attempt)
+        if outcome is Outcome.STOP and sent:
+            state, attempt = _where(instance_id)
+            step, sent = STEPS.get(state), False
+            continue
+        sent = False
         if outcome is Outcome.STOP:
             return
         if outcome is Outcome.RESCHEDULE:

@@ -61,21 +61,23 @@ class BuildTask(Task):
             logger.exception("could not record the failure of build %s", args[0])
 
 
-def send_step(instance: Instance) -> None:
+def send_step(instance: Instance, nics: list | None = None) -> None:
     """Send, once the current transaction commits, the task that runs the
     instance's step: the conductor, or its host's part on the host's queue
-    (read now, inside the transaction)."""
+    (read now, inside the transaction, from the instance's ``nics`` with
+    their ports if given)."""
     instance_id, attempt = str(instance.pk), instance.attempt
     step = pipeline.STEPS[instance.task_state]
     if step.hop == pipeline.CONDUCTOR:
-        enqueue_after_commit(lambda: conduct.delay(instance_id))
+        state = instance.task_state
+        enqueue_after_commit(lambda: conduct.delay(instance_id, state, attempt))
         return
     queue, driver = host_queue(instance.host.name), instance.host.virt_driver
     if step.power:
         args = (instance_id, step.power, driver, instance.host.driver_options)
         enqueue_after_commit(lambda: agent.power.apply_async(args, queue=queue))
     else:
-        request = pipeline.spawn_request(instance).to_message()
+        request = pipeline.spawn_request(instance, nics).to_message()
         enqueue_after_commit(
             lambda: agent.spawn.apply_async((request, attempt, driver), queue=queue)
         )
@@ -91,8 +93,8 @@ def send_destroy(*, instance_id: str, host: str) -> None:
 
 
 @shared_task(name="compute.conduct", base=BuildTask, **TRANSIENT)
-def conduct(instance_id: str) -> None:
-    pipeline.conduct(instance_id)
+def conduct(instance_id: str, state: str | None = None, attempt: int | None = None) -> None:
+    pipeline.conduct(instance_id, state, attempt)
 
 
 @shared_task(name="compute.spawn_done", base=BuildTask, **TRANSIENT)

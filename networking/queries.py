@@ -18,24 +18,39 @@ def _param(model, field: str, value):
 # survives a duplicate needs a savepoint: two round trips more per address.
 # The same statement skips an address a lease holds (networking_addresshold)
 # from now on; the holder's variant lets through one its holder (of the
-# port's project) holds now and no one after it.
+# port's project) holds now and no one after it. Given the subnet's pools
+# as its caller read them, it also takes the subnet's share lock (see
+# SUBNET_POOLS), and inserts only while the pools are still those: the
+# first pick needs no read of its own under the lock.
 _ADDRESS_INSERT = (
     "INSERT INTO networking_ipallocation (port_id, subnet_id, address, created_at) "
-    "SELECT %(port)s, %(subnet)s, %(address)s, %(now)s WHERE NOT EXISTS ("
+    "SELECT %(port)s, %(subnet)s, %(address)s, %(now)s {subnet}WHERE {pools}NOT EXISTS ("
     "SELECT 1 FROM networking_addresshold h WHERE h.subnet_id = %(subnet)s "
-    "AND h.address = %(address)s AND h.end_at > %(now)s{mine}) "
+    "AND h.address = %(address)s AND h.end_at > %(now)s{mine}){lock} "
     "ON CONFLICT (subnet_id, address) DO NOTHING RETURNING id"
 )
-ADDRESS_INSERT = _ADDRESS_INSERT.format(mine="")
-ADDRESS_INSERT_FOR_HOLDER = _ADDRESS_INSERT.format(
-    mine=" AND (h.holder <> %(holder)s OR h.project_id <> %(project)s OR h.start_at > %(now)s)"
-)
+_MINE = " AND (h.holder <> %(holder)s OR h.project_id <> %(project)s OR h.start_at > %(now)s)"
+_WHILE_POOLS = {
+    "subnet": "FROM networking_subnet s ",
+    "pools": "s.id = %(subnet)s AND s.allocation_pools = %(pools)s AND ",
+}
 
 
-def address_insert(*, port, subnet_id, address: str, holder=None) -> int | None:
+def _address_insert_statement(*, for_holder: bool, while_pools: bool) -> str:
+    parts = {"subnet": "", "pools": "", "lock": "", "mine": _MINE if for_holder else ""}
+    if while_pools:
+        parts |= _WHILE_POOLS
+        parts["lock"] = " FOR SHARE OF s" if connection.vendor == "postgresql" else ""
+    return _ADDRESS_INSERT.format(**parts)
+
+
+def address_insert(
+    *, port, subnet_id, address: str, holder=None, pools: list[dict] | None = None
+) -> int | None:
     """The new allocation's id, or None if the subnet has the address already
-    (the unique constraint settles a race in the same statement) or a lease
-    other than ``holder`` holds it. Stamped now, as auto_now_add would."""
+    (the unique constraint settles a race in the same statement), a lease
+    other than ``holder`` holds it, or (given ``pools``) the subnet's pools
+    are no longer ``pools``. Stamped now, as auto_now_add would."""
     now = timezone.now()
     params = {
         "port": _param(IPAllocation, "port", port.pk),
@@ -43,11 +58,14 @@ def address_insert(*, port, subnet_id, address: str, holder=None) -> int | None:
         "address": _param(IPAllocation, "address", address),
         "now": _param(IPAllocation, "created_at", now),
     }
-    statement = ADDRESS_INSERT
     if holder is not None:
-        statement = ADDRESS_INSERT_FOR_HOLDER
         params["holder"] = _param(AddressHold, "holder", holder)
         params["project"] = _param(AddressHold, "project", port.project_id)
+    if pools is not None:
+        params["pools"] = _param(Subnet, "allocation_pools", pools)
+    statement = _address_insert_statement(
+        for_holder=holder is not None, while_pools=pools is not None
+    )
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
         inserted = cursor.fetchone()

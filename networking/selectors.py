@@ -5,7 +5,7 @@ from datetime import timedelta
 from typing import NamedTuple
 
 from django.conf import settings
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Value
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Value
 from django.utils import timezone
 
 from identity.auth import RequestContext
@@ -67,70 +67,82 @@ def agent_list() -> QuerySet[HostAgent]:
     return HostAgent.objects.prefetch_related("physnets", "vnic_types", "baremetal_nics")
 
 
-def _reported(model, kind: str, *columns: str):
-    """The agent's rows of ``model`` as (kind, id, ``columns``), padded to
-    five text columns, so that the three kinds read as one UNION ALL."""
+# What a host's agent row says of it; every reported row carries these.
+AGENT_COLUMNS = (
+    "datapath_type",
+    "interface_types",
+    "ovs_hybrid_plug",
+    "bridge_name",
+    "tunnel_types",
+)
+
+
+def _reported(model, kind: str, *columns: str, agent: str = "agent__"):
+    """The host's rows of ``model`` as (kind, key, ``columns``, the agent's
+    AGENT_COLUMNS through ``agent``), ``columns`` padded to five text
+    columns, so that the agent and its three kinds of rows read as one
+    UNION ALL. The agent's own row (``agent`` empty) has key 0: its uuid
+    would not fit the others' integer keys."""
     padding = {f"pad{n}": Value("") for n in range(5 - len(columns))}
     return (
-        model.objects.annotate(kind=Value(kind), **padding)
-        .values_list("kind", "id", *columns, *padding)
+        model.objects.annotate(kind=Value(kind), key=F("id") if agent else Value(0), **padding)
+        .values_list("kind", "key", *columns, *padding, *(agent + c for c in AGENT_COLUMNS))
         .order_by()
     )
 
 
 def host_view(*, host: str) -> HostView | None:
-    """What the host reported, or None if it never did. Every bind reads it:
-    the agent row, then its three kinds of child rows in one statement, each
-    kind in report order."""
-    agent = HostAgent.objects.filter(host=host).first()
-    if agent is None:
-        return None
-    reported = (
-        _reported(
-            HostPhysnet,
-            "physnet",
-            "physical_network",
-            "bridge",
-            "sriov_interface",
-            "macvtap_interface",
-        )
-        .filter(agent=agent)
-        .union(
-            _reported(HostVnicType, "vnic", "vnic_type").filter(agent=agent),
-            _reported(
-                BaremetalNic,
-                "nic",
-                "mac_address",
-                "physical_network",
-                "switch_id",
-                "switch_port",
-                "switch_info",
-            ).filter(agent=agent),
-            all=True,
-        )
-        .order_by("kind", "id")
+    """What the host reported, or None if it never did. Every bind reads it,
+    in one statement: the agent's row, then its three kinds of child rows,
+    each kind in report order."""
+    physnets = _reported(
+        HostPhysnet, "physnet", "physical_network", "bridge", "sriov_interface", "macvtap_interface"
     )
-    rows = {
-        kind: [row[2:] for row in reported if row[0] == kind] for kind in ("physnet", "vnic", "nic")
-    }
+    vnics = _reported(HostVnicType, "vnic", "vnic_type")
+    nics = _reported(
+        BaremetalNic,
+        "nic",
+        "mac_address",
+        "physical_network",
+        "switch_id",
+        "switch_port",
+        "switch_info",
+    )
+    agent = _reported(HostAgent, "agent", agent="").filter(host=host)
+    reported = (
+        physnets.filter(agent__host=host)
+        .union(vnics.filter(agent__host=host), nics.filter(agent__host=host), agent, all=True)
+        .order_by("kind", "key")
+    )
+    rows: dict[str, list] = {"agent": [], "physnet": [], "vnic": [], "nic": []}
+    for kind, _, *row in reported:
+        rows[kind].append(row)
+    if not rows["agent"]:
+        return None
+    datapath, interfaces, hybrid_plug, bridge, tunnels = rows["agent"][0][5:]
     return HostView(
-        host=agent.host,
-        datapath_type=agent.datapath_type,
-        interface_types=frozenset(agent.interface_types),
-        ovs_hybrid_plug=agent.ovs_hybrid_plug,
-        bridge_name=agent.bridge_name,
-        tunnel_types=frozenset(agent.tunnel_types),
+        host=host,
+        datapath_type=datapath,
+        interface_types=frozenset(interfaces),
+        ovs_hybrid_plug=hybrid_plug,
+        bridge_name=bridge,
+        tunnel_types=frozenset(tunnels),
         physnets={name: PhysnetLink(*links[:3]) for name, *links in rows["physnet"]},
         vnic_types=frozenset(vnic for vnic, *_ in rows["vnic"]),
-        baremetal_nics=tuple(Nic(*nic) for nic in rows["nic"]),
+        baremetal_nics=tuple(Nic(*nic[:5]) for nic in rows["nic"]),
     )
 
 
-def network_subnets(*, network_id, with_segments: bool = False) -> list[Subnet]:
-    """Oldest first (the model's order), with their segments if asked: every
-    port create and bind reads them."""
+def network_subnets(*, network_id, bound_port=None) -> list[Subnet]:
+    """Oldest first (the model's order): every port create and bind reads
+    them. For a bind, of ``bound_port``: with their segments, and whether
+    that port holds an address in each (``port_holds``; most ports being
+    bound hold none yet)."""
     subnets = Subnet.objects.filter(network_id=network_id)
-    return list(subnets.select_related("segment") if with_segments else subnets)
+    if bound_port is None:
+        return list(subnets)
+    holds = Exists(IPAllocation.objects.filter(subnet=OuterRef("pk"), port=bound_port))
+    return list(subnets.select_related("segment").annotate(port_holds=holds))
 
 
 def network_segments(*, network_id) -> list[Segment]:

@@ -469,12 +469,11 @@ def _allocate(
             return IPAllocation(pk=inserted, port=port, subnet=locked, address=str(wanted))
         # Automatic picks share the subnet's row: they run side by side,
         # and the unique constraint settles two picking one address (the
-        # loser picks again).
-        pools = queries.subnet_pools_shared(subnet_id=subnet.pk)
-        # Straight to the insert: in a pool that is not nearly full a random
-        # address is almost always free, and the unique constraint says when
-        # it is not. That is the floor's two statements.
-        lost: set[str] = set()
+        # loser picks again). Straight to the insert: in a pool that is not
+        # nearly full a random address is almost always free, and the
+        # unique constraint says when it is not. The first pick takes the
+        # share lock in its insert and counts only while the pools are
+        # those read with the subnet: one statement in all.
         held = (
             selectors.addresses_held_now(
                 holder=holder, subnet_id=subnet.pk, project_id=port.project_id
@@ -482,7 +481,23 @@ def _allocate(
             if holder
             else []
         )
+        first = (held + ipam.random_candidates(subnet.allocation_pools, 1, _rng))[:1]
+        for picked in first:
+            inserted = queries.address_insert(
+                port=port,
+                subnet_id=subnet.pk,
+                address=picked,
+                holder=holder,
+                pools=subnet.allocation_pools,
+            )
+            if inserted is not None:
+                return IPAllocation(pk=inserted, port=port, subnet=subnet, address=picked)
+        # Taken, or the pools changed: the pools as they are, under the lock.
+        pools = queries.subnet_pools_shared(subnet_id=subnet.pk)
+        lost: set[str] = set(first) if pools == subnet.allocation_pools else set()
         for picked in held + ipam.random_candidates(pools, 3, _rng):
+            if picked in lost:
+                continue
             inserted = queries.address_insert(
                 port=port, subnet_id=subnet.pk, address=picked, holder=holder
             )
@@ -932,18 +947,6 @@ BINDING_FIELDS = [
 ]
 
 
-def _locked_port(port_id) -> Port:
-    """The port with its network, the port's row alone locked, and whether
-    it holds any address (most ports being bound hold none yet)."""
-    holds = Exists(IPAllocation.objects.filter(port=OuterRef("pk")))
-    return (
-        Port.objects.select_related("network")
-        .annotate(holds_addresses=holds)
-        .select_for_update(of=("self",))
-        .get(pk=port_id)
-    )
-
-
 def port_bind(*, port: Port, host: str, holder=None) -> Port:
     """Bind the port on the host: choose a segment the host reaches, give the
     port an address there if the network is routed (one ``holder``, a
@@ -954,15 +957,17 @@ def port_bind(*, port: Port, host: str, holder=None) -> Port:
     does not reach), MacAddressInUse (a baremetal NIC's MAC is taken) or
     IpAddressGenerationFailure (every reachable segment is out of
     addresses); the port is then left as it was. It runs in the caller's
-    transaction, which its row lock needs (port_create, port_update and the
-    build pipeline each hold one): nothing is written before the last check
-    passed, so a caller that goes on after a Conflict needs no savepoint
-    (two round trips on every build)."""
-    port = _locked_port(port.pk)
+    transaction, in which the caller locked the port's row or created it
+    (port_update and port_attach lock it; the build pipeline locks its
+    ports with the instance, in one statement). Nothing is written before
+    the last check passed, so a caller that goes on after a Conflict needs
+    no savepoint (two round trips on every build)."""
     view = selectors.host_view(host=host)
-    subnets = selectors.network_subnets(network_id=port.network_id, with_segments=True)
+    subnets = selectors.network_subnets(network_id=port.network_id, bound_port=port.pk)
     routed = any(s.segment_id for s in subnets)
-    current = selectors.port_addresses(port_id=port.pk) if port.holds_addresses else []
+    current = (
+        selectors.port_addresses(port_id=port.pk) if any(s.port_holds for s in subnets) else []
+    )
     segments = _segments_for(port, view, subnets, current)
     if routed and (view is None or not segments):
         raise Conflict(

@@ -212,6 +212,46 @@ def test_steps_are_idempotent_and_ignore_stale_attempts(cloud):
     assert instance.actions.get().events.filter(event="compute_spawn").count() == 1
 
 
+def test_a_message_behind_its_build_goes_on_from_where_the_build_is(cloud):
+    """A conductor message redelivered after its worker died says the state
+    it was sent in; the build is further on: the steps done are not run
+    again, the rest are. A message that says no state (sent before messages
+    carried it) is read from the build."""
+    instance = boot(cloud)[0]
+    assert pipeline.prepare_ports(instance.pk, 1) is pipeline.Outcome.NEXT
+    pipeline.conduct(instance.pk, "preparing_ports", 1)
+    instance.refresh_from_db()
+    assert (instance.task_state, Port.objects.count()) == ("spawning", 1)
+    events = instance.actions.get().events.values_list("event", flat=True)
+    assert sorted(events) == [
+        "compute_bind_ports",
+        "compute_prepare_ports",
+        "compute_schedule_instance",
+    ]
+    other = boot(cloud)[0]
+    pipeline.conduct(other.pk)
+    other.refresh_from_db()
+    assert other.task_state == "spawning"
+
+
+def test_a_port_deleted_before_bind_is_made_again_and_bound(cloud):
+    """Of two NICs, one's port (compute's) is deleted between schedule and
+    bind: the NIC forgets it, and bind makes it again on the NIC's network
+    next to the port the other NIC kept."""
+    instance = boot(cloud, nics=[NicRequest(network=cloud.network)] * 2)[0]
+    for step in (pipeline.prepare_ports, pipeline.schedule):
+        assert step(instance.pk, 1) is pipeline.Outcome.NEXT
+    kept, gone = (nic.port for nic in instance.nics.order_by("index"))
+    net_services.port_delete(port=gone)
+    assert pipeline.bind_ports(instance.pk, 1) is pipeline.Outcome.NEXT
+    instance = run_pipeline(instance)
+    assert instance.status == "ACTIVE"
+    ports = [nic.port for nic in instance.nics.order_by("index")]
+    assert ports[0] == kept and ports[1].pk != gone.pk
+    assert all(p.binding_host == instance.host.name and p.status == "ACTIVE" for p in ports)
+    assert all(p.fixed_ips.count() == 1 for p in ports)
+
+
 def test_a_spawn_is_recorded_whole_or_not_at_all(cloud, monkeypatch):
     """The worker stops while it records a spawn (here the ports' update
     fails, after the instance's): none of it is kept, and the result sent

@@ -1,9 +1,11 @@
 """Mechanism drivers: explicit vif_type and vif_details per host, or why not."""
 
-from networking import services
+import pytest
+
+from networking import selectors, services
 from networking.binding import HostView, Nic, PhysnetLink, SegmentView, bind
 from networking.models import Port
-from tests.factories import HostFactory, NetworkFactory
+from tests.factories import HostAgentFactory, HostFactory, NetworkFactory
 
 VLAN = SegmentView("seg-1", "vlan", "physnet1", 101)
 FLAT = SegmentView("seg-2", "flat", "physnet1", None)
@@ -120,3 +122,32 @@ def test_a_dpdk_hosts_ports_are_bound_as_vhost_user(db):
         "connectivity": "l2",
     }
     assert str(bound.fixed_ips.get().subnet.cidr) == "10.1.0.0/24"  # rack1, where it is cabled
+
+
+@pytest.mark.django_db
+def test_a_hosts_report_reads_back_as_reported():
+    """What every bind reads of a host: nothing for a host that never
+    reported; an agent's own settings even when it reports nothing to
+    plug; each kind of reported row, in report order."""
+    assert selectors.host_view(host="nowhere") is None
+    HostAgentFactory(host="empty", physnets=[], vnic_types=[], tunnel_types=[])
+    assert selectors.host_view(host="empty") == HostView(host="empty")
+    HostAgentFactory(
+        host="fast", dpdk=True, sriov=True, physnets=["physnet2", "physnet1"], ovs_hybrid_plug=True
+    )
+    assert selectors.host_view(host="fast") == HostView(
+        host="fast",
+        datapath_type="netdev",
+        interface_types=frozenset({"dpdkvhostuser", "dpdkvhostuserclient"}),
+        ovs_hybrid_plug=True,
+        tunnel_types=frozenset({"vxlan"}),
+        physnets={name: PhysnetLink("br-ex", "ens1") for name in ("physnet2", "physnet1")},
+        vnic_types=frozenset({"normal", "direct"}),
+    )
+    HostAgentFactory(host="metal", baremetal=True, nic_mac="52:54:00:fa:10:01", tunnel_types=[])
+    metal = selectors.host_view(host="metal")
+    assert metal.baremetal_nics == (Nic("52:54:00:fa:10:01", "physnet1"),)
+    assert (metal.physnets, metal.vnic_types) == (
+        {"physnet1": PhysnetLink()},
+        frozenset({"baremetal"}),
+    )

@@ -101,3 +101,24 @@ def test_a_generated_mac_already_taken_is_drawn_again(monkeypatch):
         services.port_create(project=project, network=network)
     assert raised.value.type == "MacAddressGenerationFailure"
     assert network.ports.count() == 2
+
+
+@pytest.mark.django_db
+def test_an_address_comes_from_the_pools_as_they_are_not_as_read():
+    """The first pick inserts only while the subnet's pools are those its
+    caller read: pools changed since are read again, under the subnet's
+    lock, and the address comes from them."""
+    project = ProjectFactory()
+    context = RequestContext(user_id="u", project=project, role="admin")
+    network = services.network_create(context=context, project=project)
+    read = services.subnet_create(
+        project=project,
+        network=network,
+        cidr="10.41.0.0/24",
+        allocation_pools=[{"start": "10.41.0.10", "end": "10.41.0.19"}],
+    )
+    now = [{"start": "10.41.0.100", "end": "10.41.0.109"}]
+    services.subnet_update(subnet=read, allocation_pools=now)
+    port = services.port_create(project=project, network=network, fixed_ips=[])
+    allocation = services.ip_allocate(port=port, subnet=read)
+    assert netaddr.IPAddress(allocation.address) in netaddr.IPRange(now[0]["start"], now[0]["end"])
