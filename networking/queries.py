@@ -79,11 +79,14 @@ def address_insert(
 SUBNET_POOLS = "SELECT allocation_pools FROM networking_subnet WHERE id = %s"
 
 
-def subnet_pools_shared(*, subnet_id) -> list[dict]:
+def subnet_pools_shared(*, subnet_id) -> list[dict] | None:
     """The subnet's allocation pools, its row share-locked until the
-    transaction ends."""
+    transaction ends; None if the subnet is gone."""
     statement = SUBNET_POOLS + (" FOR SHARE" if connection.vendor == "postgresql" else "")
     with connection.cursor() as cursor:
         cursor.execute(statement, [_param(Subnet, "id", subnet_id)])
-        (pools,) = cursor.fetchone()
+        found = cursor.fetchone()
+    if found is None:
+        return None
+    (pools,) = found
     return json.loads(pools) if isinstance(pools, str) else pools

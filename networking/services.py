@@ -494,6 +494,8 @@ def _allocate(
                 return IPAllocation(pk=inserted, port=port, subnet=subnet, address=picked)
         # Taken, or the pools changed: the pools as they are, under the lock.
         pools = queries.subnet_pools_shared(subnet_id=subnet.pk)
+        if pools is None:  # the subnet was deleted meanwhile: no address here
+            return None
         lost: set[str] = set(first) if pools == subnet.allocation_pools else set()
         for picked in held + ipam.random_candidates(pools, 3, _rng):
             if picked in lost:

@@ -122,3 +122,20 @@ def test_an_address_comes_from_the_pools_as_they_are_not_as_read():
     port = services.port_create(project=project, network=network, fixed_ips=[])
     allocation = services.ip_allocate(port=port, subnet=read)
     assert netaddr.IPAddress(allocation.address) in netaddr.IPRange(now[0]["start"], now[0]["end"])
+
+
+@pytest.mark.django_db
+def test_a_subnet_deleted_meanwhile_has_no_address_to_give():
+    """A subnet deleted after its caller read it (a delete that won the
+    race for its row) gives no address: the pick says the subnet is out of
+    addresses (409), so a bind goes on to another segment or host."""
+    project = ProjectFactory()
+    context = RequestContext(user_id="u", project=project, role="admin")
+    network = services.network_create(context=context, project=project)
+    read = services.subnet_create(project=project, network=network, cidr="10.42.0.0/29")
+    port = services.port_create(project=project, network=network, fixed_ips=[])
+    services.subnet_delete(subnet=read)
+    with pytest.raises(Conflict) as raised:
+        services.ip_allocate(port=port, subnet=read)
+    assert raised.value.type == "IpAddressGenerationFailure"
+    assert not port.fixed_ips.exists()
