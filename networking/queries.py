@@ -30,18 +30,16 @@ _ADDRESS_INSERT = (
     "ON CONFLICT (subnet_id, address) DO NOTHING RETURNING id"
 )
 _MINE = " AND (h.holder <> %(holder)s OR h.project_id <> %(project)s OR h.start_at > %(now)s)"
-_WHILE_POOLS = {
-    "subnet": "FROM networking_subnet s ",
-    "pools": "s.id = %(subnet)s AND s.allocation_pools = %(pools)s AND ",
-}
 
 
 def _address_insert_statement(*, for_holder: bool, while_pools: bool) -> str:
-    parts = {"subnet": "", "pools": "", "lock": "", "mine": _MINE if for_holder else ""}
-    if while_pools:
-        parts |= _WHILE_POOLS
-        parts["lock"] = " FOR SHARE OF s" if connection.vendor == "postgresql" else ""
-    return _ADDRESS_INSERT.format(**parts)
+    share = " FOR SHARE OF s" if connection.vendor == "postgresql" else ""
+    return _ADDRESS_INSERT.format(
+        mine=_MINE if for_holder else "",
+        subnet="FROM networking_subnet s " if while_pools else "",
+        pools="s.id = %(subnet)s AND s.allocation_pools = %(pools)s AND " if while_pools else "",
+        lock=share if while_pools else "",
+    )
 
 
 def address_insert(
