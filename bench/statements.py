@@ -10,8 +10,11 @@ aside), of which savepoints, and transactions (BEGIN/COMMIT pairs and
 statements that commit by themselves). No worker and no broker: the
 hand-off to the host's queue goes to an in-memory one.
 
+Then one request for --batch servers (as --min-count), conducted as the
+worker does, in one batch: the conductor's statements per build there.
+
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/berth_bench \\
-        .venv/bin/python bench/statements.py [--builds 50]
+        .venv/bin/python bench/statements.py [--builds 50] [--batch 50]
 """
 
 import argparse
@@ -47,6 +50,7 @@ def tally(sent: list[str]) -> Counter:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--builds", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=50, help="servers in the batched request")
     parser.add_argument("--show", action="store_true", help="print the last build's statements")
     args = parser.parse_args()
     os.environ["CELERY_BROKER_URL"] = "memory://"
@@ -96,6 +100,20 @@ def main() -> int:
                 per_hop[hop].append(tally(sent))
             if Instance.objects.get(pk=instance.pk).status != "ACTIVE":
                 sys.exit(f"build {n} failed: {Instance.objects.get(pk=instance.pk).fault}")
+        batch = compute.server_create(
+            context=context,
+            name="bench-statements-batch",
+            flavor=flavor,
+            nics=[compute.NicRequest(network=network)],
+            min_count=args.batch,
+            max_count=args.batch,
+        )
+        ids = [str(instance.pk) for instance in batch]
+        with CaptureQueriesContext(connection) as captured:
+            pipeline.conduct(ids, batch[0].task_state, 1)
+        batched = tally([q["sql"] for q in captured.captured_queries])
+        if Instance.objects.filter(pk__in=ids, task_state="spawning").count() != args.batch:
+            sys.exit("a build of the batch did not reach spawn")
     finally:
         world.cleanup()
 
@@ -121,6 +139,10 @@ def main() -> int:
     plain = total["statements"] - total["savepoints"]
     verdict = "MET" if plain <= GOAL else "NOT MET"
     print(f"statements per build, savepoints aside: {plain:.1f} (goal <= {GOAL}): {verdict}")
+    print(
+        f"{'conductor, per build of a request of ' + str(args.batch):40} "
+        + " ".join(f"{k} {batched[k] / args.batch:.1f}" for k in batched)
+    )
     return 0
 
 

@@ -11,22 +11,30 @@ transaction; spawn runs on the queue of the host the build landed on
 (compute.tasks). A message is sent only where the hop changes, after the
 step that changes it commits.
 
-A step first locks the instance row and checks that the instance is in the
-step's state for the attempt it expects; a stale or duplicate run finds it
-is not and does nothing, so every step is safe to run twice. Domain failures
+A conductor step runs for a batch: the builds of one request (as Nova's
+conductor takes a multi-create whole), or one build. It reads and locks
+them in one statement, writes their events in one and their moves in
+one, and schedules builds alike with one host search; each build keeps
+its own outcome (its host, its failure, its next step).
+
+A step first locks the instance rows and checks that each instance is in
+the step's state for the attempt it expects; a stale or duplicate run finds
+it is not and does nothing for it, so every step is safe to run twice. Domain failures
 are state transitions with a fault, never lost exceptions: a failed bind or
 spawn releases the claim, excludes the host and schedules the next attempt
 on the same ports.
 """
 
 import enum
+import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
@@ -53,6 +61,8 @@ from networking.models import IpAllocationMode, Port, PortStatus, VifType, VnicT
 PORTS_BEFORE_SCHEDULING = 2
 DEVICE_OWNER = "compute:nova"
 
+logger = logging.getLogger(__name__)
+
 # Where a step runs: in the conductor task, or on its host's queue.
 CONDUCTOR = "conductor"
 HOST = "host"
@@ -62,6 +72,8 @@ class Outcome(enum.Enum):
     NEXT = "next"
     RESCHEDULE = "reschedule"
     STOP = "stop"
+    # Run the step again for this build alone, once its batch committed.
+    AGAIN = "again"
 
 
 @dataclass(frozen=True)
@@ -69,9 +81,9 @@ class Step:
     """One entry of the pipeline's table."""
 
     state: str  # the instance's task_state while the step is due or runs
-    # (instance id, attempt) -> outcome, for a conductor's step; None for
-    # one run by a task of its own
-    run: Callable[[object, int], Outcome] | None
+    # (instance ids, attempt) -> outcome by instance id, for a conductor's
+    # step; None for one run by a task of its own
+    run: Callable[[list, int], dict[str, Outcome]] | None
     hop: str  # CONDUCTOR or HOST
     event: str  # its name in the action log (Nova's)
     label: str  # its name in faults
@@ -104,54 +116,73 @@ def _load(instance_id, *related: str, lock: bool = False) -> Instance | None:
     return next(iter(found), None)  # by primary key: no ORDER BY, no LIMIT
 
 
+def _loaded(instance_ids, *related: str) -> list[Instance]:
+    """The instances of ``instance_ids`` with their ``related`` rows, each
+    locked (its row alone), in id order."""
+    found = Instance.objects.select_related(*related).filter(pk__in=instance_ids)
+    return list(found.order_by("pk").select_for_update(of=("self",)))
+
+
 def _nics(instance: Instance, *related: str) -> list[InstanceNic]:
     """The instance's NICs in order, with their ``related`` rows."""
     return list(InstanceNic.objects.filter(instance=instance).select_related(*related))
 
 
-def _with_nics(
-    instance_id,
+def _builds(
+    instance_ids,
     attempt: int,
     state: str,
     *related: str,
     nic_rows=(),
-    lock: bool = True,
     lock_ports: bool = False,
-) -> tuple:
-    """As ``_lock`` (or, without ``lock``, as ``_load`` then the same
-    check), and the instance's NICs in order with their ``nic_rows`` (what
-    the step reads of them: each row joined costs every step that reads it),
-    in one statement (the instance's row locked through the join): (None,
-    []) when the step has no work. With ``lock_ports``, the NICs' ports are
-    locked in the same statement, after the instance's row, as a delete
-    locks them; only when every NIC has one (a row is locked only through
-    an inner join): where some NIC has none (the legacy order, a port
-    deleted meanwhile), they are read without the ports' locks."""
-    nics = InstanceNic.objects.select_related(
-        "instance", *nic_rows, *(f"instance__{r}" for r in related)
-    ).filter(instance_id=instance_id)
-    found = _with_locked_ports(nics) if lock and lock_ports else []
-    if not found:
-        found = list(nics.select_for_update(of=("instance",)) if lock else nics)
-    if not found:  # an instance without NICs (or none at all)
-        instance = _load(instance_id, *related, lock=lock)
-    else:
-        instance = found[0].instance
-        for nic in found:
-            nic.instance = instance
-    return (instance, found) if _in_step(instance, attempt, state) else (None, [])
+) -> list[tuple[Instance, list[InstanceNic]]]:
+    """The builds of ``instance_ids`` that have work in ``state`` for
+    ``attempt``, each locked, with the ``related`` rows its step reads and
+    its NICs in order with their ``nic_rows`` (what the step reads of them:
+    each row joined costs every step that reads it): one statement for the
+    batch, which locks the instances' rows through the join, in id order.
+    With ``lock_ports``, the NICs' ports are locked in the same statement,
+    after their instance's row, as a delete locks them; only for builds
+    whose NICs all have one (a row is locked only through an inner join):
+    the others (the legacy order, a port deleted meanwhile) are read again
+    without the ports' locks."""
+    nics = (
+        InstanceNic.objects.select_related(
+            "instance", *nic_rows, *(f"instance__{r}" for r in related)
+        )
+        .filter(instance_id__in=instance_ids)
+        .order_by("instance_id", "index")
+    )
+    found = _with_locked_ports(nics) if lock_ports else []
+    missing = set(map(str, instance_ids)) - {str(nic.instance_id) for nic in found}
+    if missing:
+        found += nics.filter(instance_id__in=missing).select_for_update(of=("instance",))
+    builds: dict[str, tuple[Instance, list[InstanceNic]]] = {}
+    for nic in found:
+        instance, instance_nics = builds.setdefault(str(nic.instance_id), (nic.instance, []))
+        nic.instance = instance
+        instance_nics.append(nic)
+    nicless = set(map(str, instance_ids)) - builds.keys()
+    if nicless:  # instances without NICs (or none at all)
+        for instance in _loaded(nicless, *related):
+            builds[str(instance.pk)] = (instance, [])
+    return [
+        builds[key]
+        for key in map(str, instance_ids)
+        if key in builds and _in_step(builds[key][0], attempt, state)
+    ]
 
 
 def _with_locked_ports(nics) -> list[InstanceNic]:
-    """``nics`` locked with the instance and their ports, or none if some NIC
-    of the instance has no port."""
+    """``nics`` locked with their instances and ports, for the instances
+    whose NICs all have a port."""
     portless = InstanceNic.objects.filter(instance_id=OuterRef("instance_id"), port__isnull=True)
-    found = list(
+    found = (
         nics.filter(port__isnull=False)
         .annotate(some_portless=Exists(portless))
         .select_for_update(of=("instance", "port"))
     )
-    return [] if found and found[0].some_portless else found
+    return [nic for nic in found if not nic.some_portless]
 
 
 def _lock(instance_id, attempt: int, state: str, *related: str) -> Instance | None:
@@ -195,13 +226,32 @@ def _move(instance: Instance, state: str | None, nics: list[InstanceNic] | None 
     """Save the instance in step ``state`` (None: no step runs); where the
     hop changes, the next hop's task is sent once this commits (with the
     instance's ``nics`` as the step read them, if given)."""
-    before = instance.task_state
-    instance.enter(state, step_deadline(state) if state else None)
-    instance.save(update_fields=PIPELINE_FIELDS)
-    if state in STEPS and (before not in STEPS or STEPS[before].hop != STEPS[state].hop):
+    _move_all([(instance, nics)], state)
+
+
+def _move_all(builds: list[tuple[Instance, list[InstanceNic] | None]], state: str | None) -> None:
+    """_move for each (instance, nics) of ``builds``, in one statement."""
+    deadline = step_deadline(state) if state else None
+    hop_changes = []
+    for instance, _ in builds:
+        before = instance.task_state
+        hop_changes.append(
+            state in STEPS and (before not in STEPS or STEPS[before].hop != STEPS[state].hop)
+        )
+        instance.enter(state, deadline)
+    if len(builds) == 1:
+        builds[0][0].save(update_fields=PIPELINE_FIELDS)
+    else:
+        now = timezone.now()  # what save() stamps; bulk_update does not
+        for instance, _ in builds:
+            instance.updated_at = now
+        Instance.objects.bulk_update([instance for instance, _ in builds], PIPELINE_FIELDS)
+    if any(hop_changes):
         from compute import tasks  # the Celery side, which imports this module
 
-        tasks.send_step(instance, nics)
+        for (instance, nics), changes in zip(builds, hop_changes, strict=True):
+            if changes:
+                tasks.send_step(instance, nics)
 
 
 # --- the action log ------------------------------------------------------------
@@ -238,6 +288,11 @@ def _event(instance: Instance, state: str, action: str = "create") -> StepRun:
 
 def _finish(run: StepRun, result: str, details: str = "", host: str = "") -> None:
     """One upsert: a redelivered step overwrites its own event."""
+    _log([_logged(run, result, details, host)])
+
+
+def _logged(run: StepRun, result: str, details: str = "", host: str = "") -> InstanceActionEvent:
+    """The event of ``run`` ended with ``result``, to be written by _log."""
     instance = run.instance
     # A build's steps run under the create action that requested them (a
     # delete replaces it and ends the build), so only a delete's step loads
@@ -249,23 +304,27 @@ def _finish(run: StepRun, result: str, details: str = "", host: str = "") -> Non
         # or a lease's end) gets one now.
         action_start(instance, run.action)
         instance.save(update_fields=["current_action"])
-    InstanceActionEvent.objects.bulk_create(
-        [
-            InstanceActionEvent(
-                action_id=instance.current_action_id,
-                event=STEPS[run.state].event,
-                attempt=instance.attempt,
-                host=host or (instance.host.name if instance.host else ""),
-                start_time=run.started,
-                finish_time=timezone.now(),
-                result=result,
-                details=details,
-            )
-        ],
-        update_conflicts=True,
-        unique_fields=["action", "event", "attempt"],
-        update_fields=["host", "finish_time", "result", "details"],
+    return InstanceActionEvent(
+        action_id=instance.current_action_id,
+        event=STEPS[run.state].event,
+        attempt=instance.attempt,
+        host=host or (instance.host.name if instance.host else ""),
+        start_time=run.started,
+        finish_time=timezone.now(),
+        result=result,
+        details=details,
     )
+
+
+def _log(events: list[InstanceActionEvent]) -> None:
+    """Write ``events`` in one upsert: a redelivered step overwrites its own."""
+    if events:
+        InstanceActionEvent.objects.bulk_create(
+            events,
+            update_conflicts=True,
+            unique_fields=["action", "event", "attempt"],
+            update_fields=["host", "finish_time", "result", "details"],
+        )
 
 
 # --- ports ---------------------------------------------------------------------
@@ -422,20 +481,28 @@ def _ports_ready(instance: Instance, nics: list[InstanceNic], state: str, event)
 # --- the steps -----------------------------------------------------------------
 
 
-def prepare_ports(instance_id, attempt: int) -> Outcome:
+def _outcomes(instance_ids) -> dict[str, Outcome]:
+    """A batch step's outcome per build, by id: STOP until it says more."""
+    return dict.fromkeys(map(str, instance_ids), Outcome.STOP)
+
+
+def prepare_ports(instance_ids, attempt: int) -> dict[str, Outcome]:
+    outcomes = _outcomes(instance_ids)
     with transaction.atomic():
-        instance, nics = _with_nics(
-            instance_id, attempt, TaskState.PREPARING_PORTS, "project", nic_rows=("network",)
+        builds = _builds(
+            instance_ids, attempt, TaskState.PREPARING_PORTS, "project", nic_rows=("network",)
         )
-        if instance is None:
-            return Outcome.STOP
-        event = _event(instance, TaskState.PREPARING_PORTS)
-        failed = _ports_ready(instance, nics, TaskState.PREPARING_PORTS, event)
-        if failed:
-            return failed
-        _finish(event, "Success")
-        _move(instance, TaskState.SCHEDULING)
-        return Outcome.NEXT
+        done, logged = [], []
+        for instance, nics in builds:
+            event = _event(instance, TaskState.PREPARING_PORTS)
+            failed = _ports_ready(instance, nics, TaskState.PREPARING_PORTS, event)
+            outcomes[str(instance.pk)] = failed or Outcome.NEXT
+            if not failed:
+                done.append((instance, None))
+                logged.append(_logged(event, "Success"))
+        _log(logged)
+        _move_all(done, TaskState.SCHEDULING)
+    return outcomes
 
 
 def nic_needs(instance: Instance, nics: list[InstanceNic] | None = None) -> list[scheduler.NicNeed]:
@@ -461,86 +528,155 @@ def nic_needs(instance: Instance, nics: list[InstanceNic] | None = None) -> list
     return needs
 
 
-def schedule(instance_id, attempt: int) -> Outcome:
-    with transaction.atomic():
-        instance, nics = _with_nics(instance_id, attempt, TaskState.SCHEDULING, nic_rows=("port",))
-        if instance is None:
-            return Outcome.STOP
-        event = _event(instance, TaskState.SCHEDULING)
-        needs = nic_needs(instance, nics)
-        constraints = scheduler.constraints_for(instance)
-        picked = scheduler.select_hosts(
-            instance, needs, constraints, alternates=settings.BERTH_SCHEDULER_ALTERNATES
-        )
-        host = scheduler.claim_first(hosts=picked, instance=instance)
-        if host is None:
-            no_host = scheduler.explain_no_host(instance, needs, constraints)
-            why = no_host.why
-            if instance.last_failure:
-                why = f"{instance.last_failure}; no other host: {why}"
-            found = f"{no_host.why} ({no_host.detail})" if no_host.detail else no_host.why
-            return _fail(instance, TaskState.SCHEDULING, why, event, found=found)
-        instance.host_id = instance.claimed_host_id = host.pk
-        instance.alternate_hosts = [h.name for h in picked if h != host]
-        _finish(event, "Success", scheduler.explain_choice(host, picked), host=host.name)
-        _move(instance, TaskState.BINDING)
-        return Outcome.NEXT
+def _alike(instance: Instance, needs: list[scheduler.NicNeed]) -> tuple:
+    """What makes builds share one host search: one request's builds
+    (same flavor, project, reservation and excluded hosts) with the same
+    needs of their NICs."""
+    return (
+        instance.project_id,
+        instance.reservation_id,
+        instance.flavor_id,
+        instance.vcpus,
+        instance.memory_mb,
+        instance.disk_gb,
+        instance.baremetal,
+        tuple(instance.excluded_hosts),
+        tuple(needs),
+    )
 
 
-def bind_ports(instance_id, attempt: int) -> Outcome:
+def schedule(instance_ids, attempt: int) -> dict[str, Outcome]:
+    """Claim a host for each build. Builds alike share one host search
+    (scheduler.Ranking). In a batch, a claim never waits for a host row
+    another transaction holds (two batches waiting on each other's hosts
+    would deadlock), and a lease's instance reservation is not ranked
+    ahead of the claims before it: such builds are scheduled again alone
+    (AGAIN), once the batch commits, as a build alone waits."""
+    outcomes = _outcomes(instance_ids)
+    alone = len(outcomes) == 1
     with transaction.atomic():
-        instance, nics = _with_nics(
-            instance_id,
+        builds = [
+            (instance, nic_needs(instance, nics))
+            for instance, nics in _builds(
+                instance_ids, attempt, TaskState.SCHEDULING, nic_rows=("port",)
+            )
+        ]
+        sizes = Counter(_alike(instance, needs) for instance, needs in builds)
+        searches: dict[tuple, tuple[scheduler.Ranking, scheduler.Constraints]] = {}
+        placed, logged = [], []
+        for instance, needs in builds:
+            key = _alike(instance, needs)
+            if key not in searches:
+                constraints = scheduler.constraints_for(instance)
+                if constraints.per_instance and not alone:
+                    outcomes[str(instance.pk)] = Outcome.AGAIN
+                    continue
+                ranking = scheduler.Ranking(
+                    instance,
+                    needs,
+                    constraints,
+                    alternates=settings.BERTH_SCHEDULER_ALTERNATES,
+                    builds=sizes[key],
+                )
+                searches[key] = (ranking, constraints)
+            ranking, constraints = searches[key]
+            event = _event(instance, TaskState.SCHEDULING)
+            picked = ranking.pick()
+            host = scheduler.claim_first(hosts=picked, instance=instance, wait=alone)
+            if host is None:
+                outcomes[str(instance.pk)] = (
+                    _no_host(instance, needs, constraints, event) if alone else Outcome.AGAIN
+                )
+                continue
+            ranking.took(host, instance)
+            instance.host_id = instance.claimed_host_id = host.pk
+            instance.alternate_hosts = [h.name for h in picked if h != host]
+            placed.append((instance, None))
+            logged.append(
+                _logged(event, "Success", scheduler.explain_choice(host, picked), host=host.name)
+            )
+            outcomes[str(instance.pk)] = Outcome.NEXT
+        _log(logged)
+        _move_all(placed, TaskState.BINDING)
+    return outcomes
+
+
+def _no_host(instance: Instance, needs, constraints, event: StepRun) -> Outcome:
+    """No host could take the build: it fails, saying why."""
+    no_host = scheduler.explain_no_host(instance, needs, constraints)
+    why = no_host.why
+    if instance.last_failure:
+        why = f"{instance.last_failure}; no other host: {why}"
+    found = f"{no_host.why} ({no_host.detail})" if no_host.detail else no_host.why
+    return _fail(instance, TaskState.SCHEDULING, why, event, found=found)
+
+
+def bind_ports(instance_ids, attempt: int) -> dict[str, Outcome]:
+    outcomes = _outcomes(instance_ids)
+    with transaction.atomic():
+        builds = _builds(
+            instance_ids,
             attempt,
             TaskState.BINDING,
             "host",
             nic_rows=("port__network",),
             lock_ports=True,
         )
-        if instance is None:
-            return Outcome.STOP
-        event = _event(instance, TaskState.BINDING)
-        host = instance.host.name
-        if any(nic.port is None for nic in nics):
-            # A legacy fleet: the ports are created only now (each NIC's
-            # network is read for it).
-            failed = _ports_ready(instance, nics, TaskState.BINDING, event)
-            if failed:
-                return failed
-        if instance.baremetal:
-            _baremetal_ports(instance)
-        if instance.baremetal or any(nic.port is None for nic in nics):
-            # Ports made or swapped just now: read again, locked as the rest.
-            _, nics = _with_nics(
-                instance_id,
-                attempt,
-                TaskState.BINDING,
-                nic_rows=("port__network",),
-                lock_ports=True,
+        bound, logged = [], []
+        for instance, nics in builds:
+            event = _event(instance, TaskState.BINDING)
+            failed, nics = _bind(instance, nics, attempt, event)
+            outcomes[str(instance.pk)] = failed or Outcome.NEXT
+            if not failed:
+                bound.append((instance, nics))
+                logged.append(_logged(event, "Success", host=instance.host.name))
+        _log(logged)
+        _move_all(bound, TaskState.SPAWNING)
+    return outcomes
+
+
+def _bind(
+    instance: Instance, nics: list[InstanceNic], attempt: int, event
+) -> tuple[Outcome | None, list[InstanceNic]]:
+    """Bind the build's ports on its host: (None, its NICs with their ports
+    as bound and their networks: what the host is sent), or (the failed
+    build's outcome, [])."""
+    host = instance.host.name
+    if any(nic.port is None for nic in nics):
+        # A legacy fleet: the ports are created only now (each NIC's
+        # network is read for it).
+        failed = _ports_ready(instance, nics, TaskState.BINDING, event)
+        if failed:
+            return failed, []
+    if instance.baremetal:
+        _baremetal_ports(instance)
+    if instance.baremetal or any(nic.port is None for nic in nics):
+        # Ports made or swapped just now: read again, locked as the rest.
+        [(_, nics)] = _builds(
+            [instance.pk],
+            attempt,
+            TaskState.BINDING,
+            nic_rows=("port__network",),
+            lock_ports=True,
+        )
+    for nic in nics:
+        try:
+            port = net_services.port_bind(
+                port=nic.port, host=host, holder=_address_holder(instance)
             )
-        for nic in nics:
-            try:
-                port = net_services.port_bind(
-                    port=nic.port, host=host, holder=_address_holder(instance)
-                )
-            except BerthError as error:
-                # A segment out of addresses is the network's doing, not the
-                # host's: it does not weigh the host down.
-                return _retry_or_fail(
-                    instance,
-                    TaskState.BINDING,
-                    f"port {nic.port.pk}: binding on {host}: {error.message}",
-                    event,
-                    host_failed=error.type != "IpAddressGenerationFailure",
-                )
-            if port.binding_vif_type == VifType.BINDING_FAILED:
-                return _retry_or_fail(
-                    instance, TaskState.BINDING, f"port {port.pk}: {port.binding_failure}", event
-                )
-            nic.port = port  # as bound, with its network: what the host is sent
-        _finish(event, "Success", host=host)
-        _move(instance, TaskState.SPAWNING, nics)
-        return Outcome.NEXT
+        except BerthError as error:
+            # A segment out of addresses is the network's doing, not the
+            # host's: it does not weigh the host down.
+            reason = f"port {nic.port.pk}: binding on {host}: {error.message}"
+            host_failed = error.type != "IpAddressGenerationFailure"
+            return _retry_or_fail(
+                instance, TaskState.BINDING, reason, event, host_failed=host_failed
+            ), []
+        if port.binding_vif_type == VifType.BINDING_FAILED:
+            reason = f"port {port.pk}: {port.binding_failure}"
+            return _retry_or_fail(instance, TaskState.BINDING, reason, event), []
+        nic.port = port  # as bound, with its network: what the host is sent
+    return None, nics
 
 
 def spawn_request(instance: Instance, nics: list[InstanceNic] | None = None) -> SpawnRequest:
@@ -839,43 +975,71 @@ NEXT = {step.state: later for step, later in zip(PIPELINE, PIPELINE[1:], strict=
 CONDUCTED = {step for step in PIPELINE if step.hop == CONDUCTOR}
 
 
-def _where(instance_id) -> tuple[str | None, int | None]:
-    """The step a build is in and its attempt; (None, None) if it is not
-    building."""
-    found = (
-        Instance.objects.filter(pk=instance_id, status=InstanceStatus.BUILD)
-        .values_list("task_state", "attempt")
-        .first()
-    )
-    return found or (None, None)
+def _where(instance_ids) -> list[tuple[str, int, list[str]]]:
+    """The builds of ``instance_ids`` still building, by the step they are
+    in and its attempt: (state, attempt, ids)."""
+    found = Instance.objects.filter(pk__in=instance_ids, status=InstanceStatus.BUILD)
+    where: dict[tuple, list[str]] = {}
+    for pk, state, attempt in found.values_list("pk", "task_state", "attempt"):
+        where.setdefault((state, attempt), []).append(str(pk))
+    return [(state, attempt, ids) for (state, attempt), ids in where.items()]
 
 
-def conduct(instance_id, state: str | None = None, attempt: int | None = None) -> None:
-    """Run the build's conductor steps from ``state`` for ``attempt`` (what
-    the message says), each in its own transaction, until it is handed to
-    its host (or failed, or found done by another run). A reschedule after
-    a failed bind loops here with the next attempt.
+# What a step may raise that running it again can cure: the conductor's
+# task is retried whole (every step is idempotent).
+TRANSIENT = (OperationalError, InterfaceError)
+
+
+def _run(step: Step, instance_ids: list[str], attempt: int) -> dict[str, Outcome]:
+    """The step's outcome for each build. An exception no step expects
+    rolls the batch's step back; the step then runs for each build alone,
+    and a build that raises again fails at once, naming the step (the
+    others go on)."""
+    try:
+        return step.run(instance_ids, attempt)
+    except TRANSIENT:
+        raise
+    except Exception as error:
+        if len(instance_ids) == 1:
+            logger.exception("build %s: %s failed", instance_ids[0], step.label)
+            fail_unexpected(instance_ids[0], error)
+            return _outcomes(instance_ids)
+    outcomes = {}
+    for instance_id in instance_ids:
+        outcomes |= _run(step, [instance_id], attempt)
+    return outcomes
+
+
+def conduct(instance_ids, state: str | None = None, attempt: int | None = None) -> None:
+    """Run the conductor steps of the builds ``instance_ids`` (a request's,
+    or one build's id) from ``state`` for ``attempt`` (what the message
+    says), each step in its own transaction for the whole batch, until
+    they are handed to their hosts (or failed, or found done by another
+    run). A reschedule after a failed bind loops here with the next
+    attempt; a build the batch could not schedule is scheduled again
+    alone.
 
     The message is trusted only as far as its first step: a message
     redelivered after its worker died carries the state it was sent in,
-    and the build may be further on. That step then finds nothing to do,
-    and the run goes on from where the build is, read then (read first
+    and the builds may be further on. That step then finds nothing to do
+    for them, and they go on from where they are, read then (read first
     when the message does not say)."""
+    ids = [str(instance_ids)] if isinstance(instance_ids, (str, uuid.UUID)) else instance_ids
     sent = state is not None
-    if not sent:
-        state, attempt = _where(instance_id)
-    step = STEPS.get(state)
-    while step in CONDUCTED:
-        outcome = step.run(instance_id, attempt)
-        if outcome is Outcome.STOP and sent:
-            state, attempt = _where(instance_id)
-            step, sent = STEPS.get(state), False
+    due = [(state, attempt, ids)] if sent else _where(ids)
+    while due:
+        state, attempt, ids = due.pop(0)
+        step = STEPS.get(state)
+        if step not in CONDUCTED:
             continue
+        by_outcome: dict[Outcome, list[str]] = {}
+        for instance_id, outcome in _run(step, ids, attempt).items():
+            by_outcome.setdefault(outcome, []).append(instance_id)
+        if Outcome.NEXT in by_outcome:
+            due.append((NEXT[state].state, attempt, by_outcome[Outcome.NEXT]))
+        if Outcome.RESCHEDULE in by_outcome:
+            due.append((TaskState.SCHEDULING, attempt + 1, by_outcome[Outcome.RESCHEDULE]))
+        due += [(state, attempt, [one]) for one in by_outcome.get(Outcome.AGAIN, [])]
+        if sent and Outcome.STOP in by_outcome:
+            due += _where(by_outcome[Outcome.STOP])
         sent = False
-        if outcome is Outcome.STOP:
-            return
-        if outcome is Outcome.RESCHEDULE:
-            attempt += 1
-            step = STEPS[TaskState.SCHEDULING]
-        else:
-            step = NEXT[step.state]

@@ -13,7 +13,7 @@ theirs as ORM expressions on Host, never as SQL text.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -47,6 +47,10 @@ class Constraints:
     only_hosts: set[str] | None = None
     avoid: Q | None = None
     reason: str = ""
+    # True when the rules depend on where other instances are (a lease's
+    # slots per host): each build of a batch is then ranked on its own,
+    # after the ones before it claimed their hosts.
+    per_instance: bool = False
 
 
 # Reservations registers a provider at start-up; compute never imports it.
@@ -67,6 +71,7 @@ def constraints_for(instance: Instance) -> Constraints:
         if found.avoid is not None:
             merged.avoid = found.avoid if merged.avoid is None else merged.avoid | found.avoid
         merged.reason = merged.reason or found.reason
+        merged.per_instance = merged.per_instance or found.per_instance
     return merged
 
 
@@ -302,36 +307,73 @@ def explain_no_host(instance: Instance, needs: list[NicNeed], constraints: Const
     return NoHost("every candidate host was claimed by other builds meanwhile")
 
 
-def select_hosts(
-    instance: Instance, needs: list[NicNeed], constraints: Constraints, *, alternates: int = 3
-) -> list[Candidate]:
-    """The best host first, then up to ``alternates`` others; among the top
-    candidates, alternates on segments the earlier picks do not reach come
-    first, so a segment running dry does not sink every retry."""
-    reaches = reaches_of(needs)
-    ranked = candidates(instance, reaches, constraints, top=50, enough=alternates + 1)
-    routed = [reach for _, reach in reaches if reach.routed]
-    if not ranked or not routed:
-        return ranked[: alternates + 1]
-    physnets = net_selectors.host_physnets(hosts=[h.name for h in ranked])
+class Ranking:
+    """The hosts that fit builds alike (same request, same needs), best
+    first, found by one search for all of them: each pick weighs the hosts
+    as they are after the builds picked before it took their share (a
+    claim lowers the host's free RAM), so a batch spreads as builds
+    scheduled one after another do. ``builds`` says how many will pick."""
 
-    def segments(host: Candidate) -> frozenset:
+    def __init__(
+        self,
+        instance: Instance,
+        needs: list[NicNeed],
+        constraints: Constraints,
+        *,
+        alternates: int = 3,
+        builds: int = 1,
+    ):
+        self.alternates = alternates
+        reaches = reaches_of(needs)
+        self.hosts = candidates(
+            instance, reaches, constraints, top=50 + builds - 1, enough=alternates + builds
+        )
+        self.routed = [reach for _, reach in reaches if reach.routed]
+        self.physnets = (
+            net_selectors.host_physnets(hosts=[h.name for h in self.hosts])
+            if self.hosts and self.routed
+            else {}
+        )
+
+    def _segments(self, host: Candidate) -> frozenset:
         return frozenset(
             reach.segment_of_physnet[p]
-            for reach in routed
-            for p in physnets[host.name]
+            for reach in self.routed
+            for p in self.physnets[host.name]
             if p in reach.segment_of_physnet
         )
 
-    picked, seen = [ranked[0]], [segments(ranked[0])]
-    rest = ranked[1:]
-    while rest and len(picked) <= alternates:
-        fresh = [h for h in rest if segments(h) not in seen]
-        host = (fresh or rest)[0]
-        rest.remove(host)
-        picked.append(host)
-        seen.append(segments(host))
-    return picked
+    def pick(self) -> list[Candidate]:
+        """The best host first, then up to ``alternates`` others; among the
+        top candidates, alternates on segments the earlier picks do not
+        reach come first, so a segment running dry does not sink every
+        retry."""
+        ranked = sorted(self.hosts, key=lambda h: (-h.weight, h.name))
+        if not ranked or not self.routed:
+            return ranked[: self.alternates + 1]
+        picked, seen = [ranked[0]], [self._segments(ranked[0])]
+        rest = ranked[1:]
+        while rest and len(picked) <= self.alternates:
+            fresh = [h for h in rest if self._segments(h) not in seen]
+            host = (fresh or rest)[0]
+            rest.remove(host)
+            picked.append(host)
+            seen.append(self._segments(host))
+        return picked
+
+    def took(self, host: Candidate, instance: Instance) -> None:
+        """``instance`` claimed ``host``: the next pick sees it fuller."""
+        self.hosts = [
+            replace(h, free_ram=h.free_ram - instance.memory_mb) if h.pk == host.pk else h
+            for h in self.hosts
+        ]
+
+
+def select_hosts(
+    instance: Instance, needs: list[NicNeed], constraints: Constraints, *, alternates: int = 3
+) -> list[Candidate]:
+    """The best host for one build, then up to ``alternates`` others."""
+    return Ranking(instance, needs, constraints, alternates=alternates).pick()
 
 
 def claim(*, host: Candidate, instance: Instance, wait: bool = True) -> bool:
@@ -365,12 +407,15 @@ def claim(*, host: Candidate, instance: Instance, wait: bool = True) -> bool:
     return claimed == 1
 
 
-def claim_first(*, hosts: list[Candidate], instance: Instance) -> Candidate | None:
+def claim_first(
+    *, hosts: list[Candidate], instance: Instance, wait: bool = True
+) -> Candidate | None:
     """The first of ``hosts`` (best first) whose resources could be taken:
-    hosts nobody else is claiming right now first, then waiting in turn."""
-    for wait in (False, True):
+    hosts nobody else is claiming right now first, then (if ``wait``)
+    waiting in turn."""
+    for waiting in (False, True)[: 1 + wait]:
         for host in hosts:
-            if claim(host=host, instance=instance, wait=wait):
+            if claim(host=host, instance=instance, wait=waiting):
                 return host
     return None
 

@@ -361,8 +361,8 @@ def server_create(
         )
         pipeline.action_start(instance, "create", context.user_id)
         instance.save(update_fields=["current_action"])
-        tasks.send_step(instance)
         instances.append(instance)
+    tasks.send_builds(instances)
     return instances
 
 

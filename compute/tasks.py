@@ -1,7 +1,8 @@
 """Celery adapters for the control plane: load by id, call a service.
 
 A build is two hops (compute.pipeline.PIPELINE says which step runs where):
-``conduct`` runs the database-only steps on the build queue, then the host
+``conduct`` runs the database-only steps on the build queue (for a
+request's builds together, BUILDS_PER_MESSAGE at most), then the host
 the build landed on spawns it (compute.agent.spawn, on its queue
 ``host.<name>``) and sends the result back to ``spawn_done``. A host runs
 an agent of its own, or a central worker serves its queue
@@ -55,6 +56,10 @@ class BuildTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         if isinstance(exc, (OperationalError, InterfaceError, SoftTimeLimitExceeded)):
             return
+        if isinstance(args[0], list):
+            # A batch's conductor fails each build that raised itself
+            # (compute.pipeline.conduct): what escapes it is no build's.
+            return
         try:
             pipeline.fail_unexpected(args[0], exc)
         except DatabaseError:  # the reaper fails or resumes it later
@@ -83,6 +88,23 @@ def send_step(instance: Instance, nics: list | None = None) -> None:
         )
 
 
+# Builds of one request per conductor message: a batch's steps cost
+# about one statement each for all its builds, but the builds of one
+# message are conducted one after another.
+BUILDS_PER_MESSAGE = 50
+
+
+def send_builds(instances: list[Instance]) -> None:
+    """Send, once the current transaction commits, the conductor the
+    first step of a request's new builds (all in the same state, attempt
+    1), in batches of BUILDS_PER_MESSAGE."""
+    ids = [str(instance.pk) for instance in instances]
+    state = instances[0].task_state if instances else None
+    for first in range(0, len(ids), BUILDS_PER_MESSAGE):
+        batch = ids[first : first + BUILDS_PER_MESSAGE]
+        enqueue_after_commit(lambda batch=batch: conduct.delay(batch, state, 1))
+
+
 def send_destroy(*, instance_id: str, host: str) -> None:
     """Have ``host`` remove the instance's domain, once this commits."""
     found = Host.objects.filter(name=host).values_list("virt_driver", "driver_options").first()
@@ -93,8 +115,10 @@ def send_destroy(*, instance_id: str, host: str) -> None:
 
 
 @shared_task(name="compute.conduct", base=BuildTask, **TRANSIENT)
-def conduct(instance_id: str, state: str | None = None, attempt: int | None = None) -> None:
-    pipeline.conduct(instance_id, state, attempt)
+def conduct(
+    instance_ids: list[str] | str, state: str | None = None, attempt: int | None = None
+) -> None:
+    pipeline.conduct(instance_ids, state, attempt)
 
 
 @shared_task(name="compute.spawn_done", base=BuildTask, **TRANSIENT)

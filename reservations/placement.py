@@ -98,7 +98,10 @@ def lease_constraints(instance: Instance) -> Constraints:
             if per_host.get(a.host.name, 0) < a.slots
         }
     return Constraints(
-        only_hosts=hosts, reason=f"no host of reservation {reservation.pk} can take the instance"
+        only_hosts=hosts,
+        reason=f"no host of reservation {reservation.pk} can take the instance",
+        # An instance reservation's free slots change as its instances land.
+        per_instance=reservation.resource_type == ResourceType.INSTANCE,
     )
 
 

@@ -122,6 +122,7 @@ def no_worker(monkeypatch):
     tests really commit, so on_commit would hand them to a broker with no
     worker behind it; the tests run the build steps themselves instead."""
     monkeypatch.setattr("compute.tasks.send_step", lambda instance, nics=None: None)
+    monkeypatch.setattr("compute.tasks.send_builds", lambda instances: None)
     monkeypatch.setattr("reservations.tasks.deliver.delay", lambda delivery_id: None)
 
 

@@ -88,6 +88,11 @@ def host_power(instance: Instance) -> Instance:
     return instance
 
 
+def step_outcome(step, instance_id, attempt: int) -> pipeline.Outcome:
+    """One build's outcome of a conductor step run for it alone."""
+    return step([instance_id], attempt)[str(instance_id)]
+
+
 def run_pipeline(instance: Instance) -> Instance:
     """The build's tasks, in this process: each step the table names for the
     instance's state, until none is due. For tests that check the steps,
@@ -100,5 +105,5 @@ def run_pipeline(instance: Instance) -> Instance:
         if step.hop == pipeline.HOST:
             host_spawn(instance)
         else:
-            step.run(instance.pk, instance.attempt)
+            step.run([instance.pk], instance.attempt)
     raise AssertionError("pipeline did not finish")

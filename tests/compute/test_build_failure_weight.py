@@ -11,7 +11,7 @@ from django.utils import timezone
 from compute import pipeline, scheduler, services
 from compute.models import Host, Instance
 from networking import services as net_services
-from tests.compute.conftest import C21, run_pipeline
+from tests.compute.conftest import C21, run_pipeline, step_outcome
 from tests.factories import HostFactory
 
 
@@ -169,8 +169,8 @@ def test_a_segment_out_of_addresses_does_not_weigh_the_host_down(acme_admin, clo
         },
     )
     instance = Instance.objects.get(pk=response.json()["server"]["id"])
-    pipeline.prepare_ports(instance.pk, 1)
-    pipeline.schedule(instance.pk, 1)
+    step_outcome(pipeline.prepare_ports, instance.pk, 1)
+    step_outcome(pipeline.schedule, instance.pk, 1)
     taken = [
         net_services.port_create(
             project=cloud.project, network=cloud.network, fixed_ips=[{"ip_address": address}]

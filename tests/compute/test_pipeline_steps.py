@@ -14,7 +14,7 @@ from identity.quotas import quota_set
 from networking import selectors as net_selectors
 from networking import services as net_services
 from networking.models import Port
-from tests.compute.conftest import host_spawn, run_pipeline, sriov_on_h1_only
+from tests.compute.conftest import host_spawn, run_pipeline, sriov_on_h1_only, step_outcome
 from tests.factories import HostFactory
 
 
@@ -195,15 +195,16 @@ def test_delete_removes_ports_compute_created(cloud):
 
 def test_steps_are_idempotent_and_ignore_stale_attempts(cloud):
     instance = boot(cloud)[0]
-    assert pipeline.prepare_ports(instance.pk, 1) is pipeline.Outcome.NEXT
+    assert step_outcome(pipeline.prepare_ports, instance.pk, 1) is pipeline.Outcome.NEXT
     # A duplicate delivery changes nothing.
-    assert pipeline.prepare_ports(instance.pk, 1) is pipeline.Outcome.STOP
+    assert step_outcome(pipeline.prepare_ports, instance.pk, 1) is pipeline.Outcome.STOP
     assert Port.objects.count() == 1
-    assert pipeline.schedule(instance.pk, 1) is pipeline.Outcome.NEXT
-    assert pipeline.schedule(instance.pk, 1) is pipeline.Outcome.STOP
+    assert step_outcome(pipeline.schedule, instance.pk, 1) is pipeline.Outcome.NEXT
+    assert step_outcome(pipeline.schedule, instance.pk, 1) is pipeline.Outcome.STOP
     assert sum(h.running_instances for h in Host.objects.all()) == 1
-    assert pipeline.bind_ports(instance.pk, 2) is pipeline.Outcome.STOP  # stale attempt
-    assert pipeline.bind_ports(instance.pk, 1) is pipeline.Outcome.NEXT
+    # A stale attempt does nothing.
+    assert step_outcome(pipeline.bind_ports, instance.pk, 2) is pipeline.Outcome.STOP
+    assert step_outcome(pipeline.bind_ports, instance.pk, 1) is pipeline.Outcome.NEXT
     assert host_spawn(instance) is pipeline.Outcome.NEXT
     # The host's result delivered twice: recorded once.
     instance.refresh_from_db()
@@ -218,7 +219,7 @@ def test_a_message_behind_its_build_goes_on_from_where_the_build_is(cloud):
     again, the rest are. A message that says no state (sent before messages
     carried it) is read from the build."""
     instance = boot(cloud)[0]
-    assert pipeline.prepare_ports(instance.pk, 1) is pipeline.Outcome.NEXT
+    assert step_outcome(pipeline.prepare_ports, instance.pk, 1) is pipeline.Outcome.NEXT
     pipeline.conduct(instance.pk, "preparing_ports", 1)
     instance.refresh_from_db()
     assert (instance.task_state, Port.objects.count()) == ("spawning", 1)
@@ -240,10 +241,10 @@ def test_a_port_deleted_before_bind_is_made_again_and_bound(cloud):
     next to the port the other NIC kept."""
     instance = boot(cloud, nics=[NicRequest(network=cloud.network)] * 2)[0]
     for step in (pipeline.prepare_ports, pipeline.schedule):
-        assert step(instance.pk, 1) is pipeline.Outcome.NEXT
+        assert step_outcome(step, instance.pk, 1) is pipeline.Outcome.NEXT
     kept, gone = (nic.port for nic in instance.nics.order_by("index"))
     net_services.port_delete(port=gone)
-    assert pipeline.bind_ports(instance.pk, 1) is pipeline.Outcome.NEXT
+    assert step_outcome(pipeline.bind_ports, instance.pk, 1) is pipeline.Outcome.NEXT
     instance = run_pipeline(instance)
     assert instance.status == "ACTIVE"
     ports = [nic.port for nic in instance.nics.order_by("index")]
@@ -258,7 +259,7 @@ def test_a_spawn_is_recorded_whole_or_not_at_all(cloud, monkeypatch):
     again records it whole: ACTIVE, its port ACTIVE, the spawn logged once."""
     instance = boot(cloud)[0]
     for step in (pipeline.prepare_ports, pipeline.schedule, pipeline.bind_ports):
-        assert step(instance.pk, 1) is pipeline.Outcome.NEXT
+        assert step_outcome(step, instance.pk, 1) is pipeline.Outcome.NEXT
 
     def worker_stops(**kwargs):
         raise RuntimeError("worker stopped")
@@ -281,7 +282,7 @@ def test_legacy_fleet_creates_ports_at_bind_time(cloud):
     instance = boot(cloud)[0]
     assert instance.task_state == "scheduling"  # no prepare step
     assert not Port.objects.exists()
-    pipeline.schedule(instance.pk, 1)
+    step_outcome(pipeline.schedule, instance.pk, 1)
     assert not Port.objects.exists()  # still none: legacy order
     instance = run_pipeline(instance)
     assert instance.status == "ACTIVE"
@@ -349,7 +350,7 @@ def test_libvirt_driver_defines_the_domain_with_its_interfaces(cloud):
 
 def test_reaper_resumes_a_stuck_step_then_gives_up(cloud, settings):
     instance = boot(cloud)[0]
-    pipeline.prepare_ports(instance.pk, 1)  # now "scheduling", as if the worker died
+    step_outcome(pipeline.prepare_ports, instance.pk, 1)  # now "scheduling", as if the worker died
     instance.refresh_from_db()
     for _ in range(settings.BERTH_REAPER_MAX_RESUMES):
         assert pipeline.resume_step(instance) == "scheduling"
