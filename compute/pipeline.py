@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
@@ -364,6 +364,49 @@ def _ensure_ports(instance: Instance, nics: list[InstanceNic]) -> None:
         nic.save(update_fields=["port", "created_by_compute"])
 
 
+def _ports_together(builds: list[tuple[Instance, list[InstanceNic]]]) -> None:
+    """Create the ports compute makes for a batch's NICs (those that ask
+    for neither a port nor a fixed IP) with one networking.ports_create per
+    project, network, vnic type and address holder, and record them on the
+    NICs in one statement: a few statements for the whole batch. If that
+    fails (a quota the batch exceeds, a MAC drawn twice), nothing of it is
+    kept, and _ensure_ports makes them one build at a time, where a failure
+    is the build's own."""
+    wanted: dict[tuple, list[tuple[Instance, InstanceNic]]] = {}
+    for instance, nics in builds:
+        vnic = VnicType.BAREMETAL if instance.baremetal else VnicType.NORMAL
+        for nic in nics:
+            if nic.port_id is None and not nic.requested_port_id and not nic.fixed_ip:
+                key = (instance.project_id, nic.network_id, vnic, _address_holder(instance))
+                wanted.setdefault(key, []).append((instance, nic))
+    if all(len(group) == 1 for group in wanted.values()):
+        return  # nothing to share: port_create, as for one build
+    try:
+        with transaction.atomic():
+            for (_, _, vnic, holder), group in wanted.items():
+                ports = net_services.ports_create(
+                    project=group[0][0].project,
+                    network=group[0][1].network,
+                    ports=[
+                        {
+                            "device_id": str(instance.pk),
+                            "device_owner": DEVICE_OWNER,
+                            "binding_vnic_type": vnic,
+                        }
+                        for instance, _ in group
+                    ],
+                    holder=holder,
+                )
+                for (_, nic), port in zip(group, ports, strict=True):
+                    nic.port, nic.created_by_compute = port, True
+            made = [nic for group in wanted.values() for _, nic in group]
+            InstanceNic.objects.bulk_update(made, ["port", "created_by_compute"])
+    except (BerthError, IntegrityError):
+        for group in wanted.values():
+            for _, nic in group:
+                nic.port, nic.created_by_compute = None, False
+
+
 def cleanup_ports(instance: Instance) -> None:
     """Delete the ports compute created, unbind the ones the user passed in
     (their host, device and profile are cleared; the ports stay)."""
@@ -492,6 +535,7 @@ def prepare_ports(instance_ids, attempt: int) -> dict[str, Outcome]:
         builds = _builds(
             instance_ids, attempt, TaskState.PREPARING_PORTS, "project", nic_rows=("network",)
         )
+        _ports_together(builds)
         done, logged = [], []
         for instance, nics in builds:
             event = _event(instance, TaskState.PREPARING_PORTS)
@@ -622,10 +666,12 @@ def bind_ports(instance_ids, attempt: int) -> dict[str, Outcome]:
             nic_rows=("port__network",),
             lock_ports=True,
         )
+        # The hosts' reports, for the whole batch in one statement.
+        views = net_selectors.host_views(hosts={instance.host.name for instance, _ in builds})
         bound, logged = [], []
         for instance, nics in builds:
             event = _event(instance, TaskState.BINDING)
-            failed, nics = _bind(instance, nics, attempt, event)
+            failed, nics = _bind(instance, nics, attempt, event, views)
             outcomes[str(instance.pk)] = failed or Outcome.NEXT
             if not failed:
                 bound.append((instance, nics))
@@ -636,11 +682,11 @@ def bind_ports(instance_ids, attempt: int) -> dict[str, Outcome]:
 
 
 def _bind(
-    instance: Instance, nics: list[InstanceNic], attempt: int, event
+    instance: Instance, nics: list[InstanceNic], attempt: int, event, views: dict
 ) -> tuple[Outcome | None, list[InstanceNic]]:
-    """Bind the build's ports on its host: (None, its NICs with their ports
-    as bound and their networks: what the host is sent), or (the failed
-    build's outcome, [])."""
+    """Bind the build's ports on its host (its report in ``views``): (None,
+    its NICs with their ports as bound and their networks: what the host is
+    sent), or (the failed build's outcome, [])."""
     host = instance.host.name
     if any(nic.port is None for nic in nics):
         # A legacy fleet: the ports are created only now (each NIC's
@@ -662,7 +708,7 @@ def _bind(
     for nic in nics:
         try:
             port = net_services.port_bind(
-                port=nic.port, host=host, holder=_address_holder(instance)
+                port=nic.port, host=host, holder=_address_holder(instance), views=views
             )
         except BerthError as error:
             # A segment out of addresses is the network's doing, not the

@@ -78,23 +78,31 @@ AGENT_COLUMNS = (
 
 
 def _reported(model, kind: str, *columns: str, agent: str = "agent__"):
-    """The host's rows of ``model`` as (kind, key, ``columns``, the agent's
-    AGENT_COLUMNS through ``agent``), ``columns`` padded to five text
-    columns, so that the agent and its three kinds of rows read as one
-    UNION ALL. The agent's own row (``agent`` empty) has key 0: its uuid
+    """The hosts' rows of ``model`` as (kind, host, key, ``columns``, the
+    agent's AGENT_COLUMNS through ``agent``), ``columns`` padded to five
+    text columns, so that the agents and their three kinds of rows read as
+    one UNION ALL. An agent's own row (``agent`` empty) has key 0: its uuid
     would not fit the others' integer keys."""
     padding = {f"pad{n}": Value("") for n in range(5 - len(columns))}
     return (
         model.objects.annotate(kind=Value(kind), key=F("id") if agent else Value(0), **padding)
-        .values_list("kind", "key", *columns, *padding, *(agent + c for c in AGENT_COLUMNS))
+        .values_list(
+            "kind",
+            agent + "host",
+            "key",
+            *columns,
+            *padding,
+            *(agent + c for c in AGENT_COLUMNS),
+        )
         .order_by()
     )
 
 
-def host_view(*, host: str) -> HostView | None:
-    """What the host reported, or None if it never did. Every bind reads it,
-    in one statement: the agent's row, then its three kinds of child rows,
-    each kind in report order."""
+def host_views(*, hosts) -> dict[str, HostView]:
+    """What each of ``hosts`` reported, by name (a host that never did is
+    not there), in one statement: the agents' rows, then their three kinds
+    of child rows, each kind in report order."""
+    hosts = list(hosts)
     physnets = _reported(
         HostPhysnet, "physnet", "physical_network", "bridge", "sriov_interface", "macvtap_interface"
     )
@@ -108,17 +116,24 @@ def host_view(*, host: str) -> HostView | None:
         "switch_port",
         "switch_info",
     )
-    agent = _reported(HostAgent, "agent", agent="").filter(host=host)
+    agents = _reported(HostAgent, "agent", agent="").filter(host__in=hosts)
     reported = (
-        physnets.filter(agent__host=host)
-        .union(vnics.filter(agent__host=host), nics.filter(agent__host=host), agent, all=True)
+        physnets.filter(agent__host__in=hosts)
+        .union(
+            vnics.filter(agent__host__in=hosts),
+            nics.filter(agent__host__in=hosts),
+            agents,
+            all=True,
+        )
         .order_by("kind", "key")
     )
-    rows: dict[str, list] = {"agent": [], "physnet": [], "vnic": [], "nic": []}
-    for kind, _, *row in reported:
-        rows[kind].append(row)
-    if not rows["agent"]:
-        return None
+    rows: dict[str, dict[str, list]] = {}
+    for kind, host, _, *row in reported:
+        rows.setdefault(host, {"agent": [], "physnet": [], "vnic": [], "nic": []})[kind].append(row)
+    return {host: _host_view(host, found) for host, found in rows.items() if found["agent"]}
+
+
+def _host_view(host: str, rows: dict[str, list]) -> HostView:
     datapath, interfaces, hybrid_plug, bridge, tunnels = rows["agent"][0][5:]
     return HostView(
         host=host,
@@ -131,6 +146,11 @@ def host_view(*, host: str) -> HostView | None:
         vnic_types=frozenset(vnic for vnic, *_ in rows["vnic"]),
         baremetal_nics=tuple(Nic(*nic[:5]) for nic in rows["nic"]),
     )
+
+
+def host_view(*, host: str) -> HostView | None:
+    """What the host reported, or None if it never did."""
+    return host_views(hosts=[host]).get(host)
 
 
 def network_subnets(*, network_id, bound_port=None) -> list[Subnet]:
@@ -177,12 +197,11 @@ def ports_bound_through(*, segment: Segment) -> list:
         .order_by("pk")
         .values_list("pk", "binding_host")
     )
-    views: dict[str, HostView | None] = {}
+    bound = list(bound)
+    views = host_views(hosts={host for _, host in bound})
     found = []
     for port_id, host in bound:
-        if host not in views:
-            views[host] = host_view(host=host)
-        view = views[host]
+        view = views.get(host)
         if view is None or view.reaches(segment.network_type, segment.physical_network):
             found.append(port_id)
     return found

@@ -807,13 +807,7 @@ def _port_create(
     caller's transaction, which a refused MAC rolls back to)."""
     quota_enforce(project=project, requested={"port": 1})
     subnets = selectors.network_subnets(network_id=network.pk)
-    routed = any(s.segment_id for s in subnets)
-    if fixed_ips == []:
-        mode = IpAllocationMode.NONE
-    elif routed and fixed_ips is None:
-        mode = IpAllocationMode.DEFERRED
-    else:
-        mode = IpAllocationMode.IMMEDIATE
+    mode = _allocation_mode(subnets, fixed_ips)
     port = Port.objects.create(
         project=project, network=network, mac_address=mac, ip_allocation=mode, **fields
     )
@@ -824,6 +818,44 @@ def _port_create(
     if binding_host:
         port = port_bind(port=port, host=binding_host, holder=holder)
     return port
+
+
+def _allocation_mode(subnets: list[Subnet], fixed_ips) -> str:
+    """When a new port gets its addresses: never (``fixed_ips`` empty), at
+    bind (a routed network, nothing asked), or now."""
+    if fixed_ips == []:
+        return IpAllocationMode.NONE
+    if fixed_ips is None and any(s.segment_id for s in subnets):
+        return IpAllocationMode.DEFERRED
+    return IpAllocationMode.IMMEDIATE
+
+
+@transaction.atomic
+def ports_create(*, project: Project, network: Network, ports: list[dict], holder=None) -> list:
+    """Ports on the network, all or none (a savepoint), each as port_create
+    makes one with a random MAC and no fixed IPs asked; ``ports`` gives
+    each one's other fields. What a batch of builds asks for: the quota,
+    the subnets and the insert are one statement each, whatever their
+    number (each port's addresses, if it gets them now, are its own). A
+    MAC drawn twice on the network raises IntegrityError: the caller then
+    makes them one by one, with port_create."""
+    quota_enforce(project=project, requested={"port": len(ports)})
+    subnets = selectors.network_subnets(network_id=network.pk)
+    mode = _allocation_mode(subnets, None)
+    made = Port.objects.bulk_create(
+        Port(
+            project=project,
+            network=network,
+            mac_address=ipam.random_mac(settings.BERTH_MAC_BASE, _rng),
+            ip_allocation=mode,
+            **fields,
+        )
+        for fields in ports
+    )
+    if mode == IpAllocationMode.IMMEDIATE:
+        for port in made:
+            _allocate_per_version(port=port, subnets=subnets, holder=holder)
+    return made
 
 
 @transaction.atomic
@@ -949,7 +981,7 @@ BINDING_FIELDS = [
 ]
 
 
-def port_bind(*, port: Port, host: str, holder=None) -> Port:
+def port_bind(*, port: Port, host: str, holder=None, views: dict | None = None) -> Port:
     """Bind the port on the host: choose a segment the host reaches, give the
     port an address there if the network is routed (one ``holder``, a
     lease's reservation, holds there if any), and ask the drivers how to
@@ -963,8 +995,10 @@ def port_bind(*, port: Port, host: str, holder=None) -> Port:
     (port_update and port_attach lock it; the build pipeline locks its
     ports with the instance, in one statement). Nothing is written before
     the last check passed, so a caller that goes on after a Conflict needs
-    no savepoint (two round trips on every build)."""
-    view = selectors.host_view(host=host)
+    no savepoint (two round trips on every build). ``views`` are hosts'
+    reports as selectors.host_views read them, for callers that bind on
+    several hosts (read here if not given)."""
+    view = selectors.host_view(host=host) if views is None else views.get(host)
     subnets = selectors.network_subnets(network_id=port.network_id, bound_port=port.pk)
     routed = any(s.segment_id for s in subnets)
     current = (

@@ -45,11 +45,34 @@ def test_a_requests_builds_are_spread_as_if_scheduled_one_by_one(cloud):
     assert sorted(hosts) == ["h1", "h2", "h3"]
     events = InstanceActionEvent.objects.filter(action__instance_id__in=ids, result="Success")
     assert events.count() == 9
+    # Their ports are made together: one insert for the three.
+    inserts = [
+        q for q in batch.captured_queries if q["sql"].startswith('INSERT INTO "networking_port"')
+    ]
+    assert len(inserts) == 1
     # Alone, one build costs about as many statements as the batch of three.
     [one] = request(cloud, 1)
     with CaptureQueriesContext(connection) as alone:
         pipeline.conduct([one], "preparing_ports", 1)
     assert len(batch) < 2 * len(alone)
+
+
+def test_a_mac_drawn_twice_in_a_batch_makes_its_ports_one_by_one(cloud, monkeypatch):
+    """The batch's ports draw the same MAC: the network refuses the insert,
+    nothing of it is kept, and each build makes its own port with a MAC
+    drawn again."""
+    draws = iter(["fa:16:3e:00:00:01"] * 3)
+    random_mac = pipeline.net_services.ipam.random_mac
+    monkeypatch.setattr(
+        pipeline.net_services.ipam,
+        "random_mac",
+        lambda base, rng: next(draws, None) or random_mac(base, rng),
+    )
+    ids = request(cloud, 3)
+    pipeline.conduct(ids, "preparing_ports", 1)
+    assert set(states(ids).values()) == {("BUILD", "spawning")}
+    macs = Port.objects.values_list("mac_address", flat=True)
+    assert len(set(macs)) == 3 and "fa:16:3e:00:00:01" not in macs
 
 
 def test_a_build_that_fails_in_a_batch_fails_alone(cloud):
@@ -73,10 +96,10 @@ def test_an_unexpected_error_in_a_batch_fails_only_its_build(cloud, monkeypatch)
     ids = request(cloud, 3)
     bind = pipeline.net_services.port_bind
 
-    def port_bind(*, port, host, holder=None):
+    def port_bind(*, port, host, **options):
         if port.device_id == ids[1]:
             raise RuntimeError("a bug in binding")
-        return bind(port=port, host=host, holder=holder)
+        return bind(port=port, host=host, **options)
 
     monkeypatch.setattr(pipeline.net_services, "port_bind", port_bind)
     pipeline.conduct(ids, "preparing_ports", 1)

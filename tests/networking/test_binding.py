@@ -151,3 +151,7 @@ def test_a_hosts_report_reads_back_as_reported():
         {"physnet1": PhysnetLink()},
         frozenset({"baremetal"}),
     )
+    # Several hosts in one read, each as alone; one that never reported is
+    # not there.
+    views = selectors.host_views(hosts=["fast", "metal", "empty", "nowhere"])
+    assert views == {h: selectors.host_view(host=h) for h in ("fast", "metal", "empty")}

@@ -139,3 +139,31 @@ def test_a_subnet_deleted_meanwhile_has_no_address_to_give():
         services.ip_allocate(port=port, subnet=read)
     assert raised.value.type == "IpAddressGenerationFailure"
     assert not port.fixed_ips.exists()
+
+
+@pytest.mark.django_db
+def test_ports_made_together_are_all_or_none(monkeypatch):
+    """ports_create makes each port as port_create would (an address now on
+    a plain network, each its own), in one quota check and one insert; a
+    quota short of them all, or a MAC drawn twice, leaves none."""
+    from identity.quotas import quota_set
+
+    project = ProjectFactory()
+    context = RequestContext(user_id="u", project=project, role="admin")
+    network = services.network_create(context=context, project=project)
+    services.subnet_create(project=project, network=network, cidr="10.43.0.0/28")
+    made = services.ports_create(
+        project=project, network=network, ports=[{"device_id": "a"}, {"device_id": "b"}]
+    )
+    assert [p.device_id for p in made] == ["a", "b"]
+    assert all(p.ip_allocation == "immediate" and p.fixed_ips.count() == 1 for p in made)
+    assert len({p.mac_address for p in made}) == 2
+    quota_set(project=project, resource="port", limit=3)
+    with pytest.raises(Conflict):
+        services.ports_create(project=project, network=network, ports=[{}, {}])
+    monkeypatch.setattr(services.ipam, "random_mac", lambda base, rng: "fa:16:3e:00:00:09")
+    quota_set(project=project, resource="port", limit=-1)
+    with pytest.raises(services.IntegrityError):
+        services.ports_create(project=project, network=network, ports=[{}, {}])
+    assert network.ports.count() == 2
+    assert services.IPAllocation.objects.count() == 2
