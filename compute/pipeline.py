@@ -229,8 +229,16 @@ def _move(instance: Instance, state: str | None, nics: list[InstanceNic] | None 
     _move_all([(instance, nics)], state)
 
 
-def _move_all(builds: list[tuple[Instance, list[InstanceNic] | None]], state: str | None) -> None:
-    """_move for each (instance, nics) of ``builds``, in one statement."""
+def _move_all(
+    builds: list[tuple[Instance, list[InstanceNic] | None]],
+    state: str | None,
+    changed: tuple[str, ...] = (),
+) -> None:
+    """_move for each (instance, nics) of ``builds`` that a step moves on,
+    having set ``changed`` (fields of PIPELINE_FIELDS) on each besides its
+    state: one UPDATE for what they share, and one more for what differs
+    from build to build (its CASE per row and field is costly to build, so
+    only those fields go into it)."""
     deadline = step_deadline(state) if state else None
     hop_changes = []
     for instance, _ in builds:
@@ -241,11 +249,13 @@ def _move_all(builds: list[tuple[Instance, list[InstanceNic] | None]], state: st
         instance.enter(state, deadline)
     if len(builds) == 1:
         builds[0][0].save(update_fields=PIPELINE_FIELDS)
-    else:
-        now = timezone.now()  # what save() stamps; bulk_update does not
-        for instance, _ in builds:
-            instance.updated_at = now
-        Instance.objects.bulk_update([instance for instance, _ in builds], PIPELINE_FIELDS)
+    elif builds:
+        instances = [instance for instance, _ in builds]
+        Instance.objects.filter(pk__in=[instance.pk for instance in instances]).update(
+            task_state=state, step_deadline=deadline, updated_at=timezone.now()
+        )
+        if changed:
+            Instance.objects.bulk_update(instances, changed)
     if any(hop_changes):
         from compute import tasks  # the Celery side, which imports this module
 
@@ -641,7 +651,7 @@ def schedule(instance_ids, attempt: int) -> dict[str, Outcome]:
             )
             outcomes[str(instance.pk)] = Outcome.NEXT
         _log(logged)
-        _move_all(placed, TaskState.BINDING)
+        _move_all(placed, TaskState.BINDING, changed=("host", "claimed_host", "alternate_hosts"))
     return outcomes
 
 
