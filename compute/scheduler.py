@@ -329,19 +329,21 @@ class Ranking:
             instance, reaches, constraints, top=50 + builds - 1, enough=alternates + builds
         )
         self.routed = [reach for _, reach in reaches if reach.routed]
-        self.physnets = (
+        physnets = (
             net_selectors.host_physnets(hosts=[h.name for h in self.hosts])
             if self.hosts and self.routed
             else {}
         )
-
-    def _segments(self, host: Candidate) -> frozenset:
-        return frozenset(
-            reach.segment_of_physnet[p]
-            for reach in self.routed
-            for p in self.physnets[host.name]
-            if p in reach.segment_of_physnet
-        )
+        # The segments each host reaches, of the routed networks the NICs need.
+        self.segments = {
+            name: frozenset(
+                reach.segment_of_physnet[p]
+                for reach in self.routed
+                for p in reached
+                if p in reach.segment_of_physnet
+            )
+            for name, reached in physnets.items()
+        }
 
     def pick(self) -> list[Candidate]:
         """The best host first, then up to ``alternates`` others; among the
@@ -351,14 +353,14 @@ class Ranking:
         ranked = sorted(self.hosts, key=lambda h: (-h.weight, h.name))
         if not ranked or not self.routed:
             return ranked[: self.alternates + 1]
-        picked, seen = [ranked[0]], [self._segments(ranked[0])]
+        picked, seen = [ranked[0]], [self.segments[ranked[0].name]]
         rest = ranked[1:]
         while rest and len(picked) <= self.alternates:
-            fresh = [h for h in rest if self._segments(h) not in seen]
+            fresh = [h for h in rest if self.segments[h.name] not in seen]
             host = (fresh or rest)[0]
             rest.remove(host)
             picked.append(host)
-            seen.append(self._segments(host))
+            seen.append(self.segments[host.name])
         return picked
 
     def took(self, host: Candidate, instance: Instance) -> None:
