@@ -231,3 +231,57 @@ def test_end_now_from_the_admin_action(pool, admin_client, admin_user):
         admin_client.get(reverse("admin:reservations_lease_change", args=[lease.pk])).status_code
         == 200
     )
+
+
+def test_an_instance_reservations_servers_conducted_together_keep_to_its_slots(pool):
+    """The template's servers come as one request, conducted as one batch.
+    The reservation spreads them, one slot per host (no affinity), and r1
+    has the most free RAM even after one of them: each server is still
+    scheduled on its own, after the one before it took its slot, so the
+    second goes to another host."""
+    from compute import pipeline
+    from reservations.models import HostAllocation
+    from tests.compute.conftest import host_spawn
+
+    network = net_services.network_create(context=pool, project=pool.project)
+    net_services.subnet_create(project=pool.project, network=network, cidr="10.9.0.0/24")
+    request = services.LeaseRequest(
+        name="spread",
+        start=at(1),
+        end=at(2),
+        reservations=[
+            services.InstanceRequest(
+                amount=2,
+                vcpus=1,
+                memory_mb=512,
+                disk_gb=1,
+                affinity=False,
+                server_template={"networks": [{"uuid": str(network.pk)}], "count": 2},
+            )
+        ],
+    )
+    lease = services.lease_create(context=pool, request=request, now=T0)
+    with time_machine.travel(at(1), tick=False):
+        for host in Host.objects.all():
+            compute.host_report(
+                report=compute.HostReport(
+                    name=host.name,
+                    vcpus=16,
+                    memory_mb=65536 if host.name == "r1" else 32768,
+                    disk_gb=200,
+                    network=net_services.HostNetworkReport(host=host.name),
+                )
+            )
+        events.sweep()
+        ids = [str(pk) for pk in Instance.objects.values_list("pk", flat=True)]
+        assert len(ids) == 2
+        pipeline.conduct(ids, "preparing_ports", 1)
+        for instance in Instance.objects.all():
+            host_spawn(instance)
+    slots = dict(
+        HostAllocation.objects.filter(reservation__lease=lease).values_list("host__name", "slots")
+    )
+    assert sorted(slots.values()) == [1, 1]
+    built = list(Instance.objects.select_related("host"))
+    assert {i.status for i in built} == {"ACTIVE"}
+    assert sorted(i.host.name for i in built) == sorted(slots)
