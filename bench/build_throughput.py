@@ -4,15 +4,16 @@ A Celery worker (prefork, concurrency 2, serving the host queues) on Redis
 and PostgreSQL builds servers with the fake driver (no delay): each build is
 the pipeline's two hops (compute.pipeline.PIPELINE), the conductor's three
 database steps then spawn on the host's queue, one NIC on a routed network
-of two segments, 50 hosts. The floor, in the same run and on the same
-worker, is a chain of four tasks that each do one ORM update (floor_step,
-below; the worker imports this module with --include). Both store their
-rows before the clock starts and then enqueue everything at once; latencies
-count from that moment. The servers are requested 50 per request (as
-`--min-count`; the conductor takes a request's builds as one batch), then
-as many again one per request. A last phase builds one server at a time,
-each enqueued when the one before is ACTIVE: the time to ACTIVE of a build
-that waits behind no other. Goal: builds/s at least the floor's chains/s.
+of two segments, 50 hosts (room for 3,200 servers). The floor, in the same
+run and on the same worker, is a chain of four tasks that each do one ORM
+update (floor_step, below; the worker imports this module with --include).
+Both store their rows before the clock starts and then enqueue everything
+at once; latencies count from that moment. The servers are requested 50
+per request (as `--min-count`; the conductor takes a request's builds as
+one batch), then as many again one per request. A last phase builds one
+server at a time, each enqueued when the one before is ACTIVE: the time to
+ACTIVE of a build that waits behind no other. Goal: builds/s at least the
+floor's chains/s.
 
 The broker's Redis database is flushed before and after the run: give the
 benchmark one of its own (the default is database 13).
@@ -144,8 +145,8 @@ def setup(hosts: int = HOSTS):
         compute.host_report(
             report=compute.HostReport(
                 name=name,
-                vcpus=8,
-                memory_mb=32768,
+                vcpus=16,
+                memory_mb=65536,
                 disk_gb=400,
                 network=HostNetworkReport(host=name, physnets={physnet: {"bridge": "br-ex"}}),
             )
