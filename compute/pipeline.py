@@ -19,10 +19,10 @@ its own outcome (its host, its failure, its next step).
 
 A step first locks the instance rows and checks that each instance is in
 the step's state for the attempt it expects; a stale or duplicate run finds
-it is not and does nothing for it, so every step is safe to run twice. Domain failures
-are state transitions with a fault, never lost exceptions: a failed bind or
-spawn releases the claim, excludes the host and schedules the next attempt
-on the same ports.
+it is not and does nothing for it, so every step is safe to run twice.
+Domain failures are state transitions with a fault, never lost exceptions:
+a failed bind or spawn releases the claim, excludes the host and schedules
+the next attempt on the same ports.
 """
 
 import enum
