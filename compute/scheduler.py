@@ -309,10 +309,14 @@ def explain_no_host(instance: Instance, needs: list[NicNeed], constraints: Const
 
 class Ranking:
     """The hosts that fit builds alike (same request, same needs), best
-    first, found by one search for all of them: each pick weighs the hosts
-    as they are after the builds picked before it took their share (a
-    claim lowers the host's free RAM), so a batch spreads as builds
-    scheduled one after another do. ``builds`` says how many will pick."""
+    first, found by one search for all of them: each pick sees the hosts
+    as they are after the builds picked before it took their share, so a
+    batch lands as builds scheduled one after another do. A claim lowers
+    its host's free RAM, and takes an address on the segment its bind will
+    use for each NIC that gets one there (the first segment in order the
+    host reaches that has one left): a host whose segments have none left
+    for some NIC drops out, as the reach filter would drop it. ``builds``
+    says how many will pick."""
 
     def __init__(
         self,
@@ -329,7 +333,7 @@ class Ranking:
             instance, reaches, constraints, top=50 + builds - 1, enough=alternates + builds
         )
         self.routed = [reach for _, reach in reaches if reach.routed]
-        physnets = (
+        self.physnets = (
             net_selectors.host_physnets(hosts=[h.name for h in self.hosts])
             if self.hosts and self.routed
             else {}
@@ -342,8 +346,17 @@ class Ranking:
                 for p in reached
                 if p in reach.segment_of_physnet
             )
-            for name, reached in physnets.items()
+            for name, reached in self.physnets.items()
         }
+        # The NICs whose port takes an address at bind on a segment of a
+        # physical network (not pinned to the segments of addresses it holds,
+        # no overlay segment in reach), and what their segments have left.
+        self.addressed = [
+            reach
+            for need, reach in reaches
+            if reach.routed and not reach.overlay and need.segment_ids is None
+        ]
+        self.free_ips = {k: v for reach in self.addressed for k, v in reach.free_ips.items()}
 
     def pick(self) -> list[Candidate]:
         """The best host first, then up to ``alternates`` others; among the
@@ -364,11 +377,26 @@ class Ranking:
         return picked
 
     def took(self, host: Candidate, instance: Instance) -> None:
-        """``instance`` claimed ``host``: the next pick sees it fuller."""
+        """``instance`` claimed ``host``: the next pick sees it fuller, and
+        its segments with an address less for each NIC."""
+        for reach in self.addressed:
+            segment = self._address_segment(host, reach)
+            if segment is not None:
+                self.free_ips[segment] -= 1
         self.hosts = [
             replace(h, free_ram=h.free_ram - instance.memory_mb) if h.pk == host.pk else h
             for h in self.hosts
+            if all(self._address_segment(h, reach) is not None for reach in self.addressed)
         ]
+
+    def _address_segment(self, host: Candidate, reach) -> object | None:
+        """The segment of ``reach`` where a port bound on ``host`` gets its
+        address: the first in order the host reaches with one left."""
+        reached = self.physnets.get(host.name, ())
+        for physnet, segment in reach.segment_of_physnet.items():
+            if physnet in reached and self.free_ips.get(segment, 0) > 0:
+                return segment
+        return None
 
 
 def select_hosts(

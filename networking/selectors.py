@@ -1,6 +1,6 @@
 """Reads for networking."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import NamedTuple
 
@@ -262,6 +262,8 @@ class NetworkReach:
     physnets: frozenset[str]
     overlay: bool
     segment_of_physnet: dict
+    # Free addresses on each usable segment of a routed network, as read.
+    free_ips: dict = field(default_factory=dict)
 
 
 class SegmentRow(NamedTuple):
@@ -323,11 +325,11 @@ def network_reaches(*, wanted: list[tuple]) -> list[NetworkReach]:
             segments[segment.network_id].append(segment)
     reaches = []
     for network_id, segment_ids in wanted:
-        free = [
-            s
+        free_on = [
+            (s, Availability(ipam.pool_size(s.allocation_pools), s.used_ips).free_ips)
             for s in subnets[network_id]
-            if Availability(ipam.pool_size(s.allocation_pools), s.used_ips).free_ips > 0
         ]
+        free = [s for s, left in free_on if left > 0]
         routed = any(s.segment_id for s in subnets[network_id])
         usable = segments[network_id]
         if routed:
@@ -340,6 +342,10 @@ def network_reaches(*, wanted: list[tuple]) -> list[NetworkReach]:
             # whether they have any left to give does not matter.
             usable = [s for s in segments[network_id] if s.id in segment_ids]
         flat = [s for s in usable if s.network_type != "vxlan"]
+        free_ips: dict = {}
+        for subnet, left in free_on:
+            if routed and subnet.segment_id and left > 0:
+                free_ips[subnet.segment_id] = free_ips.get(subnet.segment_id, 0) + left
         reaches.append(
             NetworkReach(
                 network_id=network_id,
@@ -347,6 +353,7 @@ def network_reaches(*, wanted: list[tuple]) -> list[NetworkReach]:
                 physnets=frozenset(s.physical_network for s in flat),
                 overlay=len(flat) < len(usable),
                 segment_of_physnet={s.physical_network: s.id for s in flat},
+                free_ips=free_ips,
             )
         )
     return reaches

@@ -128,3 +128,18 @@ def test_a_redelivered_batch_goes_on_from_where_each_build_is(cloud, ahead):
     assert Port.objects.count() == 3
     events = InstanceActionEvent.objects.filter(action__instance_id__in=ids)
     assert events.count() == 9
+
+
+def test_a_batch_counts_the_addresses_its_builds_take(cloud):
+    """rack2 (h2, h3) has two addresses and the most free RAM. Scheduled
+    one after another, the third build would find rack2 dry and go to h1;
+    in a batch its hosts are picked before any bind takes an address, so
+    the batch counts them: the third goes to h1 at once, no bind fails."""
+    from tests.factories import HostFactory
+
+    HostFactory(name="h1", physnets=["physnet1"], memory_mb=4096)
+    ids = request(cloud, 3)
+    pipeline.conduct(ids, "preparing_ports", 1)
+    built = Instance.objects.filter(pk__in=ids).order_by("host__name")
+    assert [(i.host.name, i.attempt) for i in built] == [("h1", 1), ("h2", 1), ("h3", 1)]
+    assert not InstanceActionEvent.objects.filter(result="Error").exists()

@@ -44,8 +44,9 @@ from identity.models import Project
 from networking.models import Network
 project = Project.objects.get(name="acme")
 context = RequestContext(user_id="client", project=project, role="admin")
-for n in range({count}):
+for n in range({requests}):
     services.server_create(context=context, name="{prefix}-%d" % n,
+                           min_count={per_request}, max_count={per_request},
                            flavor=Flavor.objects.get(pk="small"),
                            nics=[services.NicRequest(network=Network.objects.get(name="routed"))])
 """
@@ -64,8 +65,11 @@ HOLD = {
 STEPS = [step.state for step in pipeline.PIPELINE]
 
 
-def boot(env, count: int, prefix: str) -> None:
-    run_python(BOOT.format(count=count, prefix=prefix), env)
+def boot(env, count: int, prefix: str, per_request: int = 1) -> None:
+    """``count`` servers, ``per_request`` in each request (as --min-count:
+    the conductor takes a request's builds as one batch)."""
+    requests = count // per_request
+    run_python(BOOT.format(requests=requests, per_request=per_request, prefix=prefix), env)
 
 
 def task_of(step: str) -> str:
@@ -148,6 +152,31 @@ def test_pool_process_killed_in_each_step_twice(outside, cloud, env, workers, st
     settle(env)
     assert_built_once(Instance.objects.get())
     assert received(worker, task_of(step)) >= 3
+    print(check_invariants())
+
+
+@pytest.mark.parametrize(
+    "step", [s.state for s in pipeline.PIPELINE if s.hop == pipeline.CONDUCTOR]
+)
+def test_pool_process_killed_in_a_batchs_steps(outside, cloud, env, workers, step):
+    """Four servers of one request, conducted as one batch: SIGKILL the
+    pool process in the middle of the batch's step. The message is
+    redelivered, every build goes on from where it is, and each is built
+    once, on its first attempt."""
+    boot(env, 4, "batch", per_request=4)
+    assert Instance.objects.count() == 4
+    conn = outside
+    conn.execute(HOLD[step])
+    worker = workers()
+    held_in_step(conn, worker, step, deliveries=1)
+    for child in pool_children(worker):
+        os.kill(child, signal.SIGKILL)
+    terminate_lock_waiters(conn)
+    conn.rollback()
+    settle(env)
+    for instance in Instance.objects.all():
+        assert_built_once(instance)
+    assert received(worker, "conduct") >= 2
     print(check_invariants())
 
 
