@@ -545,10 +545,12 @@ def prepare_ports(instance_ids, attempt: int) -> dict[str, Outcome]:
         builds = _builds(
             instance_ids, attempt, TaskState.PREPARING_PORTS, "project", nic_rows=("network",)
         )
+        # Each build's step starts before the ports made for all of them.
+        runs = [(_event(instance, TaskState.PREPARING_PORTS), nics) for instance, nics in builds]
         _ports_together(builds)
         done, logged = [], []
-        for instance, nics in builds:
-            event = _event(instance, TaskState.PREPARING_PORTS)
+        for event, nics in runs:
+            instance = event.instance
             failed = _ports_ready(instance, nics, TaskState.PREPARING_PORTS, event)
             outcomes[str(instance.pk)] = failed or Outcome.NEXT
             if not failed:
@@ -619,6 +621,7 @@ def schedule(instance_ids, attempt: int) -> dict[str, Outcome]:
         searches: dict[tuple, tuple[scheduler.Ranking, scheduler.Constraints]] = {}
         placed, logged = [], []
         for instance, needs in builds:
+            event = _event(instance, TaskState.SCHEDULING)
             key = _alike(instance, needs)
             if key not in searches:
                 constraints = scheduler.constraints_for(instance)
@@ -634,7 +637,6 @@ def schedule(instance_ids, attempt: int) -> dict[str, Outcome]:
                 )
                 searches[key] = (ranking, constraints)
             ranking, constraints = searches[key]
-            event = _event(instance, TaskState.SCHEDULING)
             picked = ranking.pick()
             host = scheduler.claim_first(hosts=picked, instance=instance, wait=alone)
             if host is None:
