@@ -71,7 +71,12 @@ def test_builds_and_lease_churn_on_shared_hosts(outside, cloud, env, workers, pr
         quota_set(project=cloud.project, resource=resource, limit=-1)
     compute.flavor_create(id="medium", name="medium", vcpus=2, ram=2048, disk=10)
     workers()
-    clients = [processes(BOOT.format(count=12 * SCALE, prefix=f"c{i}")) for i in range(3)]
+    # The first client asks for its servers four per request (batches in
+    # the conductor), the others one per request.
+    clients = [
+        processes(BOOT.format(requests=12 * SCALE // n, per_request=n, prefix=f"c{i}"))
+        for i, n in enumerate((4, 1, 1))
+    ]
     churn = processes(LEASES.format(operations=30 * SCALE), stdout=subprocess.PIPE, text=True)
     sweeper = processes(SWEEPER.format(seconds=30 + 10 * SCALE))
     for client in clients:

@@ -84,7 +84,7 @@ def test_builds_resume_within_a_minute_of_the_broker_coming_back(
     resumes every build whose message was lost."""
     Host.objects.update(driver_options={"spawn_delay": 0.2})
     workers()
-    client = processes(BOOT.format(count=10, prefix="a"))
+    client = processes(BOOT.format(requests=10, per_request=1, prefix="a"))
     wait_for(lambda: Instance.objects.count() >= 4, 60, "the first builds")
     redis_server.kill()
     down = time.monotonic()
