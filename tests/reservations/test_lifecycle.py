@@ -113,7 +113,7 @@ def test_reserved_hosts_take_only_their_lease_instances(pool):
     assert inside.task_state == "deleting"  # the lease's end deletes its servers
 
 
-def template_lease(context, network, *, amount, **template):
+def template_lease(context, network, *, amount, affinity=None, **template):
     """A lease from at(1) to at(2) of ``amount`` instance slots whose
     servers, booted at its start, are on ``network``."""
     request = services.LeaseRequest(
@@ -126,6 +126,7 @@ def template_lease(context, network, *, amount, **template):
                 vcpus=2,
                 memory_mb=2048,
                 disk_gb=10,
+                affinity=affinity,
                 server_template={"networks": [{"uuid": str(network.pk)}], **template},
             )
         ],
@@ -133,21 +134,27 @@ def template_lease(context, network, *, amount, **template):
     return services.lease_create(context=context, request=request, now=T0)
 
 
+def report_hosts(bigger: str = ""):
+    """Every host reports itself with its networks; ``bigger`` with twice
+    the RAM of the others."""
+    for host in Host.objects.all():
+        compute.host_report(
+            report=compute.HostReport(
+                name=host.name,
+                vcpus=16,
+                memory_mb=65536 if host.name == bigger else 32768,
+                disk_gb=200,
+                network=net_services.HostNetworkReport(host=host.name),
+            )
+        )
+
+
 def test_instance_reservation_boots_its_template_at_start(pool):
     network = net_services.network_create(context=pool, project=pool.project)
     net_services.subnet_create(project=pool.project, network=network, cidr="10.9.0.0/24")
     lease = template_lease(pool, network, amount=2, name="worker", count=2)
     with time_machine.travel(at(1), tick=False):
-        for host in Host.objects.all():
-            compute.host_report(
-                report=compute.HostReport(
-                    name=host.name,
-                    vcpus=16,
-                    memory_mb=32768,
-                    disk_gb=200,
-                    network=net_services.HostNetworkReport(host=host.name),
-                )
-            )
+        report_hosts()
         events.sweep()
         built = [run_pipeline(i) for i in Instance.objects.all()]
     assert sorted(i.name for i in built) == ["worker-1", "worker-2"]
@@ -245,33 +252,9 @@ def test_an_instance_reservations_servers_conducted_together_keep_to_its_slots(p
 
     network = net_services.network_create(context=pool, project=pool.project)
     net_services.subnet_create(project=pool.project, network=network, cidr="10.9.0.0/24")
-    request = services.LeaseRequest(
-        name="spread",
-        start=at(1),
-        end=at(2),
-        reservations=[
-            services.InstanceRequest(
-                amount=2,
-                vcpus=1,
-                memory_mb=512,
-                disk_gb=1,
-                affinity=False,
-                server_template={"networks": [{"uuid": str(network.pk)}], "count": 2},
-            )
-        ],
-    )
-    lease = services.lease_create(context=pool, request=request, now=T0)
+    lease = template_lease(pool, network, amount=2, affinity=False, count=2)
     with time_machine.travel(at(1), tick=False):
-        for host in Host.objects.all():
-            compute.host_report(
-                report=compute.HostReport(
-                    name=host.name,
-                    vcpus=16,
-                    memory_mb=65536 if host.name == "r1" else 32768,
-                    disk_gb=200,
-                    network=net_services.HostNetworkReport(host=host.name),
-                )
-            )
+        report_hosts(bigger="r1")
         events.sweep()
         ids = [str(pk) for pk in Instance.objects.values_list("pk", flat=True)]
         assert len(ids) == 2
