@@ -10,7 +10,8 @@ update (floor_step, below; the worker imports this module with --include).
 Both store their rows before the clock starts and then enqueue everything
 at once; latencies count from that moment. The servers are requested 50
 per request (as `--min-count`; the conductor takes a request's builds as
-one batch), then as many again one per request. A last phase builds one
+one batch), then as many again one per request (a conductor takes the
+builds that wait along, up to 50). A last phase builds one
 server at a time, each enqueued when the one before is ACTIVE: the time to
 ACTIVE of a build that waits behind no other. Goal: builds/s at least the
 floor's chains/s.

@@ -264,6 +264,15 @@ class Instance(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        indexes = [
+            # New builds waiting for their first step, oldest first: what
+            # a conductor takes along (compute.pipeline._builds).
+            models.Index(
+                fields=["created_at"],
+                condition=Q(task_state=TaskState.PREPARING_PORTS),
+                name="instance_waiting_to_prepare",
+            ),
+        ]
         constraints = [
             models.CheckConstraint(
                 name="instance_claim_is_its_host",

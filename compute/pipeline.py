@@ -12,10 +12,12 @@ transaction; spawn runs on the queue of the host the build landed on
 step that changes it commits.
 
 A conductor step runs for a batch: the builds of one request (as Nova's
-conductor takes a multi-create whole), or one build. It reads and locks
-them in one statement, writes their events in one and their moves in
-one, and schedules builds alike with one host search; each build keeps
-its own outcome (its host, its failure, its next step).
+conductor takes a multi-create whole), or one build, plus, for new
+builds, others that wait for their first step (a burst of one-server
+requests is conducted in batches too). It reads and locks them in one
+statement, writes their events in one and their moves in one, and
+schedules builds alike with one host search; each build keeps its own
+outcome (its host, its failure, its next step).
 
 A step first locks the instance rows and checks that each instance is in
 the step's state for the attempt it expects; a stale or duplicate run finds
@@ -60,6 +62,11 @@ from networking.models import IpAllocationMode, Port, PortStatus, VifType, VnicT
 # created at bind time, the legacy order.
 PORTS_BEFORE_SCHEDULING = 2
 DEVICE_OWNER = "compute:nova"
+# The most builds a conductor takes in one batch: a batch's steps cost
+# about one statement each for all its builds, but its builds are
+# conducted one after another. A request's builds are sent this many to
+# a message; a smaller batch takes waiting builds along up to it.
+BATCH = 50
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +75,21 @@ CONDUCTOR = "conductor"
 HOST = "host"
 
 
+class Interrupted(Exception):
+    """A transient error (a lost connection) stopped a conductor: the
+    builds it had in hand, each to go on from where it is."""
+
+    def __init__(self, builds: list[str]):
+        super().__init__(f"{len(builds)} builds interrupted")
+        self.builds = builds
+
+
 class Outcome(enum.Enum):
     NEXT = "next"
     RESCHEDULE = "reschedule"
     STOP = "stop"
-    # Run the step again for this build alone, once its batch committed.
+    # Run the step again for this build alone, once its batch is handed
+    # on, if it is still there.
     AGAIN = "again"
 
 
@@ -116,11 +133,12 @@ def _load(instance_id, *related: str, lock: bool = False) -> Instance | None:
     return next(iter(found), None)  # by primary key: no ORDER BY, no LIMIT
 
 
-def _loaded(instance_ids, *related: str) -> list[Instance]:
+def _loaded(instance_ids, *related: str, skip_locked: bool = False) -> list[Instance]:
     """The instances of ``instance_ids`` with their ``related`` rows, each
-    locked (its row alone), in id order."""
+    locked (its row alone), in id order; with ``skip_locked``, without
+    those another transaction holds."""
     found = Instance.objects.select_related(*related).filter(pk__in=instance_ids)
-    return list(found.order_by("pk").select_for_update(of=("self",)))
+    return list(found.order_by("pk").select_for_update(of=("self",), skip_locked=skip_locked))
 
 
 def _nics(instance: Instance, *related: str) -> list[InstanceNic]:
@@ -129,34 +147,67 @@ def _nics(instance: Instance, *related: str) -> list[InstanceNic]:
 
 
 def _builds(
+    instance_ids, attempt: int, state: str, *related: str, **options
+) -> list[tuple[Instance, list[InstanceNic]]]:
+    """The builds of ``instance_ids`` that have work in ``state`` for
+    ``attempt`` (_read, which takes the same ``options``)."""
+    return [
+        build
+        for build in _read(instance_ids, attempt, state, *related, **options)
+        if _in_step(build[0], attempt, state)
+    ]
+
+
+def _read(
     instance_ids,
     attempt: int,
     state: str,
     *related: str,
     nic_rows=(),
     lock_ports: bool = False,
+    waiting: int = 0,
 ) -> list[tuple[Instance, list[InstanceNic]]]:
-    """The builds of ``instance_ids`` that have work in ``state`` for
-    ``attempt``, each locked, with the ``related`` rows its step reads and
-    its NICs in order with their ``nic_rows`` (what the step reads of them:
-    each row joined costs every step that reads it): one statement for the
-    batch, which locks the instances' rows through the join, in id order.
+    """The builds of ``instance_ids`` (those that exist), each locked, with
+    the ``related`` rows its step reads and its NICs in order with their
+    ``nic_rows`` (what the step reads of them: each row joined costs every
+    step that reads it): one statement for the batch, which locks the
+    instances' rows through the join, in id order.
     With ``lock_ports``, the NICs' ports are locked in the same statement,
     after their instance's row, as a delete locks them; only for builds
     whose NICs all have one (a row is locked only through an inner join):
     the others (the legacy order, a port deleted meanwhile) are read again
-    without the ports' locks."""
-    nics = (
-        InstanceNic.objects.select_related(
-            "instance", *nic_rows, *(f"instance__{r}" for r in related)
+    without the ports' locks.
+
+    With ``waiting`` (never with ``lock_ports``), the same statement also
+    takes up to that many other builds waiting in ``state`` for
+    ``attempt``, oldest first, after those of ``instance_ids``, and skips
+    every row another transaction holds instead of waiting for it (what
+    it skipped of ``instance_ids`` is missing): two conductors taking
+    builds along never wait on each other."""
+    nics = InstanceNic.objects.select_related(
+        "instance", *nic_rows, *(f"instance__{r}" for r in related)
+    ).order_by("instance_id", "index")
+    mine = nics.filter(instance_id__in=instance_ids)
+    if waiting:
+        # Skipping in the subquery too, so that the builds another batch
+        # holds do not use up the limit.
+        others = (
+            Instance.objects.filter(status=InstanceStatus.BUILD, task_state=state, attempt=attempt)
+            .exclude(pk__in=instance_ids)
+            .order_by("created_at")
+            .select_for_update(of=("self",), skip_locked=True)
+            .values("pk")[:waiting]
         )
-        .filter(instance_id__in=instance_ids)
-        .order_by("instance_id", "index")
-    )
-    found = _with_locked_ports(nics) if lock_ports else []
-    missing = set(map(str, instance_ids)) - {str(nic.instance_id) for nic in found}
-    if missing:
-        found += nics.filter(instance_id__in=missing).select_for_update(of=("instance",))
+        found = list(
+            (mine | nics.filter(instance_id__in=others)).select_for_update(
+                of=("instance",), skip_locked=True
+            )
+        )
+    else:
+        found = _with_locked_ports(mine) if lock_ports else []
+        missing = set(map(str, instance_ids)) - {str(nic.instance_id) for nic in found}
+        if missing:
+            found += mine.filter(instance_id__in=missing).select_for_update(of=("instance",))
     builds: dict[str, tuple[Instance, list[InstanceNic]]] = {}
     for nic in found:
         instance, instance_nics = builds.setdefault(str(nic.instance_id), (nic.instance, []))
@@ -164,13 +215,17 @@ def _builds(
         instance_nics.append(nic)
     nicless = set(map(str, instance_ids)) - builds.keys()
     if nicless:  # instances without NICs (or none at all)
-        for instance in _loaded(nicless, *related):
+        loaded = _loaded(nicless, *related, skip_locked=bool(waiting))
+        for instance in loaded:
             builds[str(instance.pk)] = (instance, [])
-    return [
-        builds[key]
-        for key in map(str, instance_ids)
-        if key in builds and _in_step(builds[key][0], attempt, state)
-    ]
+        # Skipping held rows, an instance with NICs may have been held
+        # when they were read and free now: its NICs, under its lock.
+        for nic in nics.filter(instance__in=loaded) if waiting and loaded else ():
+            nic.instance, instance_nics = builds[str(nic.instance_id)]
+            instance_nics.append(nic)
+    asked = list(map(str, instance_ids))
+    order = asked + sorted(builds.keys() - set(asked))
+    return [builds[key] for key in order if key in builds]
 
 
 def _with_locked_ports(nics) -> list[InstanceNic]:
@@ -539,12 +594,22 @@ def _outcomes(instance_ids) -> dict[str, Outcome]:
     return dict.fromkeys(map(str, instance_ids), Outcome.STOP)
 
 
-def prepare_ports(instance_ids, attempt: int) -> dict[str, Outcome]:
+def prepare_ports(instance_ids, attempt: int, waiting: int = 0) -> dict[str, Outcome]:
+    """Get or make each build's ports. With ``waiting``, up to that many
+    other builds waiting for this step come along (_read); a build of
+    ``instance_ids`` that another transaction holds is run again alone
+    (AGAIN) once this commits, then waiting for it."""
     outcomes = _outcomes(instance_ids)
     with transaction.atomic():
-        builds = _builds(
-            instance_ids, attempt, TaskState.PREPARING_PORTS, "project", nic_rows=("network",)
+        state = TaskState.PREPARING_PORTS
+        read = _read(
+            instance_ids, attempt, state, "project", nic_rows=("network",), waiting=waiting
         )
+        builds = [build for build in read if _in_step(build[0], attempt, state)]
+        if waiting:
+            outcomes = dict.fromkeys(outcomes, Outcome.AGAIN) | _outcomes(
+                str(instance.pk) for instance, _ in read
+            )
         # Each build's step starts before the ports made for all of them.
         runs = [(_event(instance, TaskState.PREPARING_PORTS), nics) for instance, nics in builds]
         _ports_together(builds)
@@ -1048,17 +1113,20 @@ def _where(instance_ids) -> list[tuple[str, int, list[str]]]:
 TRANSIENT = (OperationalError, InterfaceError)
 
 
-def _run(step: Step, instance_ids: list[str], attempt: int) -> dict[str, Outcome]:
-    """The step's outcome for each build. An exception no step expects
-    rolls the batch's step back; the step then runs for each build alone,
-    and a build that raises again fails at once, naming the step (the
-    others go on)."""
+def _run(step: Step, instance_ids: list[str], attempt: int, waiting: int = 0) -> dict[str, Outcome]:
+    """The step's outcome for each build (and for builds it took along,
+    up to ``waiting``: only the first step takes any). An exception no
+    step expects rolls the batch's step back; the step then runs for each
+    build of ``instance_ids`` alone, and a build that raises again fails at
+    once, naming the step (the others go on)."""
     try:
-        return step.run(instance_ids, attempt)
+        return (
+            step.run(instance_ids, attempt, waiting) if waiting else step.run(instance_ids, attempt)
+        )
     except TRANSIENT:
         raise
     except Exception as error:
-        if len(instance_ids) == 1:
+        if len(instance_ids) == 1 and not waiting:
             logger.exception("build %s: %s failed", instance_ids[0], step.label)
             fail_unexpected(instance_ids[0], error)
             return _outcomes(instance_ids)
@@ -1068,36 +1136,80 @@ def _run(step: Step, instance_ids: list[str], attempt: int) -> dict[str, Outcome
     return outcomes
 
 
-def conduct(instance_ids, state: str | None = None, attempt: int | None = None) -> None:
+def conduct(
+    instance_ids,
+    state: str | None = None,
+    attempt: int | None = None,
+    *,
+    take_along: bool = False,
+    again: bool = False,
+) -> None:
     """Run the conductor steps of the builds ``instance_ids`` (a request's,
     or one build's id) from ``state`` for ``attempt`` (what the message
     says), each step in its own transaction for the whole batch, until
     they are handed to their hosts (or failed, or found done by another
     run). A reschedule after a failed bind loops here with the next
     attempt; a build the batch could not schedule is scheduled again
-    alone.
+    alone, once the batch is handed on.
 
-    The message is trusted only as far as its first step: a message
-    redelivered after its worker died carries the state it was sent in,
-    and the builds may be further on. That step then finds nothing to do
-    for them, and they go on from where they are, read then (read first
-    when the message does not say)."""
+    A request's new builds (``take_along``, which their message says) take
+    along others that wait for their first step, up to BATCH in all, so
+    that a burst of one-server requests is conducted in batches too. The
+    messages of those others then find them on their way and leave them
+    to the conductor that has them (a build another conductor holds is not
+    waited for in the batch; it is tried again alone at the end, if it is
+    still waiting). A build resumed by the reaper, or sent again after a
+    failed spawn, goes alone.
+
+    A message delivered ``again`` (its worker died, or it was retried
+    after a lost connection) carries the state it was first sent in, and
+    its builds may be further on: its first step finds nothing to do for
+    them, and they go on from where they are, read then (read first when
+    the message does not say). A transient error raises Interrupted with
+    every build in hand, its message's and those it took along, for the
+    task to send on (compute.tasks.conduct); builds another conductor took
+    along and left half-way when its worker died are the reaper's (at
+    their step's deadline)."""
     ids = [str(instance_ids)] if isinstance(instance_ids, (str, uuid.UUID)) else instance_ids
-    sent = state is not None
-    due = [(state, attempt, ids)] if sent else _where(ids)
-    while due:
+    chase = again and state is not None
+    new = take_along and not again and (state, attempt) == (PIPELINE[0].state, 1)
+    waiting = BATCH - len(ids) if new else 0
+    due = [(state, attempt, ids)] if state is not None else _where(ids)
+    in_hand = set(ids)
+    try:
+        _conduct(due, in_hand, chase, waiting)
+    except TRANSIENT as error:
+        raise Interrupted(sorted(in_hand)) from error
+
+
+def _conduct(due: list, in_hand: set, chase: bool, waiting: int) -> None:
+    """conduct's loop over the ``due`` (state, attempt, ids), adding the
+    builds it takes along to ``in_hand``."""
+    later: dict[str, tuple[str, int]] = {}  # AGAIN: build -> the step it waits in
+    while due or later:
+        if not due:
+            due = [
+                (where, tried, [one])
+                for where, tried, found in _where(list(later))
+                for one in found
+                if later[one] == (where, tried)
+            ]
+            later = {}
+            continue
         state, attempt, ids = due.pop(0)
         step = STEPS.get(state)
         if step not in CONDUCTED:
             continue
         by_outcome: dict[Outcome, list[str]] = {}
-        for instance_id, outcome in _run(step, ids, attempt).items():
+        outcomes = _run(step, ids, attempt, waiting)
+        in_hand.update(outcomes)
+        for instance_id, outcome in outcomes.items():
             by_outcome.setdefault(outcome, []).append(instance_id)
         if Outcome.NEXT in by_outcome:
             due.append((NEXT[state].state, attempt, by_outcome[Outcome.NEXT]))
         if Outcome.RESCHEDULE in by_outcome:
             due.append((TaskState.SCHEDULING, attempt + 1, by_outcome[Outcome.RESCHEDULE]))
-        due += [(state, attempt, [one]) for one in by_outcome.get(Outcome.AGAIN, [])]
-        if sent and Outcome.STOP in by_outcome:
+        later |= dict.fromkeys(by_outcome.get(Outcome.AGAIN, []), (state, attempt))
+        if chase and Outcome.STOP in by_outcome:
             due += _where(by_outcome[Outcome.STOP])
-        sent = False
+        chase, waiting = False, 0

@@ -2,7 +2,7 @@
 
 A build is two hops (compute.pipeline.PIPELINE says which step runs where):
 ``conduct`` runs the database-only steps on the build queue (for a
-request's builds together, BUILDS_PER_MESSAGE at most), then the host
+request's builds together, pipeline.BATCH at most), then the host
 the build landed on spawns it (compute.agent.spawn, on its queue
 ``host.<name>``) and sends the result back to ``spawn_done``. A host runs
 an agent of its own, or a central worker serves its queue
@@ -34,6 +34,9 @@ TRANSIENT = {
     "max_retries": 5,
 }
 BUILD_QUEUE = "build"
+# Seconds before the builds of a batch a lost connection interrupted go on
+# (each alone): about the first retry's backoff.
+INTERRUPTED_BATCH_DELAY = 1
 # A batch of heartbeats is written at least this often (s); with the
 # liveness sweep's minute of grace, a delay of this size costs nothing.
 HEARTBEAT_FLUSH_INTERVAL = 1.0
@@ -88,21 +91,16 @@ def send_step(instance: Instance, nics: list | None = None) -> None:
         )
 
 
-# Builds of one request per conductor message: a batch's steps cost
-# about one statement each for all its builds, but the builds of one
-# message are conducted one after another.
-BUILDS_PER_MESSAGE = 50
-
-
 def send_builds(instances: list[Instance]) -> None:
     """Send, once the current transaction commits, the conductor the
     first step of a request's new builds (all in the same state, attempt
-    1), in batches of BUILDS_PER_MESSAGE."""
+    1), in batches of pipeline.BATCH, each free to take along other new
+    builds that wait."""
     ids = [str(instance.pk) for instance in instances]
     state = instances[0].task_state if instances else None
-    for first in range(0, len(ids), BUILDS_PER_MESSAGE):
-        batch = ids[first : first + BUILDS_PER_MESSAGE]
-        enqueue_after_commit(lambda batch=batch: conduct.delay(batch, state, 1))
+    for first in range(0, len(ids), pipeline.BATCH):
+        batch = ids[first : first + pipeline.BATCH]
+        enqueue_after_commit(lambda batch=batch: conduct.delay(batch, state, 1, True))
 
 
 def send_destroy(*, instance_id: str, host: str) -> None:
@@ -114,11 +112,28 @@ def send_destroy(*, instance_id: str, host: str) -> None:
     enqueue_after_commit(lambda: agent.destroy.apply_async(args, queue=host_queue(host)))
 
 
-@shared_task(name="compute.conduct", base=BuildTask, **TRANSIENT)
+@shared_task(name="compute.conduct", base=BuildTask, bind=True, **TRANSIENT)
 def conduct(
-    instance_ids: list[str] | str, state: str | None = None, attempt: int | None = None
+    self,
+    instance_ids: list[str] | str,
+    state: str | None = None,
+    attempt: int | None = None,
+    take_along: bool = False,
 ) -> None:
-    pipeline.conduct(instance_ids, state, attempt)
+    # Delivered again: requeued after its pool process died (the broker
+    # marks it), or retried after a lost connection.
+    again = bool((self.request.delivery_info or {}).get("redelivered")) or self.request.retries > 0
+    try:
+        pipeline.conduct(instance_ids, state, attempt, take_along=take_along, again=again)
+    except pipeline.Interrupted as interrupted:
+        if len(interrupted.builds) == 1:
+            raise interrupted.__cause__ from None  # retried (TRANSIENT)
+        # A batch is not retried whole: its long transactions are the
+        # likeliest to be cut again. Each build it had in hand goes on in
+        # a message of its own, from where it is (no state named), with
+        # retries of its own.
+        for build in interrupted.builds:
+            conduct.apply_async((build,), countdown=INTERRUPTED_BATCH_DELAY)
 
 
 @shared_task(name="compute.spawn_done", base=BuildTask, **TRANSIENT)

@@ -1,8 +1,11 @@
 """A request's builds conducted as one batch: each step once for all of
 them, each build still its own story (its host, its failure, its log)."""
 
+import threading
+import time
+
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from compute import pipeline, services
@@ -115,15 +118,137 @@ def test_an_unexpected_error_in_a_batch_fails_only_its_build(cloud, monkeypatch)
         assert list(bound.values_list("result", flat=True)) == ["Success"]
 
 
+def test_one_server_requests_are_conducted_together(cloud):
+    """Three requests for one server each: the first one's message takes
+    the two others along (they wait for the same first step), and their
+    ports are made together. The others' messages then find their builds
+    on their way and write nothing."""
+    ids = [request(cloud, 1)[0] for _ in range(3)]
+    with CaptureQueriesContext(connection) as together:
+        pipeline.conduct([ids[0]], "preparing_ports", 1, take_along=True)
+    assert set(states(ids).values()) == {("BUILD", "spawning")}
+    inserts = [
+        q for q in together.captured_queries if q["sql"].startswith('INSERT INTO "networking_port"')
+    ]
+    assert len(inserts) == 1
+    with CaptureQueriesContext(connection) as late:
+        for other in ids[1:]:
+            pipeline.conduct([other], "preparing_ports", 1, take_along=True)
+    writes = ("INSERT", "UPDATE", "DELETE")
+    assert [q["sql"] for q in late.captured_queries if q["sql"].startswith(writes)] == []
+    assert InstanceActionEvent.objects.filter(action__instance_id__in=ids).count() == 9
+    assert Port.objects.count() == 3
+    # A build resumed by the reaper (its message does not take builds
+    # along) goes alone.
+    resumed, waiting = request(cloud, 1)[0], request(cloud, 1)[0]
+    pipeline.conduct([resumed], "preparing_ports", 1)
+    assert states([resumed, waiting]) == {
+        resumed: ("BUILD", "spawning"),
+        waiting: ("BUILD", "preparing_ports"),
+    }
+
+
+def test_an_unexpected_error_in_a_build_taken_along_is_not_its_takers(cloud, monkeypatch):
+    """Making the port of a build taken along raises what no step expects:
+    the batch is rolled back, the message's own build is prepared alone
+    and goes on, and the builds taken along are left waiting for their
+    own messages (where the faulty one fails alone)."""
+    ids = [request(cloud, 1)[0] for _ in range(3)]
+    ports_create, port_create = (
+        pipeline.net_services.ports_create,
+        pipeline.net_services.port_create,
+    )
+
+    def faulty(made, **fields):
+        devices = [port["device_id"] for port in fields.get("ports", [fields])]
+        if ids[2] in devices:
+            raise RuntimeError("a bug in making ports")
+        return made(**fields)
+
+    monkeypatch.setattr(
+        pipeline.net_services, "ports_create", lambda **f: faulty(ports_create, **f)
+    )
+    monkeypatch.setattr(pipeline.net_services, "port_create", lambda **f: faulty(port_create, **f))
+    pipeline.conduct([ids[0]], "preparing_ports", 1, take_along=True)
+    assert states(ids) == {
+        ids[0]: ("BUILD", "spawning"),
+        ids[1]: ("BUILD", "preparing_ports"),
+        ids[2]: ("BUILD", "preparing_ports"),
+    }
+    for own in ids[1:]:
+        pipeline.conduct([own], "preparing_ports", 1, take_along=True)
+    assert states(ids)[ids[1]] == ("BUILD", "spawning")
+    assert states(ids)[ids[2]] == ("ERROR", None)
+
+
+def test_a_lost_connection_names_every_build_in_hand(cloud, monkeypatch):
+    """The database goes away at schedule, after the first message's
+    batch (its build and two taken along) prepared their ports: the error
+    names the three builds, and a message for each (which names no step,
+    as the task sends them) takes it on from where it is."""
+    ids = [request(cloud, 1)[0] for _ in range(3)]
+    ranking = pipeline.scheduler.Ranking
+
+    def lost(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(pipeline.scheduler, "Ranking", lost)
+    with pytest.raises(pipeline.Interrupted) as interrupted:
+        pipeline.conduct([ids[0]], "preparing_ports", 1, take_along=True)
+    assert sorted(interrupted.value.builds) == sorted(ids)
+    assert set(states(ids).values()) == {("BUILD", "scheduling")}
+    monkeypatch.setattr(pipeline.scheduler, "Ranking", ranking)
+    for build in interrupted.value.builds:
+        pipeline.conduct(build)
+    assert set(states(ids).values()) == {("BUILD", "spawning")}
+    assert Port.objects.count() == 3
+
+
+@pytest.mark.postgres
+def test_a_build_another_transaction_holds_is_left_to_its_own_message(transactional_db, cloud):
+    """Another transaction holds the second build's row: the first
+    message's batch neither waits for it nor takes it, and goes on with
+    the third. The second's own message, delivered while the row is still
+    held, waits for it (alone, after taking nothing else) and builds it."""
+    ids = [request(cloud, 1)[0] for _ in range(3)]
+    held, release = threading.Event(), threading.Event()
+    released_at = []
+
+    def hold() -> None:
+        with transaction.atomic():
+            Instance.objects.select_for_update().get(pk=ids[1])
+            held.set()
+            release.wait(10)
+            released_at.append(time.monotonic())
+        connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(10)
+    pipeline.conduct([ids[0]], "preparing_ports", 1, take_along=True)
+    assert states(ids) == {
+        ids[0]: ("BUILD", "spawning"),
+        ids[1]: ("BUILD", "preparing_ports"),
+        ids[2]: ("BUILD", "spawning"),
+    }
+    threading.Timer(0.5, release.set).start()
+    pipeline.conduct([ids[1]], "preparing_ports", 1, take_along=True)
+    finished = time.monotonic()
+    holder.join(10)
+    assert states([ids[1]]) == {ids[1]: ("BUILD", "spawning")}
+    assert released_at and released_at[0] <= finished
+
+
 @pytest.mark.parametrize("ahead", [0, 1, 2])
 def test_a_redelivered_batch_goes_on_from_where_each_build_is(cloud, ahead):
     """The message names the state the batch was sent in; some of its
-    builds went further (their first step ran before a worker died): each
+    builds went further (their first steps ran before a worker died): each
     goes on from where it is, none runs a step twice."""
     ids = request(cloud, 3)
     for built in ids[:ahead]:
-        pipeline.conduct([built], "preparing_ports", 1)
-    pipeline.conduct(ids, "preparing_ports", 1)
+        pipeline.prepare_ports([built], 1)
+        pipeline.schedule([built], 1)
+    pipeline.conduct(ids, "preparing_ports", 1, again=True)
     assert set(states(ids).values()) == {("BUILD", "spawning")}
     assert Port.objects.count() == 3
     events = InstanceActionEvent.objects.filter(action__instance_id__in=ids)

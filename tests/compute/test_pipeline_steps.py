@@ -216,11 +216,15 @@ def test_steps_are_idempotent_and_ignore_stale_attempts(cloud):
 def test_a_message_behind_its_build_goes_on_from_where_the_build_is(cloud):
     """A conductor message redelivered after its worker died says the state
     it was sent in; the build is further on: the steps done are not run
-    again, the rest are. A message that says no state (sent before messages
-    carried it) is read from the build."""
+    again, the rest are. Delivered the first time, the same message leaves
+    the build to the conductor that took it along. A message that says no
+    state (sent before messages carried it) is read from the build."""
     instance = boot(cloud)[0]
     assert step_outcome(pipeline.prepare_ports, instance.pk, 1) is pipeline.Outcome.NEXT
     pipeline.conduct(instance.pk, "preparing_ports", 1)
+    instance.refresh_from_db()
+    assert instance.task_state == "scheduling"
+    pipeline.conduct(instance.pk, "preparing_ports", 1, again=True)
     instance.refresh_from_db()
     assert (instance.task_state, Port.objects.count()) == ("spawning", 1)
     events = instance.actions.get().events.values_list("event", flat=True)

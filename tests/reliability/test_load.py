@@ -45,7 +45,11 @@ for n in range({operations}):
                 reservations=[services.HostRequest(min=1, max=1)]))
             done["created"] += 1
         else:
-            lease = Lease.objects.filter(status__in=["PENDING", "ACTIVE"]).order_by("?").first()
+            # Ending a lease that has not started deletes it (and its
+            # allocations, which the check below reads): only a running
+            # lease is ended here.
+            status = ["PENDING", "ACTIVE"] if action == "extend" else ["ACTIVE"]
+            lease = Lease.objects.filter(status__in=status).order_by("?").first()
             if lease is None:
                 continue
             if action == "extend":
