@@ -610,6 +610,11 @@ def prepare_ports(instance_ids, attempt: int, waiting: int = 0) -> dict[str, Out
             outcomes = dict.fromkeys(outcomes, Outcome.AGAIN) | _outcomes(
                 str(instance.pk) for instance, _ in read
             )
+            if len(outcomes) - len(instance_ids) == waiting:
+                # Full: more may wait, and no message of theirs may come.
+                from compute import tasks  # the Celery side, which imports this module
+
+                tasks.send_waiting(state)
         # Each build's step starts before the ports made for all of them.
         runs = [(_event(instance, TaskState.PREPARING_PORTS), nics) for instance, nics in builds]
         _ports_together(builds)
@@ -1154,8 +1159,10 @@ def conduct(
 
     A request's new builds (``take_along``, which their message says) take
     along others that wait for their first step, up to BATCH in all, so
-    that a burst of one-server requests is conducted in batches too. The
-    messages of those others then find them on their way and leave them
+    that a burst of one-server requests is conducted in batches too (and
+    most of them send no message: compute.tasks.send_new); a batch that
+    took all it could sends a message for the builds still waiting. The
+    messages of builds taken along find them on their way and leave them
     to the conductor that has them (a build another conductor holds is not
     waited for in the batch; it is tried again alone at the end, if it is
     still waiting). A build resumed by the reaper, or sent again after a
@@ -1172,7 +1179,7 @@ def conduct(
     their step's deadline)."""
     ids = [str(instance_ids)] if isinstance(instance_ids, (str, uuid.UUID)) else instance_ids
     chase = again and state is not None
-    new = take_along and not again and (state, attempt) == (PIPELINE[0].state, 1)
+    new = take_along and (state, attempt) == (PIPELINE[0].state, 1)
     waiting = BATCH - len(ids) if new else 0
     due = [(state, attempt, ids)] if state is not None else _where(ids)
     in_hand = set(ids)

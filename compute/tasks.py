@@ -20,7 +20,9 @@ from celery import Task, current_app, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery_batches import Batches
 from django.conf import settings
+from django.core.cache import cache
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from redis.exceptions import RedisError
 
 from compute import agent, pipeline, services
 from compute.models import Host, Instance, TaskState
@@ -34,6 +36,10 @@ TRANSIENT = {
     "max_retries": 5,
 }
 BUILD_QUEUE = "build"
+# Set while a conductor's message that takes along waiting builds is on its
+# way (send_new), for settings.BERTH_TAKE_ALONG_WINDOW at most: in the cache,
+# beside the broker's messages (config.settings).
+WAKE_FLAG = "compute:conductor-on-its-way"
 # Seconds before the builds of a batch a lost connection interrupted go on
 # (each alone): about the first retry's backoff.
 INTERRUPTED_BATCH_DELAY = 1
@@ -95,12 +101,35 @@ def send_builds(instances: list[Instance]) -> None:
     """Send, once the current transaction commits, the conductor the
     first step of a request's new builds (all in the same state, attempt
     1), in batches of pipeline.BATCH, each free to take along other new
-    builds that wait."""
-    ids = [str(instance.pk) for instance in instances]
+    builds that wait. A batch that leaves room is not sent while such a
+    message is on its way (send_new)."""
     state = instances[0].task_state if instances else None
-    for first in range(0, len(ids), pipeline.BATCH):
-        batch = ids[first : first + pipeline.BATCH]
-        enqueue_after_commit(lambda batch=batch: conduct.delay(batch, state, 1, True))
+    for batch in _batches([str(instance.pk) for instance in instances]):
+        enqueue_after_commit(lambda batch=batch: send_new(batch, state))
+
+
+def _batches(ids: list[str]) -> list[list[str]]:
+    return [ids[first : first + pipeline.BATCH] for first in range(0, len(ids), pipeline.BATCH)]
+
+
+def send_new(instance_ids: list[str], state: str) -> None:
+    """Send the conductor new builds (committed), or nothing if a message
+    that takes along waiting builds is on its way: it takes these too, since
+    it reads the builds waiting only once it starts (after it clears the
+    flag, in ``conduct``). So a burst of one-server requests costs a message
+    per batch, not one per request. The flag lapses after
+    BERTH_TAKE_ALONG_WINDOW, so a message lost or stuck behind a backlog
+    holds back others only so long; past it, the next request sends one."""
+    takes_along = len(instance_ids) < pipeline.BATCH and state == pipeline.PIPELINE[0].state
+    if takes_along and not cache.add(WAKE_FLAG, True, timeout=settings.BERTH_TAKE_ALONG_WINDOW):
+        return
+    conduct.delay(instance_ids, state, 1, True)
+
+
+def send_waiting(state: str) -> None:
+    """Send, once the current transaction commits, a message of no build
+    of its own that takes along the builds waiting in ``state`` (send_new)."""
+    enqueue_after_commit(lambda: send_new([], state))
 
 
 def send_destroy(*, instance_id: str, host: str) -> None:
@@ -123,6 +152,13 @@ def conduct(
     # Delivered again: requeued after its pool process died (the broker
     # marks it), or retried after a lost connection.
     again = bool((self.request.delivery_info or {}).get("redelivered")) or self.request.retries > 0
+    if take_along:
+        # Before the batch is read: a build committed from now on is not
+        # left to this message (send_new).
+        try:
+            cache.delete(WAKE_FLAG)
+        except (RedisError, OSError):  # the flag lapses by itself
+            logger.warning("could not clear the conductor's flag", exc_info=True)
     try:
         pipeline.conduct(instance_ids, state, attempt, take_along=take_along, again=again)
     except pipeline.Interrupted as interrupted:
@@ -236,6 +272,7 @@ def reap_stuck_builds() -> int:
     never resumed (and failed for resuming too often) for waiting its turn."""
     waiting: dict[str, int] = {}
     resumed = 0
+    conducted: dict[tuple[str, int], list[str]] = {}  # (state, attempt) -> builds
     stuck = pipeline.stuck_instances().select_related("host")
     for instance in stuck.only("task_state", "host__name")[:500]:
         queue = queue_of(instance)
@@ -255,7 +292,17 @@ def reap_stuck_builds() -> int:
             step = pipeline.resume_step(instance)
             if step == TaskState.DELETING:
                 start_delete(instance)
+            elif step is not None and pipeline.STEPS[step].hop == pipeline.CONDUCTOR:
+                conducted.setdefault((step, instance.attempt), []).append(str(instance.pk))
             elif step is not None:
                 send_step(instance)
             resumed += 1
+    # Builds resumed in the same conductor step (a batch whose worker died
+    # left them there) go on in one batch, as they were: their claims weigh
+    # each other's, where builds resumed each alone and conducted at once
+    # would claim a rack's last addresses twice. Each resume has committed.
+    for (state, attempt), ids in conducted.items():
+        for batch in _batches(ids):
+            message = (batch, state, attempt)
+            enqueue_after_commit(lambda message=message: conduct.delay(*message))
     return resumed

@@ -233,6 +233,11 @@ BERTH_SPAWN_DEADLINE = env.int("BERTH_SPAWN_DEADLINE", default=30)
 # step may be overdue only because it waits behind them: the reaper then
 # resumes it only once it is overdue by this many seconds more.
 BERTH_STEP_BACKLOG_GRACE = env.int("BERTH_STEP_BACKLOG_GRACE", default=600)
+# Seconds a conductor's message for new builds, once sent, is trusted to be
+# on its way: meanwhile, new builds are left to it (it takes along those
+# waiting when it starts) and send no message of their own. Past it (a
+# backlog holds the message, or it was lost), the next request sends one.
+BERTH_TAKE_ALONG_WINDOW = env.int("BERTH_TAKE_ALONG_WINDOW", default=1)
 # How often a worker serving the host queues (compute.worker) looks for
 # hosts reported since: a build for a new host waits at most this long.
 BERTH_HOST_QUEUE_SYNC = env.float("BERTH_HOST_QUEUE_SYNC", default=5.0)
@@ -366,6 +371,27 @@ else:
         "visibility_timeout": env.int("BERTH_BROKER_VISIBILITY_TIMEOUT", default=3600),
     }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The cache holds what is about the broker's messages (compute.tasks.send_new:
+# whether a conductor's message is on its way), so it lives beside them: in
+# the broker's Redis, or in a folder by the broker's when it is a folder. Every
+# process of a deployment must share it, as they share the broker.
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(DATA_DIR / "cache"),
+        }
+    }
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CELERY_BROKER_URL,
+            "KEY_PREFIX": "berth",
+        }
+    }
+else:  # no cache all processes share: each request sends its message
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -53,6 +53,18 @@ def _release_test_database(django_db_setup, django_db_blocker):
         )
 
 
+@pytest.fixture(autouse=True)
+def _no_conductor_on_its_way():
+    """The flag a request of the test before set (a conductor's message on
+    its way, compute.tasks.send_new) is not about this test's builds: left
+    set, it would hold back their message."""
+    from django.core.cache import cache
+
+    from compute.tasks import WAKE_FLAG
+
+    cache.delete(WAKE_FLAG)
+
+
 class Caller:
     """An API client holding a token for one role in one project."""
 

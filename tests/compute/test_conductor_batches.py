@@ -7,6 +7,7 @@ import time
 import pytest
 from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from compute import pipeline, services, tasks
 from compute.models import Instance, InstanceActionEvent
@@ -273,3 +274,67 @@ def test_a_batch_counts_the_addresses_its_builds_take(cloud):
     built = Instance.objects.filter(pk__in=ids).order_by("host__name")
     assert [(i.host.name, i.attempt) for i in built] == [("h1", 1), ("h2", 1), ("h3", 1)]
     assert not InstanceActionEvent.objects.filter(result="Error").exists()
+
+
+def test_new_builds_are_left_to_a_conductors_message_on_its_way(
+    cloud, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A one-server request sends the conductor a message that takes along
+    the builds waiting; a request while it is on its way sends none, and
+    that message builds both. Once it has started, a request sends its own
+    again; a request that fills a batch always does (it takes none along)."""
+    monkeypatch.setattr(pipeline, "BATCH", 3)
+    sent = []
+    monkeypatch.setattr(tasks.conduct, "delay", lambda *message: sent.append(message))
+
+    def requested(count: int) -> list[str]:
+        with django_capture_on_commit_callbacks(execute=True):
+            return request(cloud, count)
+
+    first, second = requested(1), requested(1)
+    assert sent == [(first, "preparing_ports", 1, True)]
+    tasks.conduct(*sent[0])  # as the worker runs it
+    assert set(states(first + second).values()) == {("BUILD", "spawning")}
+    third = requested(1)
+    full = requested(3)
+    assert sent[1:] == [(third, "preparing_ports", 1, True), (full, "preparing_ports", 1, True)]
+
+
+def test_a_full_batch_sends_a_message_for_the_builds_still_waiting(
+    cloud, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Five builds wait, left to one message, and a batch takes three: the
+    batch's first step sends a message of no build of its own, which takes
+    the other two."""
+    monkeypatch.setattr(pipeline, "BATCH", 3)
+    sent = []
+    monkeypatch.setattr(tasks.conduct, "delay", lambda *message: sent.append(message))
+    ids = [request(cloud, 1)[0] for _ in range(5)]
+    with django_capture_on_commit_callbacks(execute=True):
+        pipeline.conduct([ids[0]], "preparing_ports", 1, take_along=True)
+    assert [state for _, state in states(ids).values()].count("spawning") == 3
+    assert sent == [([], "preparing_ports", 1, True)]
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.conduct(*sent[0])  # as the worker runs it
+    assert set(states(ids).values()) == {("BUILD", "spawning")}
+    assert len(sent) == 1  # the second batch was not full
+
+
+def test_builds_the_reaper_resumes_in_one_step_go_on_as_one_batch(
+    cloud, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A batch's worker died after its builds' first step: the reaper
+    resumes the three, overdue in scheduling, in one message, and that
+    batch spreads them as a request's builds are spread."""
+    ids = request(cloud, 3)
+    pipeline.prepare_ports(ids, 1)
+    Instance.objects.filter(pk__in=ids).update(step_deadline=timezone.now())
+    sent = []
+    monkeypatch.setattr(tasks.conduct, "delay", lambda *message: sent.append(message))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.reap_stuck_builds() == 3
+    assert [(sorted(batch), *rest) for batch, *rest in sent] == [(sorted(ids), "scheduling", 1)]
+    tasks.conduct(*sent[0])
+    assert set(states(ids).values()) == {("BUILD", "spawning")}
+    hosts = Instance.objects.filter(pk__in=ids).values_list("host__name", flat=True)
+    assert sorted(hosts) == ["h1", "h2", "h3"]

@@ -161,11 +161,11 @@ def test_pool_process_killed_in_each_step_twice(outside, cloud, env, workers, st
 @pytest.mark.parametrize("per_request", [4, 1])
 def test_pool_process_killed_in_a_batchs_steps(outside, cloud, env, workers, step, per_request):
     """Four servers conducted as one batch (one request's, or four
-    one-server requests the first message takes along): SIGKILL the pool
-    processes in the middle of the batch's step. The messages killed are
-    redelivered and their builds go on from where they are; builds taken
-    along that their own messages find on their way are resumed by the
-    reaper. Each is built once, on its first attempt."""
+    one-server requests the first one's message takes along): SIGKILL the
+    pool processes in the middle of the batch's step. The message killed is
+    redelivered, takes along again what waits for the first step, and its
+    builds go on from where they are; builds taken along and left further
+    on are resumed by the reaper. Each is built once, on its first attempt."""
     boot(env, 4, "batch", per_request=per_request)
     assert Instance.objects.count() == 4
     conn = outside

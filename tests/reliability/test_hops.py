@@ -53,6 +53,20 @@ def test_spawn_waits_on_its_hosts_queue_for_a_worker_of_that_host(
     assert_built_once(Instance.objects.get())
 
 
+def test_a_burst_of_one_server_requests_is_one_message(transactional_db, cloud, env, workers):
+    """Five one-server requests while no worker runs: the first sends the
+    conductor a message that takes along the builds waiting, the others
+    leave theirs to it (its window is widened so a slow machine's requests
+    all fall in it). Once a worker starts, that message builds all five."""
+    boot({**env, "BERTH_TAKE_ALONG_WINDOW": "60"}, 5, "burst")
+    assert waiting_in(env, "build") == 1
+    worker = workers()
+    wait_for(lambda: Instance.objects.filter(status="ACTIVE").count() == 5, 60, "the builds")
+    assert received(worker, "conduct") == 1
+    for instance in Instance.objects.all():
+        assert_built_once(instance)
+
+
 def test_a_host_reported_after_the_worker_started_is_served(transactional_db, cloud, env, workers):
     workers()
     Host.objects.update(enabled=False)
