@@ -213,9 +213,12 @@ def test_a_build_another_transaction_holds_is_left_to_its_own_message(
     message's batch neither waits for it nor takes it, and goes on with
     the third. The second's own message, delivered while the row is still
     held, waits for it (alone, after taking nothing else) and builds it."""
-    # The requests commit here: their messages would reach the worker
-    # another test may have left running, which must not conduct them.
+    # The requests and steps commit here: their messages would reach the
+    # worker another test may have left running, which must neither
+    # conduct the builds nor spawn them (recording a spawn while this
+    # test's tables are emptied deadlocks the emptying).
     monkeypatch.setattr(tasks, "send_builds", lambda instances: None)
+    monkeypatch.setattr(tasks, "send_step", lambda instance, nics=None: None)
     ids = [request(cloud, 1)[0] for _ in range(3)]
     held, release = threading.Event(), threading.Event()
     released_at = []
