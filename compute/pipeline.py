@@ -1141,6 +1141,12 @@ def _run(step: Step, instance_ids: list[str], attempt: int, waiting: int = 0) ->
     return outcomes
 
 
+def room(instance_ids: list[str], state: str | None, attempt: int | None) -> int:
+    """How many builds waiting for the first step a message of new builds
+    ``instance_ids`` takes along (none past the first step and attempt)."""
+    return BATCH - len(instance_ids) if (state, attempt) == (PIPELINE[0].state, 1) else 0
+
+
 def conduct(
     instance_ids,
     state: str | None = None,
@@ -1179,8 +1185,7 @@ def conduct(
     their step's deadline)."""
     ids = [str(instance_ids)] if isinstance(instance_ids, (str, uuid.UUID)) else instance_ids
     chase = again and state is not None
-    new = take_along and (state, attempt) == (PIPELINE[0].state, 1)
-    waiting = BATCH - len(ids) if new else 0
+    waiting = room(ids, state, attempt) if take_along else 0
     due = [(state, attempt, ids)] if state is not None else _where(ids)
     in_hand = set(ids)
     try:

@@ -120,7 +120,7 @@ def send_new(instance_ids: list[str], state: str) -> None:
     per batch, not one per request. The flag lapses after
     BERTH_TAKE_ALONG_WINDOW, so a message lost or stuck behind a backlog
     holds back others only so long; past it, the next request sends one."""
-    takes_along = len(instance_ids) < pipeline.BATCH and state == pipeline.PIPELINE[0].state
+    takes_along = pipeline.room(instance_ids, state, 1) > 0
     if takes_along and not cache.add(WAKE_FLAG, True, timeout=settings.BERTH_TAKE_ALONG_WINDOW):
         return
     conduct.delay(instance_ids, state, 1, True)
