@@ -155,6 +155,18 @@ def setup(hosts: int = HOSTS):
     return context, flavor, network
 
 
+def server_request(context, flavor, network, name: str):
+    """One server on the world's network, requested through the service
+    (committed, and its build sent, at the end of the caller's transaction
+    if it is in one); returns its instance."""
+    from compute import services as compute
+
+    [instance] = compute.server_create(
+        context=context, name=name, flavor=flavor, nics=[compute.NicRequest(network=network)]
+    )
+    return instance
+
+
 def heartbeat() -> None:
     # Stands in for the hosts' periodic reports: only the heartbeat matters here.
     from django.db import connection
@@ -253,7 +265,6 @@ def one_at_a_time(context, flavor, network, builds: int, deadline: float) -> lis
     from django.db import transaction
     from django.utils import timezone
 
-    from compute import services as compute
     from compute.models import Instance, InstanceStatus
 
     took = []
@@ -262,12 +273,7 @@ def one_at_a_time(context, flavor, network, builds: int, deadline: float) -> lis
         with transaction.atomic():
             # Registered first, so it runs before the request's own enqueue.
             transaction.on_commit(lambda: committed.append(timezone.now()))
-            [instance] = compute.server_create(
-                context=context,
-                name=f"bench-alone-{n}",
-                flavor=flavor,
-                nics=[compute.NicRequest(network=network)],
-            )
+            instance = server_request(context, flavor, network, f"bench-alone-{n}")
         mine = Instance.objects.filter(pk=instance.pk)
         while not mine.exclude(status=InstanceStatus.BUILD).exists():
             if time.monotonic() > deadline:

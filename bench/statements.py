@@ -86,12 +86,7 @@ def main() -> int:
         context, flavor, network = world.setup()
         benchdb.vacuum_analyze()
         for n in range(args.builds):
-            [instance] = compute.server_create(
-                context=context,
-                name=f"bench-statements-{n}",
-                flavor=flavor,
-                nics=[compute.NicRequest(network=network)],
-            )
+            instance = world.server_request(context, flavor, network, f"bench-statements-{n}")
             for hop, run in (("conductor", conduct), ("spawn_done", spawn_done)):
                 captured = run(instance.pk)
                 sent = [q["sql"] for q in captured.captured_queries]
