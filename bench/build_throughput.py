@@ -13,7 +13,8 @@ per request (as `--min-count`; the conductor takes a request's builds as
 one batch), then as many again one per request (a conductor takes the
 builds that wait along, up to 50). A last phase builds one
 server at a time, each enqueued when the one before is ACTIVE: the time to
-ACTIVE of a build that waits behind no other. Goal: builds/s at least the
+ACTIVE of a build that waits behind no other, and p50 of its parts (before
+and in each step, from the steps' events). Goal: builds/s at least the
 floor's chains/s.
 
 The broker's Redis database is flushed before and after the run: give the
@@ -256,18 +257,21 @@ def builds_run(context, flavor, network, builds: int, deadline: float, per_reque
     return rate, [(a - start).total_seconds() for a in launched], start
 
 
-def one_at_a_time(context, flavor, network, builds: int, deadline: float) -> list[float]:
+def one_at_a_time(
+    context, flavor, network, builds: int, deadline: float
+) -> tuple[list[float], dict[str, list[float]]]:
     """Each build's time from the commit of its request to ACTIVE (s, from
     its launched_at, which the worker stamps as it records ACTIVE), enqueued
-    when the one before is ACTIVE. Waiting for it polls every 10 ms, which
-    the figure does not include (so a busy poller does not slow the worker
-    it measures)."""
+    when the one before is ACTIVE; and the parts of that time (alone_parts).
+    Waiting for it polls every 10 ms, which the figure does not include (so
+    a busy poller does not slow the worker it measures)."""
     from django.db import transaction
     from django.utils import timezone
 
     from compute.models import Instance, InstanceStatus
 
     took = []
+    parts: dict[str, list[float]] = {}
     committed: list = []  # each request's commit time
     for n in range(builds):
         with transaction.atomic():
@@ -283,7 +287,33 @@ def one_at_a_time(context, flavor, network, builds: int, deadline: float) -> lis
         if instance.status != InstanceStatus.ACTIVE:
             sys.exit(f"build alone failed: {instance.fault}")
         took.append((instance.launched_at - committed[-1]).total_seconds())
-    return took
+        for part, seconds in alone_parts(instance, committed[-1]):
+            parts.setdefault(part, []).append(seconds)
+    return took, parts
+
+
+def alone_parts(instance, committed) -> list[tuple[str, float]]:
+    """Where a build's time from ``committed`` to ACTIVE went (s), from its
+    steps' events: before each step (messages, reads and the step before's
+    commit), each step, and after the last (its result recorded; negative
+    when the spawn's event ends after ACTIVE is stamped, in the same
+    transaction)."""
+    from compute.models import InstanceActionEvent
+    from compute.pipeline import PIPELINE
+
+    events = {
+        event.event: event
+        for event in InstanceActionEvent.objects.filter(action__instance_id=instance.pk)
+    }
+    parts, before = [], committed
+    for step in PIPELINE:
+        event = events[step.event]
+        name = step.event.removeprefix("compute_")
+        parts.append((f"to {name}", (event.start_time - before).total_seconds()))
+        parts.append((name, (event.finish_time - event.start_time).total_seconds()))
+        before = event.finish_time
+    parts.append(("to ACTIVE", (instance.launched_at - before).total_seconds()))
+    return parts
 
 
 def step_times(context, start) -> tuple[dict, float]:
@@ -347,7 +377,7 @@ def main() -> int:
             single_rate, single_latencies, _ = builds_run(
                 context, flavor, network, args.builds, deadline, per_request=1
             )
-            alone = one_at_a_time(context, flavor, network, args.alone, deadline)
+            alone, alone_split = one_at_a_time(context, flavor, network, args.alone, deadline)
         except BaseException:
             # With -l warning, what the worker said is what went wrong.
             log.seek(0)
@@ -383,6 +413,13 @@ def main() -> int:
         "mean ms per build step (InstanceActionEvent): "
         + ", ".join(f"{step.removeprefix('compute_')} {ms:.1f}" for step, ms in steps.items())
         + f"; outside the steps (queue, task overhead): {waiting:.0f}"
+    )
+    print(
+        "one build at a time, p50 ms of each part: "
+        + ", ".join(
+            f"{part} {benchdb.percentile(seconds, 50) * 1000:.1f}"
+            for part, seconds in alone_split.items()
+        )
     )
     return 0
 

@@ -12,7 +12,8 @@ task. It needs no database credentials and opens no database connection.
 
 A host without an agent (reported by ``manage.py host_report``) has its
 queue served by a central worker started with ``--host-queues``
-(compute.worker), which runs the same tasks.
+(compute.worker), which runs the same tasks and, having the database,
+records their results itself instead of sending them (_record).
 """
 
 import logging
@@ -39,6 +40,24 @@ def _send(task: str, *args) -> None:
     # By name: the agent imports none of the control plane's tasks.
     # CELERY_TASK_ROUTES names the queue (results on build, reports on agents).
     current_app.send_task(task, args)
+
+
+def _record(task: str, *args) -> None:
+    """Hand the result of the host's work to the control plane's ``task``.
+    An agent sends it as a message. A control-plane worker that serves the
+    queue of a host without an agent (compute.worker) has the database, so
+    it runs ``task`` here, in the same task: the build's result costs no
+    third message. If that fails (a lost connection, a bug), the result is
+    sent all the same, and the task that takes it retries or records the
+    failure as for an agent's: a result recorded twice changes nothing the
+    second time."""
+    if settings.BERTH_ROLE != "agent":
+        try:
+            current_app.tasks[task](*args)
+            return
+        except Exception:
+            logger.warning("%s not run in place; sent to the control plane", task, exc_info=True)
+    _send(task, *args)
 
 
 def _now() -> str:
@@ -88,7 +107,7 @@ def spawn_result(request: dict, virt_driver: str) -> dict:
 )
 def spawn(request: dict, attempt: int, virt_driver: str) -> None:
     result = spawn_result(request, virt_driver)
-    _send("compute.spawn_done", request["instance_id"], attempt, request["host"], result)
+    _record("compute.spawn_done", request["instance_id"], attempt, request["host"], result)
 
 
 def power_result(instance_id: str, action: str, virt_driver: str, driver_options: dict) -> dict:
@@ -108,7 +127,7 @@ def power_result(instance_id: str, action: str, virt_driver: str, driver_options
 @shared_task(name="compute.power")
 def power(instance_id: str, action: str, virt_driver: str, driver_options: dict) -> None:
     result = power_result(instance_id, action, virt_driver, driver_options)
-    _send("compute.power_done", instance_id, action, result)
+    _record("compute.power_done", instance_id, action, result)
 
 
 @shared_task(name="compute.destroy")

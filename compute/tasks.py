@@ -4,12 +4,12 @@ A build is two hops (compute.pipeline.PIPELINE says which step runs where):
 ``conduct`` runs the database-only steps on the build queue (for a
 request's builds together, pipeline.BATCH at most), then the host
 the build landed on spawns it (compute.agent.spawn, on its queue
-``host.<name>``) and sends the result back to ``spawn_done``. A host runs
-an agent of its own, or a central worker serves its queue
-(compute.worker). A message is sent only where the hop changes: after bind
-(to the host), and after a failed spawn (back to the conductor, for the
-next attempt). The agents' reports and heartbeats arrive on the ``agents``
-queue.
+``host.<name>``) and hands the result to ``spawn_done``: an agent of the
+host's own sends it as a message; a central worker serving the queue of a
+host without one (compute.worker) runs it in place. A message is sent
+only where the hop changes: after bind (to the host), and after a failed
+spawn (back to the conductor, for the next attempt). The agents' reports
+and heartbeats arrive on the ``agents`` queue.
 """
 
 import logging

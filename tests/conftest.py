@@ -203,11 +203,16 @@ def wait_for(condition, timeout: float = 60, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+# A database URL on a closed port: a process given it fails if it touches a
+# database.
+NO_DATABASE = "postgres://nobody@127.0.0.1:9/none"
+
+
 def agent_start(log: Path, name: str, *options: str, env: dict | None = None) -> subprocess.Popen:
     """`manage.py agent NAME OPTIONS...` as an operator runs it on a host,
     ready (its report sent), logging to ``log``. Its database URL names a
     closed port: an agent that touched a database would fail."""
-    env = process_env(DATABASE_URL="postgres://nobody@127.0.0.1:9/none", **(env or {}))
+    env = process_env(DATABASE_URL=NO_DATABASE, **(env or {}))
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "manage.py", "agent", name, *options, "--loglevel", "info"],

@@ -95,13 +95,14 @@ def env(redis_server):
 
 @pytest.fixture
 def workers(env, tmp_path):
-    """start(*options) -> a real worker on the scenario's broker (by default
-    on every queue and every host's); all stopped at the end."""
+    """start(*options, **overrides) -> a real worker on the scenario's
+    broker (by default on every queue and every host's), with ``overrides``
+    of the scenario's environment; all stopped at the end."""
     started = []
 
-    def start(*options):
+    def start(*options, **overrides):
         log = tmp_path / f"worker-{len(started)}.log"
-        proc = worker_start(log, env, *([options] if options else []))
+        proc = worker_start(log, {**env, **overrides}, *([options] if options else []))
         started.append(proc)
         return proc
 

@@ -1,6 +1,7 @@
 """The pipeline's two hops on real workers and a real broker: the conductor
 runs the database-only steps in one message, rescheduling in place; spawn
-runs on the chosen host's own queue; an unexpected error is written on the
+runs on the chosen host's own queue, and a worker with the database
+records its result in the same task; an unexpected error is written on the
 build at once."""
 
 import time
@@ -10,6 +11,7 @@ import pytest
 from compute import services
 from compute.models import Host, Instance, InstanceActionEvent
 from tests.compute.conftest import sriov_on_h1_only
+from tests.conftest import NO_DATABASE
 from tests.factories import HostFactory
 from tests.reliability.conftest import run_python, wait_for
 from tests.reliability.test_faults import assert_built_once, boot, received
@@ -50,6 +52,48 @@ def test_spawn_waits_on_its_hosts_queue_for_a_worker_of_that_host(
     agent = workers("-Q", "host.h1", "-c", "1")
     wait_for(lambda: Instance.objects.filter(status="ACTIVE").exists(), 60, "the spawn")
     assert (received(agent, "spawn"), received(agent, "conduct")) == (1, 0)
+    assert_built_once(Instance.objects.get())
+
+
+def test_a_central_worker_records_its_host_work_in_the_same_task(
+    transactional_db, cloud, env, workers
+):
+    """A build served by a worker with the database is two messages: the
+    conductor's and the spawn's, whose task records the result itself; a
+    power action is one. One pool process: the fake driver's domains live
+    in the process that made them."""
+    worker = workers("--host-queues", "-c", "1")
+    boot(env, 1, "two")
+    wait_for(lambda: Instance.objects.filter(status="ACTIVE").exists(), 60, "the build")
+    assert [received(worker, task) for task in ("conduct", "spawn", "spawn_done")] == [1, 1, 0]
+    assert_built_once(Instance.objects.get())
+    run_python(  # sent on the scenario's broker
+        "from compute import services\n"
+        "from compute.models import Instance\n"
+        "from compute.virt import PowerAction\n"
+        "from identity.auth import RequestContext\n"
+        "from identity.models import Project\n"
+        "context = RequestContext(user_id='u1', project=Project.objects.get(name='acme'),"
+        " role='admin')\n"
+        "services.server_power(context=context, instance=Instance.objects.get(),"
+        " action=PowerAction.STOP)",
+        env,
+    )
+    wait_for(lambda: Instance.objects.filter(status="SHUTOFF").exists(), 60, "the stop")
+    assert (received(worker, "power"), received(worker, "power_done")) == (1, 0)
+
+
+def test_a_result_not_recorded_in_place_is_sent_as_an_agents(transactional_db, cloud, env, workers):
+    """The worker serving host.h1 cannot reach the database: it spawns,
+    fails to record the result in place, and sends it to the control
+    plane's task, as an agent does; the build queue's worker records it."""
+    only_h1(cloud)
+    central = workers("-Q", "build", "-c", "1")
+    host = workers("-Q", "host.h1", "-c", "1", DATABASE_URL=NO_DATABASE)
+    boot(env, 1, "sent")
+    wait_for(lambda: Instance.objects.filter(status="ACTIVE").exists(), 60, "the build")
+    assert (received(host, "spawn"), received(central, "spawn_done")) == (1, 1)
+    assert "compute.spawn_done not run in place" in host.log.read_text()
     assert_built_once(Instance.objects.get())
 
 
