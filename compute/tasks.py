@@ -123,7 +123,9 @@ def send_new(instance_ids: list[str], state: str) -> None:
     takes_along = pipeline.room(instance_ids, state, 1) > 0
     if takes_along and not cache.add(WAKE_FLAG, True, timeout=settings.BERTH_TAKE_ALONG_WINDOW):
         return
-    conduct.delay(instance_ids, state, 1, True)
+    # A full batch's message takes none along, so it is not the message on
+    # its way and leaves the flag to the one that is.
+    conduct.delay(instance_ids, state, 1, takes_along)
 
 
 def send_waiting(state: str) -> None:

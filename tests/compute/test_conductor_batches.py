@@ -285,7 +285,8 @@ def test_new_builds_are_left_to_a_conductors_message_on_its_way(
     """A one-server request sends the conductor a message that takes along
     the builds waiting; a request while it is on its way sends none, and
     that message builds both. Once it has started, a request sends its own
-    again; a request that fills a batch always does (it takes none along)."""
+    again; a request that fills a batch always does, and its message, which
+    takes none along, leaves the flag of the message on its way."""
     monkeypatch.setattr(pipeline, "BATCH", 3)
     sent = []
     monkeypatch.setattr(tasks.conduct, "delay", lambda *message: sent.append(message))
@@ -300,7 +301,12 @@ def test_new_builds_are_left_to_a_conductors_message_on_its_way(
     assert set(states(first + second).values()) == {("BUILD", "spawning")}
     third = requested(1)
     full = requested(3)
-    assert sent[1:] == [(third, "preparing_ports", 1, True), (full, "preparing_ports", 1, True)]
+    assert sent[1:] == [(third, "preparing_ports", 1, True), (full, "preparing_ports", 1, False)]
+    tasks.conduct(*sent[2])
+    fourth = requested(1)
+    assert len(sent) == 3
+    tasks.conduct(*sent[1])
+    assert set(states(third + full + fourth).values()) == {("BUILD", "spawning")}
 
 
 def test_a_full_batch_sends_a_message_for_the_builds_still_waiting(
