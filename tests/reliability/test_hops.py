@@ -19,6 +19,15 @@ from tests.reliability.test_faults import assert_built_once, boot, received
 pytestmark = [pytest.mark.postgres, pytest.mark.worker]
 
 
+# Code run in a scenario's process as acme's admin: ``context``.
+AS_ADMIN = (
+    "from identity.auth import RequestContext\n"
+    "from identity.models import Project\n"
+    "context = RequestContext(user_id='u1', project=Project.objects.get(name='acme'),"
+    " role='admin')\n"
+)
+
+
 def waiting_in(env, queue: str) -> int:
     """Messages waiting in ``queue`` of the scenario's broker."""
     out = run_python(
@@ -68,13 +77,9 @@ def test_a_central_worker_records_its_host_work_in_the_same_task(
     assert [received(worker, task) for task in ("conduct", "spawn", "spawn_done")] == [1, 1, 0]
     assert_built_once(Instance.objects.get())
     run_python(  # sent on the scenario's broker
-        "from compute import services\n"
+        AS_ADMIN + "from compute import services\n"
         "from compute.models import Instance\n"
         "from compute.virt import PowerAction\n"
-        "from identity.auth import RequestContext\n"
-        "from identity.models import Project\n"
-        "context = RequestContext(user_id='u1', project=Project.objects.get(name='acme'),"
-        " role='admin')\n"
         "services.server_power(context=context, instance=Instance.objects.get(),"
         " action=PowerAction.STOP)",
         env,
@@ -126,13 +131,9 @@ def test_a_failed_bind_is_rescheduled_inside_the_conductor(transactional_db, clo
     port = sriov_on_h1_only(cloud)
     worker = workers()
     run_python(  # sent on the scenario's broker
-        "from compute import services\n"
+        AS_ADMIN + "from compute import services\n"
         "from compute.models import Flavor\n"
-        "from identity.auth import RequestContext\n"
-        "from identity.models import Project\n"
         "from networking.models import Port\n"
-        "context = RequestContext(user_id='u1', project=Project.objects.get(name='acme'),"
-        " role='admin')\n"
         "services.server_create(context=context, name='sriov',"
         " flavor=Flavor.objects.get(pk='small'),"
         f" nics=[services.NicRequest(port=Port.objects.get(pk='{port.pk}'))])",
