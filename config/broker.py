@@ -11,7 +11,8 @@ from kombu.utils.json import dumps
 
 
 class Channel(filesystem.Channel):
-    """The filesystem channel, publishing each message whole.
+    """The filesystem channel, publishing each message and creating each
+    exchange's table whole.
 
     kombu's reader takes a message by moving its file out of the queue
     folder and reading it, without the lock its writer holds while writing:
@@ -30,6 +31,29 @@ class Channel(filesystem.Channel):
             os.replace(f"{path}.part", path)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {path!r} to directory") from exc
+
+    def _queue_bind(self, exchange, routing_key, pattern, queue):
+        """kombu creates an exchange's table by opening it for writing
+        (empty) and only then locking and writing it: another process that
+        binds a queue to the same exchange meanwhile read it empty, and the
+        JSON error ended that worker at start (the demo's agents declare
+        their queues together). A new table is written aside and linked
+        into place, which fails if another process made it first; kombu's
+        own code then adds to it under its lock."""
+        table = self._exchange_file(exchange)
+        if not table.exists():
+            self.control_folder.mkdir(exist_ok=True)
+            part = table.with_name(f"{table.name}.{uuid.uuid4()}.part")
+            binding = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+            part.write_bytes(str_to_bytes(dumps([binding])))
+            try:
+                os.link(part, table)
+                return
+            except FileExistsError:
+                pass
+            finally:
+                part.unlink()
+        super()._queue_bind(exchange, routing_key, pattern, queue)
 
 
 class Transport(filesystem.Transport):

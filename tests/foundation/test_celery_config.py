@@ -176,3 +176,48 @@ def test_filesystem_messages_are_read_whole_while_being_written(tmp_path):
     thread.join()
     assert errors == []
     assert len(read) == count and all(message == body for message in read)
+
+
+BIND_ALL = """
+import sys, time
+from kombu import Connection, Exchange, Queue
+folder, name, start, exchanges = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+options = {"data_folder_in": folder, "data_folder_out": folder}
+options["control_folder"] = folder + "/control"
+transport = "config.broker:Transport"
+with Connection("filesystem://", transport=transport, transport_options=options) as connection:
+    channel = connection.default_channel
+    while time.time() < start:
+        pass
+    for n in range(exchanges):
+        Queue(name, Exchange(f"ex{n}"), routing_key=name).declare(channel=channel)
+"""
+
+
+def test_filesystem_exchanges_declared_by_processes_at_once_keep_every_queue(tmp_path):
+    """Processes starting together (the demo's agents and workers) bind
+    their queues to the same new exchanges: none fails, and each exchange
+    routes to every queue (kombu's own transport read a table another
+    process was creating as empty, and the JSON error ended that worker)."""
+    processes, exchanges = 6, 30
+    start = time.time() + 2  # once every interpreter is up
+    binders = [
+        subprocess.Popen(
+            [sys.executable, "-c", BIND_ALL, str(tmp_path), f"q{p}", str(start), str(exchanges)],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for p in range(processes)
+    ]
+    errors = [binder.communicate(timeout=60)[1] for binder in binders]
+    assert [binder.returncode for binder in binders] == [0] * processes, errors
+    options = {"control_folder": str(tmp_path / "control"), "data_folder_in": str(tmp_path)}
+    with Connection(
+        "filesystem://", transport="config.broker:Transport", transport_options=options
+    ) as connection:
+        tables = [connection.default_channel.get_table(f"ex{n}") for n in range(exchanges)]
+    assert all(
+        sorted(b.queue for b in table) == [f"q{p}" for p in range(processes)] for table in tables
+    )
+    assert not list((tmp_path / "control").glob("*.part"))
