@@ -38,8 +38,9 @@ class Channel(filesystem.Channel):
         binds a queue to the same exchange meanwhile read it empty, and the
         JSON error ended that worker at start (the demo's agents declare
         their queues together). A new table is written aside and linked
-        into place, which fails if another process made it first; kombu's
-        own code then adds to it under its lock."""
+        into place, which fails if another process made it first (or on a
+        filesystem without links); kombu's own code then adds to it under
+        its lock."""
         table = self._exchange_file(exchange)
         if not table.exists():
             self.control_folder.mkdir(exist_ok=True)
@@ -49,7 +50,7 @@ class Channel(filesystem.Channel):
             try:
                 os.link(part, table)
                 return
-            except FileExistsError:
+            except OSError:
                 pass
             finally:
                 part.unlink()
