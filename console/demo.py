@@ -540,10 +540,13 @@ CLI_WORKS = (
 
 def keystone_environment(*, base: str, username: str, password: str) -> dict[str, str]:
     """The OS_* settings of a Keystone user: an auth_url, the user and the
-    demo project; every client finds the services in the token's catalog."""
+    demo project; every client finds the services in the token's catalog.
+    The auth type is the openstack CLI's default, said because
+    python-blazarclient's own shell (``blazar``) has none."""
     return {
         "OS_AUTH_URL": f"{base}/{IDENTITY_PREFIX}",
         "OS_IDENTITY_API_VERSION": "3",
+        "OS_AUTH_TYPE": "password",
         "OS_USERNAME": username,
         "OS_PASSWORD": password,
         "OS_PROJECT_NAME": settings.BERTH_DEMO_PROJECT,

@@ -124,21 +124,29 @@ def test_demo_runs_an_agent_per_host_and_fails_a_build_over(demo):
 
 def test_demo_prints_a_keystone_user_every_client_signs_in_with(demo, tmp_path):
     """The OS_* lines the demo prints (an auth_url, a user, a password and
-    a project; no endpoint) are all the openstack CLI needs."""
+    a project; no endpoint) are all the openstack CLI and python-blazarclient's
+    own shell need."""
     _, _, output = demo
-    printed = dict(re.findall(r"^\s*export (OS_\w+)=(\S+)$", output, re.MULTILINE))
+    printed = {}
+    for key, value in re.findall(r"^\s*export (OS_\w+)=(\S+)$", output, re.MULTILINE):
+        printed.setdefault(key, value)  # the user's lines come before the token's
     assert printed["OS_AUTH_URL"].endswith("/identity")
-    keystone = ("AUTH_URL", "USERNAME", "PASSWORD", "PROJECT_NAME", "USER_DOMAIN_NAME")
+    keystone = ("AUTH_URL", "AUTH_TYPE", "USERNAME", "PASSWORD", "PROJECT_NAME", "USER_DOMAIN_NAME")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     env.update({f"OS_{key}": printed[f"OS_{key}"] for key in keystone}, HOME=str(tmp_path))
     env["OS_PROJECT_DOMAIN_NAME"] = printed["OS_PROJECT_DOMAIN_NAME"]
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "openstack"), "server", "list", "-f", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    names = {server["Name"] for server in json.loads(done.stdout)}
+
+    def run(client: str, *command: str) -> str:
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / client), *command, "-f", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    names = {server["Name"] for server in run("openstack", "server", "list")}
     assert {*demo_module.DEMO_SERVERS, "leased-1", "failover-1"} <= names
+    assert [lease["name"] for lease in run("blazar", "lease-list")] == [demo_module.DEMO_LEASE]
