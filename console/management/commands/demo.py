@@ -65,8 +65,11 @@ class Command(BaseCommand):
         settings.BERTH_HOST_DOWN_AFTER = HEARTBEAT_INTERVAL * DOWN_AFTER_MISSED
 
         base = f"http://127.0.0.1:{port}"
-        # Stop the children on SIGTERM too, not only on Ctrl-C.
+        # Stop the children on SIGTERM too, and on Ctrl-C also when started
+        # in a script's background (which ignores SIGINT, and Python then
+        # leaves it ignored).
         signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         processes = self.start_processes(port)
         try:
             self.wait_for_api(base, processes)
