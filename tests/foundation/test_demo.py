@@ -136,7 +136,7 @@ def test_demo_prints_a_keystone_user_every_client_signs_in_with(demo, tmp_path):
     env.update({f"OS_{key}": printed[f"OS_{key}"] for key in keystone}, HOME=str(tmp_path))
     env["OS_PROJECT_DOMAIN_NAME"] = printed["OS_PROJECT_DOMAIN_NAME"]
 
-    def run(client: str, *command: str) -> str:
+    def run(client: str, *command: str) -> list[dict]:
         done = subprocess.run(
             [str(Path(sys.executable).parent / client), *command, "-f", "json"],
             env=env,
